@@ -10,7 +10,7 @@ from pathlib import Path
 
 def geochip(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "geochip.cli", *args],
+        [sys.executable, "-m", "geochip", *args],
         capture_output=True,
         text=True,
         cwd=cwd,

@@ -1,4 +1,8 @@
-"""The ``geochip`` command line (Typer)."""
+"""The ``geochip`` command line (Typer).
+
+Commands live here or in sibling modules (``cli/<name>.py``) that register themselves on
+:data:`app` when imported at the bottom of this file.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import GeochipError
+from ..errors import GeochipError
 
 app = typer.Typer(
     name="geochip",
@@ -33,7 +37,7 @@ def demo(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Run the whole pipeline on the embedded sample catalog and write a chip dataset."""
-    from .demo import run_demo
+    from ..demo import run_demo
 
     result = run_demo(out, progress=progress, workers=workers, console=console)
     console.print(
@@ -70,7 +74,7 @@ def sample(
     refresh: Annotated[bool, typer.Option(help="Rebuild even if it exists.")] = False,
 ) -> None:
     """Write the sample STAC catalog (real Landsat 8 and Sentinel-2 crops) and print its path."""
-    from .sources.sample import sample_catalog
+    from ..sources.sample import sample_catalog
 
     console.print(str(sample_catalog(root, refresh=refresh)))
 
@@ -81,7 +85,7 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
     """Summarise a chip dataset: chips per split, arrays, classes, versions."""
-    from .store import open_store
+    from ..store import open_store
 
     opened = open_store(store)
     if as_json:
@@ -100,9 +104,13 @@ def info(
 @app.command()
 def versions() -> None:
     """Print geochip, GDAL, PROJ, GEOS and library versions (for bug reports)."""
-    from ._versions import show_versions
+    from .._versions import show_versions
 
     show_versions()
+
+
+# Command modules register on `app` when imported (keep one import per line).
+# (none yet)
 
 
 def main() -> None:
@@ -110,7 +118,7 @@ def main() -> None:
     try:
         app()
     except GeochipError as err:
-        from .security import redact
+        from ..security import redact
 
         err_console.print(f"[red]error:[/] {redact(str(err))}", highlight=False)
         sys.exit(1)
