@@ -138,10 +138,13 @@ _SECRET_NAME = re.compile(
 # Messages of failures that retrying cannot fix.
 _PERMANENT = re.compile(
     r"HTTP response code: (40[0-4]|41[0-9])\b|\b(404|403|401)\b.*(not found|forbidden|"
-    r"unauthori[sz]ed)|not recognized as (being in )?a supported|does not exist in the file "
-    r"system|No such file|Permission denied|Cannot open overview level",
+    r"unauthori[sz]ed)|does not exist in the file system|No such file|Permission denied|"
+    r"Cannot open overview level",
     re.IGNORECASE,
 )
+# Messages that a truncated transfer can also cause (GDAL parses the bytes it got): tried
+# once more, after clearing the cache, before they count as permanent.
+_AMBIGUOUS = re.compile(r"not recognized as (being in )?a supported", re.IGNORECASE)
 _REMOTE = re.compile(
     r"^(/vsicurl|/vsis3|/vsigs|/vsiaz|/vsiadls|/vsioss|/vsiswift|https?://|s3://|gs://|az://)"
 )
@@ -155,9 +158,62 @@ def is_remote(path: str) -> bool:
 def is_transient(err: BaseException, path: str) -> bool:
     """Whether a failed open/read of ``path`` may succeed when tried again.
 
-    Only remote paths fail transiently; a 404, 403 or a file that is not a raster does not.
+    Only remote paths fail transiently; a 404 or 403 does not. "Not a supported format"
+    from a remote file is retried too (a truncated header transfer looks like that).
     """
     return is_remote(path) and not _PERMANENT.search(str(err))
+
+
+def _retry_budget(err: BaseException, path: str, env: GdalEnv, known: bool) -> int:
+    if not is_transient(err, path):
+        return 0
+    if _AMBIGUOUS.search(str(err)) and not known:
+        return min(2, env.retries)
+    return env.retries
+
+
+_PERMANENT_CODES = frozenset({400, 401, 403, 404, 405, 410, 451})
+
+
+def http_status(path: str, env: GdalEnv) -> int | None:
+    """The HTTP status a one-byte range request for ``path`` gets now (None: no answer).
+
+    GDAL reports a failed open as "not recognized as a supported format" whatever the
+    server said; geochip asks the server once to tell a 403/404 from a transient failure.
+    """
+    import urllib.error
+    import urllib.request
+
+    url = path[len("/vsicurl/") :] if path.startswith("/vsicurl/") else path
+    if not url.startswith(("http://", "https://")):
+        return None
+    headers = {"Range": "bytes=0-0"}
+    for line in env.options.get("GDAL_HTTP_HEADERS", "").replace("\r\n", "\n").splitlines():
+        if ":" in line:
+            key, value = line.split(":", 1)
+            headers[key.strip()] = value.strip()
+    request = urllib.request.Request(url, headers=headers)
+    timeout = float(env.options.get("GDAL_HTTP_CONNECTTIMEOUT", "10"))
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return int(response.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+    except (OSError, ValueError):
+        return None
+
+
+def _explain(err: BaseException, path: str, env: GdalEnv) -> BaseException:
+    """``err``, or an OSError saying what the server answers when GDAL's message hides it
+    (GDAL often reports a 403 or 404 as a failed block read or an unrecognised file)."""
+    if not is_remote(path) or _PERMANENT.search(str(err)):
+        return err
+    status = http_status(path, env)
+    if status is None or status < 300 or f"code: {status}" in str(err):
+        return err
+    explained = OSError(f"{err} (the server answers HTTP response code: {status})")
+    explained.__cause__ = err
+    return explained
 
 
 def _validate(options: Mapping[str, Any], allow_unknown: bool) -> dict[str, str]:
@@ -324,20 +380,26 @@ def call_with_retries(
     *,
     on_retry: Callable[[int, BaseException], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    known_raster: bool = False,
 ) -> T:
     """Call ``fn``; on a transient failure of remote ``path``, clear GDAL's curl cache for
     it, wait with backoff, and call again, at most ``env.retries`` times.
 
     ``on_retry(attempt, error)`` runs before each retry (readers drop their handle there).
-    Permanent failures (404, 403, not a raster, local files) are raised at once.
+    Permanent failures (404, 403, local files) are raised at once. A remote file that GDAL
+    does not recognise is tried twice more (a truncated transfer looks like that), or with
+    the full budget when ``known_raster`` (it was opened before).
     """
     attempt = 0
     while True:
         try:
             return fn()
-        except Exception as err:
-            if attempt >= env.retries or not is_transient(err, path):
-                raise
+        except Exception as caught:
+            err = _explain(caught, path, env)
+            if attempt >= _retry_budget(err, path, env, known_raster):
+                if err is caught:
+                    raise
+                raise err from caught
             from .security import redact
 
             log.info("retrying %s after %s (attempt %d)", redact(path), err, attempt + 1)

@@ -174,7 +174,7 @@ class Scene:
         import xarray as xr
         from xarray.core import indexing
 
-        lazy = indexing.LazilyIndexedArray(_BackendArray(self.array(env)))
+        lazy = indexing.LazilyIndexedArray(_backend_array(self.array(env)))
         data = xr.Variable(("band", "y", "x"), lazy)
         return _wrap(self, data, 0, 0)
 
@@ -658,7 +658,7 @@ def read_part(
         _drop_handle(path, level)
 
     try:
-        return call_with_retries(attempt, path, env, on_retry=reset)
+        return call_with_retries(attempt, path, env, on_retry=reset, known_raster=True)
     except Exception as err:
         _drop_handle(path, level)
         raise RasterReadError(
@@ -768,23 +768,32 @@ class SceneArray:
         return data if dtype is None else data.astype(dtype)
 
 
-class _BackendArray:
-    """xarray's lazy-indexing adapter over a :class:`SceneArray`."""
+_BACKEND: list[type] = []
 
-    def __init__(self, array: SceneArray) -> None:
-        self.array = array
-        self.shape = array.shape
-        self.dtype = array.dtype
 
-    def __getitem__(self, key: Any) -> Any:
+def _backend_array(array: SceneArray) -> Any:
+    """xarray's lazy-indexing adapter over a :class:`SceneArray` (class made on first use,
+    so importing this module does not import xarray)."""
+    if not _BACKEND:
+        from xarray.backends import BackendArray
         from xarray.core import indexing
 
-        return indexing.explicit_indexing_adapter(
-            key, self.shape, indexing.IndexingSupport.BASIC, self._raw
-        )
+        class _SceneBackendArray(BackendArray):
+            def __init__(self, array: SceneArray) -> None:
+                self.array = array
+                self.shape = array.shape
+                self.dtype = array.dtype
 
-    def _raw(self, key: tuple[Any, ...]) -> npt.NDArray[Any]:
-        return self.array[key]
+            def __getitem__(self, key: Any) -> Any:
+                return indexing.explicit_indexing_adapter(
+                    key, self.shape, indexing.IndexingSupport.BASIC, self._raw
+                )
+
+            def _raw(self, key: tuple[Any, ...]) -> npt.NDArray[Any]:
+                return self.array[key]
+
+        _BACKEND.append(_SceneBackendArray)
+    return _BACKEND[0](array)
 
 
 # --- chips as DataArrays -------------------------------------------------------------------

@@ -34,7 +34,8 @@ Example:
     >>> len(dp), len(dp_xbatcher), len(dp_xbatcher.batch(batch_size=3))
     (2, 16, 6)
     >>> chip = next(iter(dp_xbatcher))
-    >>> chip.dims, chip.shape, chip.rio.crs.to_epsg()
+    >>> import odc.geo.xr
+    >>> chip.dims, chip.shape, chip.odc.geobox.crs.epsg
     (('band', 'y', 'x'), (1, 256, 256), 32633)
 """
 
