@@ -663,8 +663,22 @@ def read_part(
         _drop_handle(path, level)
         raise RasterReadError(
             f"{_label(p.href)}: reading rows {row}:{row + height}, cols {col}:{col + width}"
-            f"{'' if level is None else f' of overview level {level}'} failed: {err}"
+            f"{'' if level is None else f' of overview level {level}'} failed: {_causes(err)}"
         ) from err
+
+
+def _causes(err: BaseException) -> str:
+    """The messages of ``err`` and its causes (rasterio chains GDAL's real reason)."""
+    from .security import redact
+
+    seen: list[str] = []
+    current: BaseException | None = err
+    while current is not None and len(seen) < 5:
+        text = str(current)
+        if text and text not in seen and not text.startswith("Read failed. See previous"):
+            seen.append(text)
+        current = current.__cause__ or current.__context__
+    return redact("; ".join(seen) or repr(err))
 
 
 def read_window(

@@ -226,7 +226,7 @@ class StreamDataset(IterableDataset[Any]):
             "image": image if self.dtype is None else image.to(self.dtype),
             "chip_id": chip.chip_id,
             "scene_id": chip.scene_id,
-            "crs": chip.geobox.crs.to_string() if chip.geobox.crs is not None else None,
+            "crs": str(chip.scene.geobox.crs),
             "index": chip.index,
         }
 
