@@ -606,9 +606,17 @@ def open_scenes(
     if not items:
         raise InputError("no scenes given")
 
+    import pystac
+
     def one(src: SceneSource) -> Scene:
+        # asset= names assets of STAC items; paths and URLs among them ignore it
         return open_scene(
-            src, asset=asset, bands=bands, overview_level=overview_level, nodata=nodata, env=env
+            src,
+            asset=asset if isinstance(src, pystac.Item) else None,
+            bands=bands,
+            overview_level=overview_level,
+            nodata=nodata,
+            env=env,
         )
 
     if workers > 1 and len(items) > 1:
