@@ -63,7 +63,9 @@ def write_cog(size: int, cache: Path) -> Path:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tif")
     make_cog(tmp, grid, data=data, tile=512, overviews=(2, 4, 8), compress="deflate")
     os.replace(tmp, path)
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - start:.0f} s")
+    print(
+        f"wrote {path} ({path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - start:.0f} s"
+    )
     return path
 
 
@@ -283,8 +285,16 @@ def child(name: str, path: str, stride: int, max_seconds: float) -> None:
     with open("/proc/self/status", encoding="ascii") as status:
         hwm_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM"))
     workers_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(json.dumps({"chips": n, "seconds": seconds, "rss_mb": hwm_kb / 1024,
-                      "workers_rss_mb": workers_kb / 1024}))
+    print(
+        json.dumps(
+            {
+                "chips": n,
+                "seconds": seconds,
+                "rss_mb": hwm_kb / 1024,
+                "workers_rss_mb": workers_kb / 1024,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -299,7 +309,10 @@ def main() -> None:
     parser.add_argument("--write", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.write:
-        write_cog(args.write, Path(os.environ.get("GEOCHIP_CACHE_DIR", Path.home() / ".cache" / "geochip")))
+        write_cog(
+            args.write,
+            Path(os.environ.get("GEOCHIP_CACHE_DIR", Path.home() / ".cache" / "geochip")),
+        )
         return
     if args.child:
         child(args.child, args.path, args.strides[0], args.max_seconds)
@@ -328,9 +341,22 @@ def main() -> None:
                 rows.append((name, None))
                 continue
             out = subprocess.run(
-                [sys.executable, __file__, "--child", name, "--path", str(path), "--strides",
-                 str(stride), "--max-seconds", str(max_seconds)],
-                capture_output=True, text=True, env=env, check=False,
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    name,
+                    "--path",
+                    str(path),
+                    "--strides",
+                    str(stride),
+                    "--max-seconds",
+                    str(max_seconds),
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=False,
             )
             if out.returncode != 0:
                 print(f"  {name}: failed\n{out.stderr[-2000:]}")
@@ -340,12 +366,19 @@ def main() -> None:
         floors = [r["chips"] / r["seconds"] for n, r in rows if n.startswith("floor") and r]
         floor = max(floors) if floors else float("nan")
         total = len(windows(size, stride))
-        print(f"\nstride {stride}: {total} chips of {CHIP}x{CHIP}x4 uint16 "
-              f"({mb_per_chip:.1f} MB each); floor = {floor:.0f} chips/s")
-        print(f"  {'method':<40} {'chips':>6} {'chips/s':>8} {'MB/s':>7} {'x floor':>8} {'peak RSS':>9}")
+        print(
+            f"\nstride {stride}: {total} chips of {CHIP}x{CHIP}x4 uint16 "
+            f"({mb_per_chip:.1f} MB each); floor = {floor:.0f} chips/s"
+        )
+        header = ("method", "chips", "chips/s", "MB/s", "x floor", "peak RSS")
+        print(
+            f"  {header[0]:<40} {header[1]:>6} {header[2]:>8} {header[3]:>7} "
+            f"{header[4]:>8} {header[5]:>9}"
+        )
         for name, r in rows:
             if r is None:
-                print(f"  {name:<40} {'(not installed)' if name.startswith('torchgeo') else '(failed)'}")
+                why = "(not installed)" if name.startswith("torchgeo") else "(failed)"
+                print(f"  {name:<40} {why}")
                 continue
             rate = r["chips"] / r["seconds"]
             partial = "" if r["chips"] >= total or name.startswith("ceiling") else " (partial)"

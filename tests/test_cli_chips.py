@@ -1,4 +1,4 @@
-"""``geochip chips``: counts from headers, a store whose chips equal rasterio reads, clear errors."""
+"""``geochip chips``: counts from headers, a store equal to rasterio reads, clear errors."""
 
 from __future__ import annotations
 

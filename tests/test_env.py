@@ -54,7 +54,9 @@ def test_user_overrides_replace_defaults() -> None:
 
 
 def test_misspelt_option_is_refused_with_a_suggestion() -> None:
-    with pytest.raises(ConfigError, match=r"'GDAL_HTTP_MAX_RETRIES'.*did you mean 'GDAL_HTTP_MAX_RETRY'"):
+    with pytest.raises(
+        ConfigError, match=r"'GDAL_HTTP_MAX_RETRIES'.*did you mean 'GDAL_HTTP_MAX_RETRY'"
+    ):
         GdalEnv.default().with_options(GDAL_HTTP_MAX_RETRIES=3)
 
 

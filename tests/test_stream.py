@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from odc.geo.geobox import GeoBox
 
 from geochip.errors import InputError, NoChipsError, RasterReadError
+from geochip.grid import YX
 from geochip.plan import load_plan, save_plan
 from geochip.scenes import Scene, ScenePart, open_scene, open_scenes
-from geochip.grid import YX
 from geochip.stream import (
     ChipStream,
     filter_nodata,
@@ -45,14 +45,22 @@ def cogs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
         nodata_box=(slice(0, 256), slice(0, 256)),
     )
     b = make_cog(
-        folder / "b.tif", _grid(520, 610, 600_000), bands=3, dtype="uint16", tile=128,
-        pattern="random", seed=5, overviews=(2,), nodata=0,
+        folder / "b.tif",
+        _grid(520, 610, 600_000),
+        bands=3,
+        dtype="uint16",
+        tile=128,
+        pattern="random",
+        seed=5,
+        overviews=(2,),
+        nodata=0,
     )
     return [a, b]
 
 
-def _oracle(path: Path, row: int, col: int, h: int, w: int, level: int | None = None,
-            fill: int = 0) -> np.ndarray:
+def _oracle(
+    path: Path, row: int, col: int, h: int, w: int, level: int | None = None, fill: int = 0
+) -> np.ndarray:
     """A plain rasterio read of the window (padded with ``fill`` past the edges)."""
     kwargs = {} if level is None else {"overview_level": level}
     with rasterio.open(path, **kwargs) as ds:
@@ -220,7 +228,7 @@ def test_chip_carries_its_grid_and_dataarray(cogs: list[Path]) -> None:
 
     scene = open_scene(cogs[0])
     plan = plan_scenes([scene], 128, stride=128)
-    chip = list(ChipStream(plan.iloc[[7]], [scene]))[0]
+    chip = next(iter(ChipStream(plan.iloc[[7]], [scene])))
     assert chip.geobox == scene.geobox[chip.row : chip.row + 128, chip.col : chip.col + 128]
     da = chip.to_dataarray()
     assert da.dims == ("band", "y", "x")
@@ -290,7 +298,9 @@ def test_a_failed_read_names_the_chip_and_the_file(tmp_path: Path) -> None:
     scene = open_scene(path)
     plan = plan_scenes([scene], 128)
     path.write_bytes(path.read_bytes()[:2000])  # truncate the pixels away
-    with pytest.raises(RasterReadError, match=r"chip gone-r0-c0: .*gone.tif: reading rows 0:256.*TIFF"):
+    with pytest.raises(
+        RasterReadError, match=r"chip gone-r0-c0: .*gone.tif: reading rows 0:256.*TIFF"
+    ):
         list(ChipStream(plan, [scene], threads=0))
 
 

@@ -195,7 +195,7 @@ def http_status(path: str, env: GdalEnv) -> int | None:
     request = urllib.request.Request(url, headers=headers)
     timeout = float(env.options.get("GDAL_HTTP_CONNECTTIMEOUT", "10"))
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return int(response.status)
     except urllib.error.HTTPError as err:
         return int(err.code)

@@ -37,7 +37,10 @@ S1_SHAPE = (5220, 7845)
 S1_FACTORS = (2, 3, 4, 5)
 
 # (name, CRS, left, top): UTM zones of Osaka and Tokyo, as in the tutorial
-_PLACES = (("osaka", "EPSG:32653", 480_000.0, 3_900_000.0), ("tokyo", "EPSG:32654", 300_000.0, 4_000_000.0))
+_PLACES = (
+    ("osaka", "EPSG:32653", 480_000.0, 3_900_000.0),
+    ("tokyo", "EPSG:32654", 300_000.0, 4_000_000.0),
+)
 
 
 def make_s1_like(
