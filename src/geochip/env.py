@@ -211,7 +211,7 @@ def _explain(err: BaseException, path: str, env: GdalEnv) -> BaseException:
     status = http_status(path, env)
     if status is None or status < 300 or f"code: {status}" in str(err):
         return err
-    explained = OSError(f"{err} (the server answers HTTP response code: {status})")
+    explained = OSError(f"the server answers HTTP response code: {status} ({err})")
     explained.__cause__ = err
     return explained
 

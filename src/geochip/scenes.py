@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from .env import GdalEnv, call_with_retries, is_remote
+from .env import GdalEnv, call_with_retries, clear_curl_cache, is_remote
 from .errors import (
     BandNotFoundError,
     GridMismatchError,
@@ -278,18 +278,33 @@ def _band_names_from_file(ds: Any) -> list[str]:
     return [d or f"b{i + 1}" for i, d in enumerate(ds.descriptions)]
 
 
-def _open_error(href: str, err: Exception) -> Exception:
+def _open_error(href: str, err: Exception, env: GdalEnv) -> Exception:
     text = str(err)
     label = _label(href)
+    if is_remote(href):
+        from .env import http_status
+
+        status = http_status(gdal_path(href), env)
+        if status in (404, 410):
+            return RasterReadError(f"{label} does not exist (HTTP {status}); check the URL")
+        if status in (401, 403):
+            return RasterReadError(
+                f"{label}: access refused (HTTP {status}); check the credentials or signing"
+            )
+        if status is None:
+            return RasterReadError(
+                f"{label} could not be reached ({text}); check the URL and the network"
+            )
+        if "not recognized as" in text and status < 300:
+            return InputError(f"{label} is not a raster GDAL can read ({text}); check the URL")
+        return RasterReadError(
+            f"{label} could not be opened (HTTP {status}; {text}); geochip retried "
+            "transient failures"
+        )
     if "not recognized as" in text or "not a supported" in text:
         return InputError(f"{label} is not a raster GDAL can read ({text}); check the path")
-    if "No such file" in text or "does not exist" in text or "404" in text:
-        return RasterReadError(f"{label} does not exist ({text}); check the path or URL")
-    if is_remote(href):
-        return RasterReadError(
-            f"{label} could not be opened ({text}); check that the URL answers "
-            "(geochip retried transient failures)"
-        )
+    if "No such file" in text or "does not exist" in text:
+        return RasterReadError(f"{label} does not exist ({text}); check the path")
     return RasterReadError(f"{label} could not be opened: {text}")
 
 
@@ -318,10 +333,12 @@ def _header(href: str, overview_level: int | None, env: GdalEnv) -> dict[str, An
             }
             return info
 
+    if is_remote(path):
+        clear_curl_cache(path)  # a fresh open: no failure GDAL cached earlier in the process
     try:
         info = call_with_retries(probe, path, env)
     except Exception as err:
-        raise _open_error(href, err) from err
+        raise _open_error(href, err, env) from err
     if info["count"] == 0:
         raise InputError(f"{_label(href)} has no raster bands")
     if info["crs"] is None or (info["transform"].is_identity and not info["gcps"]):
@@ -353,7 +370,7 @@ def _header(href: str, overview_level: int | None, env: GdalEnv) -> dict[str, An
         try:
             transform, shape, block = call_with_retries(probe_level, path, env)
         except Exception as err:
-            raise _open_error(href, err) from err
+            raise _open_error(href, err, env) from err
         info.update(transform=transform, shape=shape, block=block)
     return info
 

@@ -13,7 +13,9 @@ checked against them in order and the first that fires is applied:
 ``delay``      wait ``seconds``, then answer normally
 =============  ================================================================
 
-A rule fires for the next ``count`` matching requests, or for a share ``rate`` of them
+URLs carry a per-server random prefix (``http://127.0.0.1:PORT/<prefix>/a.tif``) so that
+GDAL's per-URL cache never carries over between servers that reuse a port. A rule fires
+for the next ``count`` matching requests, or for a share ``rate`` of them
 (seeded), on paths matching ``path`` (a glob), optionally only on ranged requests (data, not
 the header probe). Every request is recorded (method, path, range, status, fault), so tests
 can count retries.
@@ -42,6 +44,7 @@ import re
 import socket
 import struct
 import threading
+import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -93,6 +96,9 @@ class _State:
     lock: threading.Lock = field(default_factory=threading.Lock)
     rng: random.Random = field(default_factory=lambda: random.Random(0))
     stop: threading.Event = field(default_factory=threading.Event)
+    # every server has its own URL prefix: GDAL caches per URL for the life of the process,
+    # and ports are reused, so a later server must not inherit an earlier one's cache
+    prefix: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     def pick(self, path: str, ranged: bool) -> FaultRule | None:
         with self.lock:
@@ -132,6 +138,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, head: bool) -> None:
         state = self.server.state
         path = unquote(urlsplit(self.path).path).lstrip("/")
+        prefix = f"{state.prefix}/"
+        path = path[len(prefix) :] if path.startswith(prefix) else f"\0{path}"
         range_header = self.headers.get("Range")
         fault = state.pick(path, ranged=range_header is not None)
         method = "HEAD" if head else "GET"
@@ -145,8 +153,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault is not None and fault.kind == "delay":
             state.stop.wait(fault.seconds)
-        file = (state.root / path).resolve()
-        if state.root not in file.parents or not file.is_file():
+        file = (state.root / path.replace("\0", "")).resolve()
+        if "\0" in path or state.root not in file.parents or not file.is_file():
             state.record(RequestRecord(method, path, range_header, 404, None))
             self._error(404, head)
             return
@@ -284,7 +292,7 @@ class RangeServer:
         rel = Path(path)
         if rel.is_absolute():
             rel = rel.resolve().relative_to(self.root)
-        return f"http://127.0.0.1:{self.port}/{rel.as_posix()}".rstrip("/")
+        return f"http://127.0.0.1:{self.port}/{self._state.prefix}/{rel.as_posix()}".rstrip("/")
 
     def add_fault(
         self,

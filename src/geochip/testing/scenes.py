@@ -14,8 +14,8 @@ Example:
     >>> import tempfile, rasterio
     >>> paths = make_s1_like(tempfile.mkdtemp(), size=(261, 392))  # a small twin
     >>> with rasterio.open(paths[0], overview_level=3) as ds:
-    ...     ds.shape, ds.nodata, ds.descriptions
-    ((53, 79), 0.0, ('vv',))
+    ...     ds.shape, ds.nodata, ds.block_shapes
+    ((53, 79), 0.0, [(512, 512)])
 """
 
 from __future__ import annotations
