@@ -137,6 +137,14 @@ def test_truncated_header_on_open_is_retried(cogs: list[Path]) -> None:
     assert scene.geobox == open_scene(cogs[0]).geobox
 
 
+def test_curl_cache_is_cleared_in_rasterio_gdal_even_with_pyogrio_loaded() -> None:
+    import pyogrio  # noqa: F401 - loads a second libgdal in the process
+
+    from geochip.env import _gdal
+
+    assert "rasterio" in str(_gdal()._name)
+
+
 def test_block_cache_is_capped() -> None:
     from geochip.env import _gdal
 

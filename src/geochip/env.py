@@ -335,6 +335,8 @@ def _gdal() -> Any:
             try:
                 with open("/proc/self/maps", encoding="utf-8") as maps:
                     paths = sorted({ln.split()[-1] for ln in maps if "libgdal" in ln})
+                # other wheels (pyogrio) bundle their own libgdal: take rasterio's
+                paths.sort(key=lambda p: "rasterio" not in p)
                 for path in paths:
                     candidate = ctypes.CDLL(path)
                     if hasattr(candidate, "VSICurlPartialClearCache"):
