@@ -6,6 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property tests check behaviour, not speed: no per-example deadline (CI machines are busy).
+settings.register_profile("geochip", deadline=None, print_blob=True)
+settings.load_profile("geochip")
 
 # Hermetic: no GDAL/AWS settings from the developer's shell leak into the tests.
 for _name in list(os.environ):
