@@ -110,7 +110,7 @@ def versions() -> None:
 
 
 # Command modules register on `app` when imported (keep one import per line).
-# (none yet)
+from . import search as _search_commands  # noqa: E402, F401
 
 
 def main() -> None:
