@@ -478,11 +478,13 @@ class HrefPolicy:
             )
         if not drive and _GDAL_PREFIX.match(href):
             return href if self.allow_vsi else self._raise_vsi(href)
-        if base is not None and not os.path.isabs(href) and not drive:
+        if base is not None and not drive:
             base_parts = urlsplit(base)
-            if base_parts.scheme.lower() in self.schemes:
+            if base_parts.scheme.lower() in self.schemes:  # "/x" is root-relative on a URL
                 joined = urljoin(base, href)
                 return self._check_url(joined, urlsplit(joined))
+        if base is not None and not os.path.isabs(href) and not drive:
+            base_parts = urlsplit(base)
             base_path = unquote(base_parts.path) if base_parts.scheme == "file" else base
             return self._check_local(href, os.path.join(os.path.dirname(base_path), href))
         return self._check_local(href, href)
@@ -543,11 +545,16 @@ class HrefPolicy:
 
 
 def check_item_hrefs(
-    item: pystac.Item, policy: HrefPolicy, *, assets: Iterable[str] | None = None
+    item: pystac.Item,
+    policy: HrefPolicy,
+    *,
+    assets: Iterable[str] | None = None,
+    base: str | None = None,
 ) -> None:
     """Check every asset href of ``item`` (or only ``assets``) against ``policy``; the error
-    names the item and the asset."""
-    base = item.get_self_href()
+    names the item and the asset. Hrefs are resolved against the item's self link, else
+    ``base`` (the URL the item came from)."""
+    base = item.get_self_href() or base
     for key, asset in item.assets.items():
         if assets is not None and key not in assets:
             continue

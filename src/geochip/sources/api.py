@@ -20,7 +20,7 @@ import json
 import logging
 import math
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
@@ -289,6 +289,20 @@ def _api_io(http: _Http) -> Any:
     return GeochipStacApiIO()
 
 
+def _unwrapped(pages: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Pages, with geochip's own errors (policy, HTTP, unreachable) unwrapped from the
+    pystac errors that may carry them."""
+    try:
+        yield from pages
+    except pystac.STACError as err:
+        cause: BaseException | None = err
+        while cause is not None and not isinstance(cause, GeochipError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            raise cause from None
+        raise CatalogError(redact(str(err))) from None
+
+
 class ApiCatalog(Catalog):
     """A STAC API, searched with pystac-client through geochip's HTTP session."""
 
@@ -363,7 +377,7 @@ class ApiCatalog(Catalog):
         max_pages = math.ceil((max_items + 1) / self.page_size) + 2
         items: list[pystac.Item] = []
         seen: set[tuple[str | None, str]] = set()
-        for pages, page in enumerate(search.pages_as_dicts(), start=1):
+        for pages, page in enumerate(_unwrapped(search.pages_as_dicts()), start=1):
             if pages > max_pages:
                 raise CatalogError(
                     f"{self!r} sent more than {max_pages} pages of at most {self.page_size} "
@@ -463,6 +477,7 @@ def _open_api(
         warnings.simplefilter("ignore")  # NoConformsTo: we read /conformance ourselves
         client = Client.from_dict(dict(root), href=href, migrate=False)
     client._stac_io = io
+    client.set_root(client)  # the landing page is the root: no second GET of it
     client.set_conforms_to(conforms)
     search_links = [
         lk for lk in root.get("links", []) if isinstance(lk, dict) and lk.get("rel") == "search"

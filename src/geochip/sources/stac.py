@@ -56,6 +56,7 @@ import pystac
 from ..errors import (
     CatalogError,
     EmptySearchError,
+    GeochipError,
     InputError,
     SearchLimitError,
 )
@@ -454,8 +455,9 @@ class Catalog:
                 f"{self!r}: more than {limit} items match {query.describe()}; narrow the "
                 "bbox, datetime or collections, or raise max_items"
             )
+        base = self.href if _is_url(self.href) else None
         for item in found:
-            check_item_hrefs(item, self.href_policy)
+            check_item_hrefs(item, self.href_policy, base=base)
         found.sort(key=_sort_key)
         log.debug("search of %s: %d items for %s", self, len(found), query.describe())
         if not found and not allow_empty:
@@ -508,7 +510,15 @@ class _InMemoryCatalog(Catalog):
     def _get_index(self) -> _ItemIndex:
         with self._lock:
             if self._index is None:
-                self._index = _ItemIndex(self._load())
+                try:
+                    self._index = _ItemIndex(self._load())
+                except pystac.STACError as err:
+                    cause: BaseException | None = err
+                    while cause is not None and not isinstance(cause, GeochipError):
+                        cause = cause.__cause__ or cause.__context__
+                    if cause is not None:
+                        raise cause from None  # e.g. the href policy refused a link
+                    raise CatalogError(f"{self!r}: {redact(str(err))}") from None
             return self._index
 
     def items(self) -> Iterator[pystac.Item]:
@@ -563,6 +573,15 @@ class ItemCatalog(_InMemoryCatalog):
             yield normalize_item(item)
 
 
+def _drop_nulls(value: Any) -> Any:
+    """Remove null fields (a column of the union schema an object does not have)."""
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value]
+    return value
+
+
 class GeoParquetCatalog(Catalog):
     """A stac-geoparquet file: rows are filtered with pyarrow (collection, ids, datetime,
     bbox, cloud cover) before items are built from the few that may match."""
@@ -584,7 +603,9 @@ class GeoParquetCatalog(Catalog):
             props = d.get("properties", {})
             for key in [k for k, v in props.items() if v is None and k != "datetime"]:
                 del props[key]  # null in a column = absent in the item
-            d["assets"] = {k: v for k, v in (d.get("assets") or {}).items() if v is not None}
+            d["assets"] = {
+                k: _drop_nulls(v) for k, v in (d.get("assets") or {}).items() if v is not None
+            }
             yield normalize_item(pystac.Item.from_dict(d, preserve_dict=False))
 
     def _candidates(self, query: SearchQuery, max_items: int) -> list[pystac.Item]:
