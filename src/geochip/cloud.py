@@ -246,8 +246,14 @@ def _read_window(
             import shapely.geometry
 
             bounds = shapely.geometry.shape(geom).bounds
-            win = rasterio.windows.from_bounds(*bounds, transform=ds.transform)
-            win = win.round_offsets(op="floor").round_lengths(op="ceil")
+            exact = rasterio.windows.from_bounds(*bounds, transform=ds.transform)
+            col0, row0 = math.floor(exact.col_off), math.floor(exact.row_off)
+            win = rasterio.windows.Window(
+                col0,
+                row0,
+                math.ceil(exact.col_off + exact.width) - col0,
+                math.ceil(exact.row_off + exact.height) - row0,
+            )
             try:
                 win = win.intersection(full)
             except rasterio.errors.WindowError:

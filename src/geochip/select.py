@@ -381,7 +381,7 @@ def thresholds(max_cloud: float, relax_step: float, cloud_limit: float) -> list[
             f"{relax_step}; set cloud_limit=max_cloud to never relax"
         )
     steps = math.ceil(round((cloud_limit - max_cloud) / relax_step, 9))
-    ladder = [round(max_cloud + i * relax_step, 9) for i in range(steps)]
+    ladder = [float(max_cloud)] + [round(max_cloud + i * relax_step, 9) for i in range(1, steps)]
     return [float(v) for v in ladder if v < cloud_limit] + [float(cloud_limit)]
 
 
@@ -857,7 +857,8 @@ def select_scenes(
                     f"the least cloudy of its {len(in_period)} scenes is {in_period[0].item.id} "
                     f"at {in_period[0].cloud.value:.2f}%"
                     if in_period
-                    else "the search found no scene in it"
+                    else f"the search (eo:cloud_cover <= {cloud_limit}% or unknown) returned "
+                    "no scene in it"
                 )
                 raise EmptyPeriodError(
                     f"label {label_id!r}, period {period.index} ({period.name}, "
