@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
 
 import pystac
@@ -109,7 +110,7 @@ def test_property_equal_periods_tile_the_range(
     periods = equal_periods(first, first + span, n)
     assert len(periods) == n
     assert periods[0].start == first and periods[-1].end == first + span
-    for a, b in zip(periods, periods[1:], strict=False):
+    for a, b in itertools.pairwise(periods):
         assert a.end == b.start
     lengths = [p.end - p.start for p in periods]
     assert max(lengths) - min(lengths) <= dt.timedelta(microseconds=1)
@@ -126,7 +127,7 @@ def test_property_calendar_periods_tile_the_range(start: dt.date, days: int, kin
     periods = make_periods(kind, start.isoformat(), end.isoformat())
     assert periods[0].start == t(start.isoformat())
     assert periods[-1].end == t(end.isoformat()) + dt.timedelta(days=1)
-    for a, b in zip(periods, periods[1:], strict=False):
+    for a, b in itertools.pairwise(periods):
         assert a.end == b.start
     assert [p.index for p in periods] == list(range(len(periods)))
 
@@ -156,7 +157,7 @@ def test_property_the_ladder_is_bounded_and_ends_at_the_limit(
     limit = min(100.0, start + extra)
     ladder = thresholds(start, step, limit)
     assert ladder[0] == pytest.approx(start) and ladder[-1] == limit
-    assert all(a < b for a, b in zip(ladder, ladder[1:], strict=False))
+    assert all(a < b for a, b in itertools.pairwise(ladder))
     assert len(ladder) <= 2 + math.ceil((limit - start) / step)
 
 
