@@ -103,6 +103,7 @@ KINDS = [
     "static",
     "static-http",
     "geoparquet",
+    "geoparquet-http",
     "items-json",
     "rustac",
     "api-filter",
@@ -123,12 +124,15 @@ def catalogs(
     tmp = tmp_path_factory.mktemp("files")
     parquet = tmp / "items.parquet"
     rustac.write_sync(str(parquet), [i.to_dict() for i in items])  # an independent writer
+    served = static_root.parent / "items.parquet"
+    served.write_bytes(parquet.read_bytes())
     ic = tmp / "items.json"
     ic.write_text(json.dumps(pystac.ItemCollection(items).to_dict()))
     return {
         "static": open_catalog(static_root),
         "static-http": open_catalog(servers["files"].file_url(static_root)),
         "geoparquet": open_catalog(parquet),
+        "geoparquet-http": open_catalog(servers["files"].file_url(served)),
         "items-json": open_catalog(ic),
         "rustac": open_catalog(servers["rustac"].url, page_size=2),
         "api-filter": open_catalog(servers["api-filter"].url, page_size=2),
@@ -149,9 +153,12 @@ def test_every_kind_gives_the_hand_computed_answer(
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_kinds_are_told_apart(catalogs: dict[str, Catalog], kind: str) -> None:
-    expected = {"static-http": "static", "items-json": "items", "rustac": "api"}.get(
-        kind, "api" if kind.startswith("api") else kind
-    )
+    expected = {
+        "static-http": "static",
+        "items-json": "items",
+        "rustac": "api",
+        "geoparquet-http": "geoparquet",
+    }.get(kind, "api" if kind.startswith("api") else kind)
     assert catalogs[kind].kind == expected
 
 

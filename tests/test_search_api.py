@@ -236,3 +236,12 @@ def test_the_api_key_goes_in_a_header_and_nowhere_else(
     assert caplog.records  # there was DEBUG logging: pystac-client logs headers there
     assert KEY not in caplog.text
     assert KEY not in repr(cat) and KEY not in "".join(traceback.format_exception(info.value))
+
+
+def test_a_client_side_cloud_bound_cannot_hide_a_truncated_search() -> None:
+    # 7 items, 3 under the bound: fetching 4 and filtering them would silently miss i6
+    with (
+        StacApiServer(ITEMS, conformance=()) as api,
+        pytest.raises(SearchLimitError, match="more than 4 items match .* before the client"),
+    ):
+        open_catalog(api.url, page_size=2, max_items=4).search(max_cloud=10)

@@ -33,6 +33,7 @@ from ..errors import (
     GeochipError,
     HrefPolicyError,
     InputError,
+    SearchLimitError,
 )
 from ..security import HrefPolicy, redact
 from .stac import Catalog, SearchQuery, _rfc3339, matches, normalize_item
@@ -397,6 +398,13 @@ class ApiCatalog(Catalog):
                     f"{self!r} sent page {pages} again (no new item): its next links loop; "
                     "paging stopped"
                 )
+        if len(items) > max_items:
+            client = " before the client-side cloud bound" if mode == "client" else ""
+            raise SearchLimitError(
+                f"{self!r}: more than {max_items} items match {query.describe()}{client} "
+                "(paging stopped there); narrow the bbox, datetime or collections, or raise "
+                "max_items"
+            )
         return items
 
     def _candidates(self, query: SearchQuery, max_items: int) -> list[pystac.Item]:
