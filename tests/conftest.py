@@ -6,6 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property tests are judged on their answers, not their speed: on a shared 2-core machine a
+# single example can exceed hypothesis's default 200 ms deadline and fail at random.
+settings.register_profile("geochip", deadline=None)
+settings.load_profile("geochip")
 
 # Hermetic: no GDAL/AWS settings from the developer's shell leak into the tests.
 for _name in list(os.environ):
