@@ -225,7 +225,7 @@ def test_the_api_key_goes_in_a_header_and_nowhere_else(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     with StacApiServer(ITEMS, conformance=("filter",)) as api:
-        cat = open_catalog(api.url, api_key=KEY)
+        cat = open_catalog(api.url, api_key=KEY, backoff=0.01)
         found = cat.search(max_cloud=10)
         headers = api.searches()[-1].headers
         api.inject(500, 10)
