@@ -153,6 +153,12 @@ class RustacServer:
 
     ``collections`` are loaded as given; a collection named by an item but not given is
     made up with a world extent. ``url`` ends with a slash.
+
+    Items served by an API get a self link on the server, so an absolute local path such as
+    ``/tmp/x.tif`` in an asset href resolves to ``http://127.0.0.1:<port>/tmp/x.tif``
+    (URL semantics, and the href policy: a network catalog does not read local files).
+    To read pixels through an API in a test, serve the files with
+    ``StacApiServer(files_root=...)`` and use its :meth:`StacApiServer.file_url` as hrefs.
     """
 
     def __init__(
