@@ -9,8 +9,11 @@ from __future__ import annotations
 
 __all__ = [
     "BandNotFoundError",
+    "CatalogError",
+    "CatalogUnreachableError",
     "ConfigError",
     "CRSMismatchError",
+    "EmptyPeriodError",
     "EmptySearchError",
     "GeochipError",
     "GridMismatchError",
@@ -24,6 +27,7 @@ __all__ = [
     "OverviewNotFoundError",
     "RasterReadError",
     "RasterTooLargeError",
+    "SearchLimitError",
     "StoreError",
 ]
 
@@ -117,3 +121,19 @@ class MissingExtraError(GeochipError, ImportError):
 
     def __reduce__(self) -> tuple[type, tuple[str, str]]:
         return (type(self), (self.module, self.extra))
+
+
+class CatalogError(GeochipError, OSError):
+    """A catalog answered with an error, or with something that is not STAC."""
+
+
+class CatalogUnreachableError(CatalogError, ConnectionError):
+    """A catalog could not be reached (connection refused, timeout, DNS) after retries."""
+
+
+class SearchLimitError(InputError):
+    """A search matched more items than the paging bound allows."""
+
+
+class EmptyPeriodError(GeochipError, LookupError):
+    """A period has no scene up to the cloud limit and strictness was asked for."""

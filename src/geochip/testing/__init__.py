@@ -34,6 +34,8 @@ import rasterio.shutil
 from odc.geo.geobox import GeoBox
 from rasterio.enums import Resampling
 
+from ..sources.files import raster_fields as _raster_fields
+
 __all__ = [
     "make_catalog",
     "make_cog",
@@ -198,40 +200,6 @@ def make_cog(
             rasterio.shutil.copy(src, tmp_path, **options)
     tmp_path.replace(path)
     return path
-
-
-def _raster_fields(path: Path) -> dict[str, Any]:
-    with rasterio.open(path) as ds:
-        crs = ds.crs
-        code = None
-        if crs is not None:
-            epsg = crs.to_epsg()
-            code = f"EPSG:{epsg}" if epsg else None
-        return {
-            "code": code,
-            "wkt2": None if code or crs is None else crs.to_wkt(),
-            "shape": [ds.height, ds.width],
-            "transform": list(ds.transform)[:6],
-            "bounds": ds.bounds,
-            "crs": crs,
-            "bands": [
-                {
-                    "name": ds.descriptions[i] or f"b{i + 1}",
-                    "data_type": ds.dtypes[i],
-                    **({"nodata": _json_nodata(ds.nodata)} if ds.nodata is not None else {}),
-                }
-                for i in range(ds.count)
-            ],
-            "resolution": abs(ds.transform.a),
-        }
-
-
-def _json_nodata(value: float) -> float | int | str:
-    if np.isnan(value):
-        return "nan"
-    if np.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return int(value) if float(value).is_integer() else float(value)
 
 
 def make_item(

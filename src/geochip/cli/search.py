@@ -1,0 +1,300 @@
+"""``geochip search`` and ``geochip select``: find scenes in a catalog, choose them per label
+and period.
+
+Secrets never go on the command line: ``--api-key-env NAME`` reads the key from the
+environment variable ``NAME``; ``--header "Name: value"`` is for non-secret headers (or
+``--header-env "Name=VAR"`` to take a header's value from ``$VAR``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+
+from ..errors import InputError
+from . import app, console
+
+if TYPE_CHECKING:
+    from ..sources.stac import Catalog
+
+_CATALOG_HELP = (
+    "STAC API URL, static catalog/collection (path or URL), ItemCollection JSON, "
+    "stac-geoparquet file, or a folder/glob of rasters."
+)
+
+
+def _split(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+def _open(
+    catalog: str,
+    headers: list[str] | None,
+    header_env: list[str] | None,
+    api_key_env: str | None,
+    max_requests: int = 4,
+    max_items: int = 10_000,
+) -> Catalog:
+    from ..sources.stac import open_catalog
+
+    parsed: dict[str, str] = {}
+    for text in headers or []:
+        name, sep, value = text.partition(":")
+        if not sep or not name.strip():
+            raise InputError(f"--header must be 'Name: value', got {text.split(':')[0]!r}...")
+        parsed[name.strip()] = value.strip()
+    for text in header_env or []:
+        name, sep, var = text.partition("=")
+        if not sep or var.strip() not in os.environ:
+            raise InputError(f"--header-env {text!r}: give Name=VAR with $VAR set")
+        parsed[name.strip()] = os.environ[var.strip()]
+    api_key = None
+    if api_key_env:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            raise InputError(f"--api-key-env {api_key_env}: the variable is not set or empty")
+    return open_catalog(
+        catalog, headers=parsed, api_key=api_key, max_requests=max_requests, max_items=max_items
+    )
+
+
+def _geometry_file(path: Path) -> dict[str, Any]:
+    """One EPSG:4326 geometry (the union) from a GeoJSON geometry/Feature/FeatureCollection
+    or any vector file."""
+    import shapely.geometry
+
+    if path.suffix.lower() in {".json", ".geojson"}:
+        data = json.loads(path.read_text())
+        kind = data.get("type")
+        if kind not in {"Feature", "FeatureCollection"} and "coordinates" in data:
+            return dict(data)
+    import geopandas as gpd
+
+    frame = gpd.read_file(path)
+    if frame.empty:
+        raise InputError(f"--intersects {path}: no geometry in the file")
+    if frame.crs is not None:
+        frame = frame.to_crs("EPSG:4326")
+    union = frame.geometry.union_all()
+    return dict(shapely.geometry.mapping(union))
+
+
+@app.command()
+def search(
+    catalog: Annotated[str, typer.Option("--catalog", help=_CATALOG_HELP)],
+    collections: Annotated[
+        list[str] | None, typer.Option(help="Collections (comma-separated or repeated).")
+    ] = None,
+    bbox: Annotated[
+        str | None, typer.Option(help="west,south,east,north in EPSG:4326 (--bbox=-87.6,...).")
+    ] = None,
+    intersects: Annotated[
+        Path | None, typer.Option(help="A GeoJSON or vector file; its geometries' union.")
+    ] = None,
+    datetime: Annotated[
+        str | None, typer.Option(help="2024, 2024-05, 2024-01-01/2024-06-30, ../2024-01-01.")
+    ] = None,
+    max_cloud: Annotated[
+        float | None, typer.Option(help="Largest eo:cloud_cover, in percent.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the items as an ItemCollection JSON.")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="Also write the items to this ItemCollection JSON.")
+    ] = None,
+    footprints: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write the items' footprints (id, collection, datetime, "
+            "eo:cloud_cover) to this GeoJSON."
+        ),
+    ] = None,
+    max_items: Annotated[int, typer.Option(min=1, help="Stop with an error past this.")] = 10_000,
+    header: Annotated[
+        list[str] | None, typer.Option(help="A non-secret header 'Name: value' (repeatable).")
+    ] = None,
+    header_env: Annotated[
+        list[str] | None, typer.Option(help="A header from the environment: 'Name=VAR'.")
+    ] = None,
+    api_key_env: Annotated[
+        str | None, typer.Option(help="Environment variable holding the API key (x-api-key).")
+    ] = None,
+) -> None:
+    """Search a catalog (API, static, stac-geoparquet or rasters) and list the items."""
+    from ..security import redact, unsign_href
+
+    cat = _open(catalog, header, header_env, api_key_env, max_items=max_items)
+    box = None
+    if bbox is not None:
+        try:
+            box = [float(v) for v in bbox.split(",")]
+        except ValueError:
+            raise InputError(
+                f"--bbox must be four numbers west,south,east,north: {bbox!r}"
+            ) from None
+    geometry = _geometry_file(intersects) if intersects is not None else None
+    items = cat.search(
+        collections=_split(collections),
+        bbox=box,
+        intersects=geometry,
+        datetime=datetime,
+        max_cloud=max_cloud,
+    )
+    features = []
+    for item in items:
+        clone = item.clone()
+        for asset in clone.assets.values():
+            asset.href = unsign_href(asset.get_absolute_href() or asset.href)
+        features.append(clone.to_dict(include_self_link=False, transform_hrefs=False))
+    text = redact(json.dumps({"type": "FeatureCollection", "features": features}, default=str))
+    if out is not None:
+        tmp = out.with_name(out.name + ".part")
+        tmp.write_text(text)
+        tmp.replace(out)
+    if footprints is not None:
+        shapes = {
+            "type": "FeatureCollection",
+            "features": [
+                {
+                    "type": "Feature",
+                    "properties": {
+                        "id": item.id,
+                        "collection": item.collection_id,
+                        "datetime": item.datetime.isoformat() if item.datetime else None,
+                        "eo:cloud_cover": item.properties.get("eo:cloud_cover"),
+                    },
+                    "geometry": item.geometry,
+                }
+                for item in items
+            ],
+        }
+        tmp = footprints.with_name(footprints.name + ".part")
+        tmp.write_text(json.dumps(shapes))
+        tmp.replace(footprints)
+    if as_json:
+        typer.echo(text)
+        return
+    table = Table(title=f"{len(items)} items in {redact(cat.href)}")
+    for name in ("id", "collection", "datetime", "eo:cloud_cover"):
+        table.add_column(name, justify="right" if name == "eo:cloud_cover" else "left")
+    for item in items:
+        cover = item.properties.get("eo:cloud_cover")
+        table.add_row(
+            item.id,
+            item.collection_id or "",
+            item.datetime.isoformat() if item.datetime else "",
+            f"{cover:.2f}" if cover is not None else "-",
+        )
+    console.print(table)
+
+
+@app.command()
+def select(
+    catalog: Annotated[str, typer.Option("--catalog", help=_CATALOG_HELP)],
+    labels: Annotated[
+        str,
+        typer.Option(help="Label collection (STAC, label extension) or vector file of footprints."),
+    ],
+    start: Annotated[str, typer.Option(help="First day (inclusive), e.g. 2024-01-01.")],
+    end: Annotated[str, typer.Option(help="Last day (inclusive), e.g. 2024-12-31.")],
+    out: Annotated[Path, typer.Option(help="The selection table (GeoParquet).")],
+    periods: Annotated[
+        str, typer.Option(help="N equal periods, or 'monthly' or 'seasonal'.")
+    ] = "1",
+    max_cloud: Annotated[float, typer.Option(help="Cloud threshold to start with (%).")] = 10.0,
+    relax_step: Annotated[float, typer.Option(help="Raise the threshold by this (%).")] = 5.0,
+    cloud_limit: Annotated[float, typer.Option(help="Never relax past this (%).")] = 50.0,
+    k: Annotated[int, typer.Option(min=1, help="Scenes kept per period.")] = 1,
+    collections: Annotated[
+        list[str] | None, typer.Option(help="Collections (comma-separated or repeated).")
+    ] = None,
+    cloud_band: Annotated[
+        str,
+        typer.Option(
+            help="Where to count clouds when eo:cloud_cover is missing: auto, none, or "
+            "asset:kind[:detail] (qa_pixel:landsat_qa:landsat_c2, SCL:scl, CLD:probability:50)."
+        ),
+    ] = "auto",
+    cloud_over: Annotated[
+        str, typer.Option(help="scene (eo:cloud_cover or the whole scene) or footprint.")
+    ] = "scene",
+    skip_missing_cloud: Annotated[
+        bool, typer.Option(help="Leave out scenes without any cloud information.")
+    ] = False,
+    strict: Annotated[bool, typer.Option(help="Fail on an empty period.")] = False,
+    id_column: Annotated[
+        str | None, typer.Option(help="Column of the label ids (vector labels).")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Labels searched at once.")] = 4,
+    max_requests: Annotated[int, typer.Option(min=1, help="HTTP requests open at once.")] = 4,
+    header: Annotated[
+        list[str] | None, typer.Option(help="A non-secret header 'Name: value' (repeatable).")
+    ] = None,
+    header_env: Annotated[
+        list[str] | None, typer.Option(help="A header from the environment: 'Name=VAR'.")
+    ] = None,
+    api_key_env: Annotated[
+        str | None, typer.Option(help="Environment variable holding the API key (x-api-key).")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar over labels.")] = True,
+) -> None:
+    """Choose the least cloudy scene per label and period (bounded relaxation); write the
+    selection table and its items."""
+    from ..cloud import CloudBand
+    from ..progress import Stages
+    from ..select import load_labels, select_scenes
+
+    if cloud_over not in {"scene", "footprint"}:
+        raise InputError(f"--cloud-over must be scene or footprint, got {cloud_over!r}")
+    band: Any = (
+        None
+        if cloud_band == "none"
+        else "auto"
+        if cloud_band == "auto"
+        else CloudBand.parse(cloud_band)
+    )
+    cat = _open(catalog, header, header_env, api_key_env, max_requests=max_requests)
+    frame = load_labels(labels, id_column=id_column)
+    stages = Stages(enabled=progress, console=console)
+    with stages.stage("labels", total=len(frame)) as advance:
+        selection = select_scenes(
+            cat,
+            frame,
+            start=start,
+            end=end,
+            periods=periods,
+            max_cloud=max_cloud,
+            relax_step=relax_step,
+            cloud_limit=cloud_limit,
+            k=k,
+            collections=_split(collections),
+            cloud_band=band,
+            cloud_over=cloud_over,  # type: ignore[arg-type]
+            missing_cloud="skip" if skip_missing_cloud else "raise",
+            strict=strict,
+            workers=workers,
+            on_label=advance,
+        )
+    path = selection.save(out)
+    s = selection.summary()
+    table = Table(title="selection")
+    for name in ("labels", "periods", "filled", "relaxed", "empty", "items", "skipped"):
+        table.add_column(name, justify="right")
+    table.add_row(
+        *(str(s[key]) for key in ("labels", "periods", "filled", "relaxed", "empty", "items")),
+        str(s["skipped_no_cloud"]),
+    )
+    console.print(table)
+    console.print(
+        f"periods filled: {s['filled']}, relaxed: {s['relaxed']}, empty: {s['empty']} "
+        f"(of {s['periods']})"
+    )
+    console.print(f"table: {path}  items: {path.with_name(path.stem + '.items.json')}")

@@ -1,0 +1,511 @@
+"""STAC APIs: pystac-client behind one HTTP session with retries, a bound on open
+requests, the href policy and redaction (used by :func:`geochip.sources.stac.open_catalog`).
+
+What a server can do is read from its conformance classes (:func:`api_capabilities`): the
+cloud-cover bound goes server-side with the ``filter`` extension (CQL2 JSON) or the
+``query`` extension where the server conforms, and client-side where it does not (said at
+DEBUG level). Items that come back are checked against every filter again, and an empty
+answer to a server-side filter is verified by asking again without it.
+
+Example:
+    >>> caps = api_capabilities(["https://api.stacspec.org/v1.0.0/item-search",
+    ...                          "https://api.stacspec.org/v1.0.0/item-search#query"])
+    >>> caps.item_search, caps.cloud_filter
+    (True, 'query')
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
+
+import pystac
+
+from ..errors import (
+    CatalogError,
+    CatalogUnreachableError,
+    GeochipError,
+    HrefPolicyError,
+    InputError,
+    SearchLimitError,
+)
+from ..security import HrefPolicy, redact
+from .stac import Catalog, SearchQuery, _rfc3339, matches, normalize_item
+
+if TYPE_CHECKING:
+    import requests
+
+__all__ = ["ApiCapabilities", "ApiCatalog", "api_capabilities"]
+
+log = logging.getLogger(__name__)
+
+_RETRY_STATUS = (429, 500, 502, 503, 504)
+
+
+class _CappedRetry:
+    """Factory of urllib3 ``Retry`` objects whose ``Retry-After`` wait is capped."""
+
+    @staticmethod
+    def make(retries: int, backoff: float, max_wait: float) -> Any:
+        from urllib3.util.retry import Retry
+
+        class CappedRetry(Retry):
+            MAX_RETRY_AFTER = max_wait
+
+            def get_retry_after(self, response: Any) -> float | None:
+                value = super().get_retry_after(response)
+                return None if value is None else min(value, self.MAX_RETRY_AFTER)
+
+        return CappedRetry(
+            total=retries,
+            connect=retries,
+            read=retries,
+            status=retries,
+            other=0,
+            backoff_factor=backoff,
+            backoff_max=max_wait,
+            status_forcelist=_RETRY_STATUS,
+            allowed_methods=None,  # search by POST is idempotent
+            respect_retry_after_header=True,
+            raise_on_status=False,
+        )
+
+
+class _Http:
+    """Shared by the API and static-over-HTTP readers of one catalog."""
+
+    def __init__(
+        self,
+        *,
+        headers: Mapping[str, str],
+        timeout: float,
+        retries: int,
+        backoff: float,
+        max_requests: int,
+        policy: HrefPolicy,
+    ) -> None:
+        import requests
+        from requests.adapters import HTTPAdapter
+
+        if max_requests < 1:
+            raise InputError(f"max_requests must be at least 1, got {max_requests}")
+        if retries < 0:
+            raise InputError(f"retries must be 0 or more, got {retries}")
+        self.session = requests.Session()
+        self.session.headers.update(dict(headers))
+        retry = _CappedRetry.make(retries, backoff, max_wait=max(backoff * 2**retries, 1.0) * 4)
+        adapter = HTTPAdapter(
+            max_retries=retry, pool_connections=max_requests, pool_maxsize=max_requests
+        )
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.timeout = timeout
+        self.retries = retries
+        self.slots = threading.BoundedSemaphore(max_requests)
+        self.policy = policy
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._count_lock = threading.Lock()
+
+    def send(
+        self, method: str, url: str, *, json_body: Any = None, params: Any = None
+    ) -> requests.Response:
+        """One request (with retries), within the bound on open requests."""
+        import requests
+
+        self.policy.check(url)
+        log.debug(
+            "%s %s%s",
+            method,
+            redact(url),
+            f" {redact(json.dumps(json_body))}" if json_body is not None else "",
+        )
+        with self.slots:
+            with self._count_lock:
+                self.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                response = self.session.request(
+                    method, url, json=json_body, params=params, timeout=self.timeout
+                )
+            except requests.exceptions.RequestException as err:
+                raise CatalogUnreachableError(
+                    f"cannot reach {redact(url)} after {self.retries + 1} attempts: "
+                    f"{redact(_short(err))}; check the URL and the network, or raise "
+                    "retries/timeout"
+                ) from None
+            finally:
+                with self._count_lock:
+                    self.in_flight -= 1
+        if not 200 <= response.status_code < 300:
+            body = redact(response.text[:300].strip())
+            retried = (
+                f" after {self.retries + 1} attempts"
+                if response.status_code in _RETRY_STATUS
+                else ""
+            )
+            raise CatalogError(
+                f"{method} {redact(url)} answered HTTP {response.status_code}{retried}: "
+                f"{body or response.reason}"
+            )
+        return response
+
+    def get_json(self, url: str) -> Any:
+        response = self.send("GET", url)
+        try:
+            return response.json()
+        except ValueError:
+            raise CatalogError(
+                f"{redact(url)} did not answer JSON (content-type "
+                f"{response.headers.get('content-type')!r}); is it a STAC catalog or API?"
+            ) from None
+
+
+def _short(err: BaseException) -> str:
+    text = str(err)
+    reason = getattr(err, "args", [None])[0]
+    inner = getattr(reason, "reason", None)
+    if inner is not None:
+        text = f"{type(inner).__name__}: {inner}"
+    return text[:300]
+
+
+def _policy_io(http: _Http) -> pystac.StacIO:
+    """A pystac StacIO that reads through ``http`` and refuses what the policy refuses."""
+    from pystac.stac_io import DefaultStacIO
+
+    class PolicyStacIO(DefaultStacIO):
+        def read_text(self, source: Any, *args: Any, **kwargs: Any) -> str:
+            href = str(source.href if isinstance(source, pystac.Link) else source)
+            checked = http.policy.check(href)
+            if urlsplit(checked).scheme in {"http", "https"}:
+                return str(http.send("GET", checked).text)
+            return str(super().read_text(checked, *args, **kwargs))
+
+    return PolicyStacIO()
+
+
+# --------------------------------------------------------------------------------------
+# STAC APIs
+
+_CQL2_JSON = "http://www.opengis.net/spec/cql2/1.0/conf/cql2-json"
+_CQL2_TEXT = "http://www.opengis.net/spec/cql2/1.0/conf/cql2-text"
+
+
+@dataclass(frozen=True)
+class ApiCapabilities:
+    """What a STAC API says it can do (from its conformance classes)."""
+
+    item_search: bool = False
+    query: bool = False
+    filter: bool = False
+    cql2_json: bool = False
+    cql2_text: bool = False
+    sort: bool = False
+
+    @property
+    def cloud_filter(self) -> Literal["filter", "query", "client"]:
+        """Where a cloud-cover bound goes: ``filter`` (CQL2 JSON), ``query``, ``client``."""
+        if self.filter and self.cql2_json:
+            return "filter"
+        if self.query:
+            return "query"
+        return "client"
+
+
+def api_capabilities(conforms_to: Iterable[str]) -> ApiCapabilities:
+    """Parse conformance class URIs.
+
+    The STAC API filter extension is used with CQL2 JSON only: its conformance class
+    (``.../item-search#filter``) and the CQL2 JSON class must both be listed.
+
+    >>> api_capabilities([
+    ...     "https://api.stacspec.org/v1.0.0/item-search",
+    ...     "https://api.stacspec.org/v1.0.0-rc.2/item-search#filter",
+    ...     "http://www.opengis.net/spec/cql2/1.0/conf/cql2-json",
+    ... ]).cloud_filter
+    'filter'
+    >>> api_capabilities(["https://api.stacspec.org/v1.0.0/item-search"]).cloud_filter
+    'client'
+    """
+    import re
+
+    uris = [str(u).rstrip("/") for u in conforms_to]
+
+    def has(suffix: str) -> bool:
+        pattern = re.compile(
+            r"^https://api\.stacspec\.org/v1\.\d+\.\d+[^/]*" + re.escape(suffix) + "$"
+        )
+        return any(pattern.match(u) for u in uris)
+
+    return ApiCapabilities(
+        item_search=has("/item-search"),
+        query=has("/item-search#query"),
+        filter=has("/item-search#filter"),
+        cql2_json=any(u.startswith(_CQL2_JSON) for u in uris),
+        cql2_text=any(u.startswith(_CQL2_TEXT) for u in uris),
+        sort=has("/item-search#sort"),
+    )
+
+
+def _api_io(http: _Http) -> Any:
+    from pystac_client.stac_api_io import StacApiIO
+
+    class GeochipStacApiIO(StacApiIO):
+        """pystac-client's IO, sending through geochip's session (policy, bound, retries,
+        redacted logs and errors)."""
+
+        def __init__(self) -> None:
+            super().__init__(max_retries=None)
+            self.session = http.session
+
+        def read_text(self, source: Any, *args: Any, **kwargs: Any) -> str:
+            href = str(source.to_dict()["href"] if isinstance(source, pystac.Link) else source)
+            if urlsplit(http.policy.check(href)).scheme not in {"http", "https"}:
+                raise HrefPolicyError(
+                    f"a STAC API may only link to http(s) URLs, not {redact(href)!r}"
+                )
+            return str(super().read_text(source, *args, **kwargs))
+
+        def request(
+            self,
+            href: str,
+            method: str | None = None,
+            headers: dict[str, str] | None = None,
+            parameters: dict[str, Any] | None = None,
+        ) -> str:
+            method = (method or "GET").upper()
+            if method in {"POST", "PUT", "PATCH"}:
+                response = http.send(method, href, json_body=parameters)
+            else:
+                response = http.send(method, href, params=parameters or None)
+            return response.content.decode("utf-8")
+
+    return GeochipStacApiIO()
+
+
+def _unwrapped(pages: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Pages, with geochip's own errors (policy, HTTP, unreachable) unwrapped from the
+    pystac errors that may carry them."""
+    try:
+        yield from pages
+    except pystac.STACError as err:
+        cause: BaseException | None = err
+        while cause is not None and not isinstance(cause, GeochipError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            raise cause from None
+        raise CatalogError(redact(str(err))) from None
+
+
+class ApiCatalog(Catalog):
+    """A STAC API, searched with pystac-client through geochip's HTTP session."""
+
+    kind = "api"
+
+    def __init__(
+        self,
+        client: Any,
+        href: str,
+        http: _Http,
+        capabilities: ApiCapabilities,
+        *,
+        page_size: int = 100,
+        method: str = "POST",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(href, **kwargs)
+        self.client = client
+        self.http = http
+        self.capabilities = capabilities
+        self.page_size = page_size
+        self.method = method
+        self._server_filter_trusted = True
+
+    def _filters_note(self, query: SearchQuery) -> str:
+        where = self._cloud_mode(query)
+        server = ["collections", "bbox/intersects", "datetime", "ids"]
+        if query.max_cloud is not None and where != "client":
+            server.append(f"eo:cloud_cover via the {where} extension")
+        note = f"server-side: {', '.join(server)}"
+        if query.max_cloud is not None and where == "client":
+            note += "; client-side: eo:cloud_cover (the API does not conform to query/filter)"
+        return note
+
+    def _cloud_mode(self, query: SearchQuery) -> Literal["filter", "query", "client"]:
+        if query.max_cloud is None or not self._server_filter_trusted:
+            return "client"
+        mode = self.capabilities.cloud_filter
+        if mode == "query" and query.keep_missing_cloud:
+            return "client"  # the query extension cannot say "or missing"
+        return mode
+
+    def _parameters(self, query: SearchQuery, mode: str) -> dict[str, Any]:
+        params: dict[str, Any] = {}
+        if query.collections:
+            params["collections"] = list(query.collections)
+        if query.bbox:
+            params["bbox"] = list(query.bbox)
+        if query.intersects:
+            params["intersects"] = query.intersects
+        start, end = query.datetime
+        if start or end:
+            params["datetime"] = f"{_rfc3339(start)}/{_rfc3339(end)}"
+        if query.ids:
+            params["ids"] = list(query.ids)
+        if mode == "filter":
+            prop = {"property": "eo:cloud_cover"}
+            cond: dict[str, Any] = {"op": "<=", "args": [prop, query.max_cloud]}
+            if query.keep_missing_cloud:
+                cond = {"op": "or", "args": [cond, {"op": "isNull", "args": [prop]}]}
+            params["filter"] = cond
+            params["filter_lang"] = "cql2-json"
+        elif mode == "query":
+            params["query"] = {"eo:cloud_cover": {"lte": query.max_cloud}}
+        return params
+
+    def _fetch(self, query: SearchQuery, mode: str, max_items: int) -> list[pystac.Item]:
+        params = self._parameters(query, mode)
+        search = self.client.search(
+            method=self.method, limit=self.page_size, max_items=max_items + 1, **params
+        )
+        max_pages = math.ceil((max_items + 1) / self.page_size) + 2
+        items: list[pystac.Item] = []
+        seen: set[tuple[str | None, str]] = set()
+        for pages, page in enumerate(_unwrapped(search.pages_as_dicts()), start=1):
+            if pages > max_pages:
+                raise CatalogError(
+                    f"{self!r} sent more than {max_pages} pages of at most {self.page_size} "
+                    "items; its paging does not end"
+                )
+            new = 0
+            for feature in page.get("features", []):
+                item = normalize_item(pystac.Item.from_dict(feature, preserve_dict=False))
+                key = (item.collection_id, item.id)
+                if key in seen:
+                    continue
+                seen.add(key)
+                items.append(item)
+                new += 1
+            if page.get("features") and new == 0:
+                raise CatalogError(
+                    f"{self!r} sent page {pages} again (no new item): its next links loop; "
+                    "paging stopped"
+                )
+        if len(items) > max_items:
+            client = " before the client-side cloud bound" if mode == "client" else ""
+            raise SearchLimitError(
+                f"{self!r}: more than {max_items} items match {query.describe()}{client} "
+                "(paging stopped there); narrow the bbox, datetime or collections, or raise "
+                "max_items"
+            )
+        return items
+
+    def _candidates(self, query: SearchQuery, max_items: int) -> list[pystac.Item]:
+        mode = self._cloud_mode(query)
+        if query.max_cloud is not None and mode == "client":
+            log.debug(
+                "%s: eo:cloud_cover<=%s is applied client-side (%s)",
+                self,
+                query.max_cloud,
+                "its answers to a server-side filter were wrong before"
+                if not self._server_filter_trusted
+                else "it does not conform to the query or filter extension"
+                if self.capabilities.cloud_filter == "client"
+                else "the query extension cannot keep items without eo:cloud_cover",
+            )
+        elif query.max_cloud is not None:
+            log.debug(
+                "%s: eo:cloud_cover<=%s sent with the %s extension", self, query.max_cloud, mode
+            )
+        items = self._fetch(query, mode, max_items)
+        if mode != "client" and not any(matches(i, query) for i in items):
+            # Never trust a silent empty answer to a server-side filter: ask again
+            # without it and filter here.
+            unfiltered = self._fetch(query, "client", max_items)
+            really = [i for i in unfiltered if matches(i, query)]
+            if really:
+                log.warning(
+                    "%s answered no item to the %s filter eo:cloud_cover<=%s, but %d items "
+                    "match it client-side: it ignores or mishandles the filter; geochip "
+                    "filters client-side for this catalog from now on",
+                    self,
+                    mode,
+                    query.max_cloud,
+                    len(really),
+                )
+                self._server_filter_trusted = False
+            else:
+                log.debug("%s: empty answer to the %s filter verified without it", self, mode)
+            return unfiltered
+        return items
+
+
+def _open_api(
+    href: str,
+    root: Mapping[str, Any],
+    http: _Http,
+    policy: HrefPolicy,
+    page_size: int,
+    common: Mapping[str, Any],
+) -> ApiCatalog:
+    from pystac_client import Client
+
+    conforms = list(root.get("conformsTo") or [])
+    if not conforms:
+        link = next(
+            (
+                lk
+                for lk in root.get("links", [])
+                if isinstance(lk, dict) and lk.get("rel") == "conformance"
+            ),
+            None,
+        )
+        if link is not None:
+            try:
+                conforms = list(http.get_json(link["href"]).get("conformsTo") or [])
+            except GeochipError as err:
+                log.debug("%s: no /conformance answer (%s)", redact(href), err)
+    caps = api_capabilities(conforms)
+    if not caps.item_search:
+        raise CatalogError(
+            f"{redact(href)} does not conform to STAC API item-search (its conformance "
+            f"classes: {conforms or 'none'}); open it as a static catalog with kind='static'"
+        )
+    io = _api_io(http)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # NoConformsTo: we read /conformance ourselves
+        client = Client.from_dict(dict(root), href=href, migrate=False)
+    client._stac_io = io
+    client.set_root(client)  # the landing page is the root: no second GET of it
+    client.set_conforms_to(conforms)
+    search_links = [
+        lk for lk in root.get("links", []) if isinstance(lk, dict) and lk.get("rel") == "search"
+    ]
+    methods = {str(lk.get("method", "GET")).upper() for lk in search_links}
+    method = "POST" if "POST" in methods or not search_links else "GET"
+    log.debug(
+        "%s: STAC API, cloud filter by %s, search by %s (conformance: %s)",
+        redact(href),
+        caps.cloud_filter,
+        method,
+        ", ".join(conforms),
+    )
+    return ApiCatalog(
+        client,
+        href,
+        http,
+        caps,
+        page_size=page_size,
+        method=method,
+        href_policy=policy,
+        **common,
+    )
