@@ -110,7 +110,7 @@ def versions() -> None:
 
 
 # Command modules register on `app` when imported (keep one import per line).
-# (none yet)
+from . import timeseries as _timeseries  # noqa: E402, F401
 
 
 def main() -> None:
