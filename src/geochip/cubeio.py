@@ -127,7 +127,7 @@ def _attr_value(value: Any) -> Any:
     return str(value)
 
 
-def _encoding(ds: xr.Dataset, fmt: str) -> dict[str, dict[str, Any]]:
+def _encoding(ds: xr.Dataset, fmt: str, block: tuple[int, int] | None) -> dict[str, dict[str, Any]]:
     encoding: dict[str, dict[str, Any]] = {}
     for name, var in ds.data_vars.items():
         enc: dict[str, Any] = {}
@@ -136,11 +136,34 @@ def _encoding(ds: xr.Dataset, fmt: str) -> dict[str, dict[str, Any]]:
             enc["_FillValue"] = var.dtype.type(nodata)
         elif var.dtype.kind != "f":
             enc["_FillValue"] = None
-        if fmt == "nc":
-            enc.update(zlib=True, complevel=4, shuffle=True)
-            enc["chunksizes"] = (1, *var.shape[1:])
+        if var.dims == _SPATIAL:
+            by, bx = block if block is not None else var.shape[1:]
+            chunks = (1, min(by, var.shape[1]), min(bx, var.shape[2]))
+            if fmt == "nc":
+                enc.update(zlib=True, complevel=4, shuffle=True, chunksizes=chunks)
+            else:
+                enc["chunks"] = chunks
         encoding[str(name)] = enc
     return encoding
+
+
+_SPATIAL = ("time", "y", "x")
+
+
+def _blocks(ds: xr.Dataset) -> tuple[tuple[int, int] | None, list[tuple[slice, slice]]]:
+    """The (y, x) blocks of the lazy spatial variables: their dask chunks."""
+    lazy = [v for v in ds.data_vars.values() if v.dims == _SPATIAL and v.chunks is not None]
+    if not lazy:
+        return None, []
+    ychunks, xchunks = lazy[0].chunks[1], lazy[0].chunks[2]
+    ys = np.cumsum((0, *ychunks))
+    xs = np.cumsum((0, *xchunks))
+    blocks = [
+        (slice(int(y0), int(y1)), slice(int(x0), int(x1)))
+        for y0, y1 in zip(ys[:-1], ys[1:], strict=True)
+        for x0, x1 in zip(xs[:-1], xs[1:], strict=True)
+    ]
+    return (int(max(ychunks)), int(max(xchunks))), blocks
 
 
 def write_cube(
@@ -150,13 +173,17 @@ def write_cube(
     format: Literal["nc", "zarr"] | str | None = None,
     attrs: Mapping[str, Any] | None = None,
     overwrite: bool = True,
+    workers: int = 2,
 ) -> Path:
     """Write a cube as NetCDF-4 (``.nc``) or Zarr (``.zarr``), atomically; return the path.
 
-    ``format`` defaults to the suffix of ``path``. The data is computed chunk by chunk as it
-    is written (whatever dask scheduler is active), so memory stays bounded by the chunks.
-    The file is first written under a hidden ``.<name>.partial`` name in the same folder,
-    then renamed: an interrupted write never leaves a file with the final name.
+    ``format`` defaults to the suffix of ``path``. A lazy cube is written block by block:
+    each (y, x) block of its dask chunks is computed on its own (all times and bands of that
+    block, with the synchronous scheduler) and written, ``workers`` blocks at a time. Peak
+    memory is therefore ``workers`` blocks, whatever the cube's size and whatever order a
+    scheduler would have chosen. The file is first written under a hidden
+    ``.<name>.partial`` name in the same folder, then renamed: an interrupted write never
+    leaves a file with the final name.
     """
     path = Path(path)
     fmt = format or path.suffix.lstrip(".")
@@ -168,14 +195,16 @@ def write_cube(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial")
     _remove(tmp)
-    encoding = _encoding(ds, fmt)
+    block, blocks = _blocks(ds)
+    ds = ds.copy()
+    encoding = _encoding(ds, fmt, block)
     try:
-        if fmt == "nc":
-            ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding)
+        if not blocks:
+            _write_whole(ds, tmp, fmt, encoding)
+        elif fmt == "nc":
+            _write_nc_blocks(ds, tmp, encoding, blocks, workers)
         else:
-            # Zarr format 2 with consolidated metadata: what GDAL, rioxarray and older
-            # xarray versions all read
-            ds.to_zarr(tmp, mode="w", encoding=encoding, consolidated=True, zarr_format=2)
+            _write_zarr_blocks(ds, tmp, encoding, blocks, workers)
         if path.exists():
             _remove(path)
         os.replace(tmp, path)
@@ -183,6 +212,111 @@ def write_cube(
         _remove(tmp)
         raise
     return path
+
+
+def _write_whole(ds: xr.Dataset, tmp: Path, fmt: str, encoding: dict[str, Any]) -> None:
+    if fmt == "nc":
+        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding)
+    else:
+        # Zarr format 2 with consolidated metadata: what GDAL, rioxarray and older xarray read
+        ds.to_zarr(tmp, mode="w", encoding=encoding, consolidated=True, zarr_format=2)
+
+
+def _split(ds: xr.Dataset) -> tuple[list[str], xr.Dataset]:
+    """Lazy (time, y, x) variables, and everything else computed (small: per time step)."""
+    spatial = [str(n) for n, v in ds.data_vars.items() if v.dims == _SPATIAL]
+    rest = ds.drop_vars(spatial).compute()
+    return spatial, rest
+
+
+def _block_values(ds: xr.Dataset, names: list[str], ys: slice, xs: slice) -> dict[str, Any]:
+    from .read import synchronous_dask
+
+    with synchronous_dask():
+        return {n: np.asarray(ds[n].isel(y=ys, x=xs).values) for n in names}
+
+
+def _write_nc_blocks(
+    ds: xr.Dataset,
+    tmp: Path,
+    encoding: dict[str, Any],
+    blocks: list[tuple[slice, slice]],
+    workers: int,
+) -> None:
+    import threading
+
+    import netCDF4
+
+    from .engine import run_tasks
+
+    spatial, rest = _split(ds)
+    rest.to_netcdf(
+        tmp,
+        engine="netcdf4",
+        format="NETCDF4",
+        encoding={k: v for k, v in encoding.items() if k not in spatial},
+    )
+    others = [str(c) for c in rest.coords if c not in rest.dims and c != "spatial_ref"]
+    lock = threading.Lock()  # the netCDF/HDF5 library is not thread-safe
+    with netCDF4.Dataset(tmp, "a") as nc:
+        for name in spatial:
+            var, enc = ds[name], encoding[name]
+            fill = enc.get("_FillValue")
+            v = nc.createVariable(
+                name,
+                var.dtype,
+                var.dims,
+                zlib=True,
+                complevel=4,
+                shuffle=True,
+                chunksizes=enc["chunksizes"],
+                fill_value=fill if fill is not None else False,
+            )
+            v.set_auto_maskandscale(False)
+            v.setncatts({k: _attr_value(a) for k, a in var.attrs.items()})
+            if others:
+                v.setncattr("coordinates", " ".join(others))
+
+        def task(block: tuple[slice, slice]) -> None:
+            ys, xs = block
+            values = _block_values(ds, spatial, ys, xs)
+            with lock:
+                for name in spatial:
+                    nc[name][:, ys, xs] = values[name]
+
+        for _ in run_tasks(task, blocks, workers=workers):
+            pass
+
+
+def _write_zarr_blocks(
+    ds: xr.Dataset,
+    tmp: Path,
+    encoding: dict[str, Any],
+    blocks: list[tuple[slice, slice]],
+    workers: int,
+) -> None:
+    import zarr
+
+    from .engine import run_tasks
+
+    spatial, rest = _split(ds)
+    skeleton = rest.assign({n: ds[n] for n in spatial})
+    # metadata and the small variables now; the lazy ones, block by block, below
+    skeleton.to_zarr(
+        tmp, mode="w", encoding=encoding, compute=False, consolidated=False, zarr_format=2
+    )
+    group = zarr.open_group(tmp, mode="r+", zarr_format=2)
+    arrays = {name: group[name] for name in spatial}
+
+    def task(block: tuple[slice, slice]) -> None:
+        ys, xs = block
+        values = _block_values(ds, spatial, ys, xs)
+        for name in spatial:
+            arrays[name][:, ys, xs] = values[name]  # whole chunks: one writer per key
+
+    for _ in run_tasks(task, blocks, workers=workers):
+        pass
+    zarr.consolidate_metadata(tmp, zarr_format=2)
 
 
 def _remove(path: Path) -> None:
