@@ -256,15 +256,13 @@ def _best_kernel(
 ) -> npt.NDArray[Any]:
     """Per pixel, the observation with the lowest score among those with no band missing.
 
-    values (band, y, x, time); miss_any / score (y, x, time); fill (band,)."""
+    values (..., band, time); miss_any and score (..., time); fill (band,) -> (..., band)."""
     work = np.where(miss_any, np.inf, score.astype("float64"))
-    pick = np.argmin(work, axis=-1)  # first minimum: the earliest on a tie
-    out = np.take_along_axis(
-        values, np.broadcast_to(pick[None, ..., None], (*values.shape[:-1], 1)), -1
-    )[..., 0]
+    pick = np.argmin(work, axis=-1)  # the first minimum: the earliest on a tie
+    index = np.broadcast_to(pick[..., None, None], (*values.shape[:-1], 1))
+    out = np.take_along_axis(values, index, axis=-1)[..., 0]
     none = np.all(miss_any, axis=-1)
-    out = np.where(none[None], fill.reshape(-1, *([1] * (out.ndim - 1))), out)
-    return out.astype(values.dtype)  # type: ignore[no-any-return]
+    return np.where(none[..., None], fill, out).astype(values.dtype)  # type: ignore[no-any-return]
 
 
 def composite(

@@ -154,7 +154,7 @@ def _grid_text(gbox: GeoBox) -> str:
     crs = gbox.crs
     crs_text = (f"EPSG:{crs.epsg}" if crs is not None and crs.epsg else str(crs))[:60]
     return (
-        f"{crs_text}, {gbox.height}x{gbox.width} px, origin ({a.c:g}, {a.f:g}), "
+        f"{crs_text}, {gbox.height}x{gbox.width} px, origin ({a.c:.12g}, {a.f:.12g}), "
         f"pixel ({a.a:g}, {a.e:g})"
     )
 
