@@ -152,11 +152,7 @@ def test_best_pixel_takes_the_least_cloudy_valid_observation() -> None:
         for y in range(5):
             for x in range(6):
                 ok = [j for j in idx if (values[j, :, y, x] != 0).all()]
-                want = (
-                    values[min(ok, key=lambda j: (score[j], j)), :, y, x]
-                    if ok
-                    else np.zeros(2)
-                )
+                want = values[min(ok, key=lambda j: (score[j], j)), :, y, x] if ok else np.zeros(2)
                 np.testing.assert_array_equal(got.values[i, :, y, x], want)
 
 

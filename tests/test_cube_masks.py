@@ -57,9 +57,7 @@ def test_user_scl_classes() -> None:
     [
         (
             "qa:landsat_c2:cloud,cloud_shadow,cirrus,dilated_cloud",
-            lambda q: (
-                (_bits(q, 3, 1) | _bits(q, 4, 1) | _bits(q, 2, 1) | _bits(q, 1, 1)) == 1
-            ),
+            lambda q: (_bits(q, 3, 1) | _bits(q, 4, 1) | _bits(q, 2, 1) | _bits(q, 1, 1)) == 1,
         ),
         ("qa:landsat_c2:cloud_shadow", lambda q: _bits(q, 4, 1) == 1),
         ("qa:landsat_c1:cloud", lambda q: _bits(q, 4, 1) == 1),
@@ -99,7 +97,9 @@ def test_integer_band_without_nodata_cannot_be_masked() -> None:
 
 
 def test_missing_quality_band_lists_the_bands() -> None:
-    with pytest.raises(BandNotFoundError, match=r"no band or asset named 'scl'; it has 'red', 'qa'"):
+    with pytest.raises(
+        BandNotFoundError, match=r"no band or asset named 'scl'; it has 'red', 'qa'"
+    ):
         mask_cube(_cube(np.zeros((1, 2, 2)), "qa"), "scl")
 
 

@@ -83,7 +83,9 @@ def test_coarser_label_grid_is_refused_with_its_pixel_size(tmp_path: Path) -> No
 def test_label_in_another_crs_names_both_crs(tmp_path: Path) -> None:
     other = GeoBox((40, 50), Affine(10, 0, 200_000, 0, -10, 4_000_400), "EPSG:32634")
     path, _ = _label(tmp_path, other)
-    with pytest.raises(GridMismatchError, match=r"label grid \(EPSG:32634.*target grid \(EPSG:32633"):
+    with pytest.raises(
+        GridMismatchError, match=r"label grid \(EPSG:32634.*target grid \(EPSG:32633"
+    ):
         align_label(path, GRID)
 
 

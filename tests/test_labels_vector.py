@@ -90,7 +90,10 @@ def test_invalid_and_empty_geometries_are_counted(tmp_path: Path) -> None:
     bowtie = Polygon([(500_000, 4_000_000), (500_100, 4_000_100), (500_100, 4_000_000),
                       (500_000, 4_000_100)])  # fmt: skip
     shapes = gpd.GeoDataFrame(
-        {"class": ["water", "forest", "urban"], "geometry": [bowtie, Polygon(), _shapes().geometry[2]]},
+        {
+            "class": ["water", "forest", "urban"],
+            "geometry": [bowtie, Polygon(), _shapes().geometry[2]],
+        },
         crs="EPSG:32633",
     )
     path = _write(shapes, tmp_path / "labels.gpkg")

@@ -90,7 +90,10 @@ def missing(cube: xr.DataArray) -> xr.DataArray:
     elif bool(np.isnan(nodata.values).any()):
         # an integer band without nodata has no missing values
         out = out & ~np.isnan(nodata)
-    return out.drop_vars([c for c in out.coords if c not in cube.dims], errors="ignore")
+    result: xr.DataArray = out.drop_vars(
+        [c for c in out.coords if c not in cube.dims], errors="ignore"
+    )
+    return result
 
 
 def count_missing(cube: xr.DataArray) -> xr.DataArray:
@@ -102,7 +105,8 @@ def _times(cube: Any) -> npt.NDArray[np.float64]:
     """Time coordinate as float days (any origin), for interpolation weights."""
     values = np.asarray(cube["time"].values)
     if np.issubdtype(values.dtype, np.datetime64):
-        return values.astype("datetime64[ns]").astype("int64") / 86_400e9  # type: ignore[no-any-return]
+        days: npt.NDArray[np.float64] = values.astype("datetime64[ns]").astype("int64") / 86_400e9
+        return days
     return values.astype("float64")
 
 
@@ -191,10 +195,7 @@ def gapfill(
             f"gapfill method must be one of {', '.join(GAPFILL_METHODS)}, got {method!r}"
         )
     max_steps, max_days = _max_gap(max_gap)
-    if method == "linear":
-        out_dtype = np.dtype("float32")
-    else:
-        out_dtype = np.dtype(cube.dtype)
+    out_dtype = np.dtype("float32") if method == "linear" else np.dtype(cube.dtype)
     miss = missing(cube)
     data, miss_t = cube, miss
     if cube.chunks is not None:
@@ -222,9 +223,10 @@ def gapfill(
         filled = filled.assign_coords(nodata=("band", np.full(cube.sizes["band"], np.nan)))
     still = count_missing(filled)
     before = miss.sum(dim=("band", "y", "x")).astype("int64")
-    return filled.assign_coords(
+    result: xr.DataArray = filled.assign_coords(
         gap_filled=("time", (before - still).data), gap_unfilled=("time", still.data)
     )
+    return result
 
 
 def _period_labels(cube: Any, period: str) -> Any:
@@ -262,7 +264,8 @@ def _best_kernel(
     index = np.broadcast_to(pick[..., None, None], (*values.shape[:-1], 1))
     out = np.take_along_axis(values, index, axis=-1)[..., 0]
     none = np.all(miss_any, axis=-1)
-    return np.where(none[..., None], fill, out).astype(values.dtype)  # type: ignore[no-any-return]
+    best: npt.NDArray[Any] = np.where(none[..., None], fill, out).astype(values.dtype)
+    return best
 
 
 def composite(
@@ -368,7 +371,8 @@ def composite(
         gap_unfilled=("time", count_missing(result).data),
     )
     result.name = cube.name
-    return result
+    final: xr.DataArray = result
+    return final
 
 
 def _per_band(value: float | Mapping[str, float] | None, bands: list[str], name: str) -> Any:

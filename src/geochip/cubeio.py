@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 from collections.abc import Mapping
@@ -155,13 +156,14 @@ def _blocks(ds: xr.Dataset) -> tuple[tuple[int, int] | None, list[tuple[slice, s
     lazy = [v for v in ds.data_vars.values() if v.dims == _SPATIAL and v.chunks is not None]
     if not lazy:
         return None, []
-    ychunks, xchunks = lazy[0].chunks[1], lazy[0].chunks[2]
+    chunks: Any = lazy[0].chunks
+    ychunks, xchunks = chunks[1], chunks[2]
     ys = np.cumsum((0, *ychunks))
     xs = np.cumsum((0, *xchunks))
     blocks = [
         (slice(int(y0), int(y1)), slice(int(x0), int(x1)))
-        for y0, y1 in zip(ys[:-1], ys[1:], strict=True)
-        for x0, x1 in zip(xs[:-1], xs[1:], strict=True)
+        for y0, y1 in itertools.pairwise(ys)
+        for x0, x1 in itertools.pairwise(xs)
     ]
     return (int(max(ychunks)), int(max(xchunks))), blocks
 
@@ -189,7 +191,9 @@ def write_cube(
     fmt = format or path.suffix.lstrip(".")
     if fmt not in CUBE_FORMATS:
         raise InputError(f"cube format must be one of {', '.join(CUBE_FORMATS)}, got {fmt!r}")
-    ds = cube if hasattr(cube, "data_vars") else cube_dataset(cube, attrs=attrs)
+    import xarray as xr
+
+    ds = cube if isinstance(cube, xr.Dataset) else cube_dataset(cube, attrs=attrs)
     if path.exists() and not overwrite:
         raise InputError(f"{path} exists; pass overwrite=True to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -262,7 +266,7 @@ def _write_nc_blocks(
         for name in spatial:
             var, enc = ds[name], encoding[name]
             fill = enc.get("_FillValue")
-            v = nc.createVariable(
+            v = nc.createVariable(  # type: ignore[call-overload]
                 name,
                 var.dtype,
                 var.dims,
@@ -306,7 +310,7 @@ def _write_zarr_blocks(
         tmp, mode="w", encoding=encoding, compute=False, consolidated=False, zarr_format=2
     )
     group = zarr.open_group(tmp, mode="r+", zarr_format=2)
-    arrays = {name: group[name] for name in spatial}
+    arrays: dict[str, Any] = {name: group[name] for name in spatial}
 
     def task(block: tuple[slice, slice]) -> None:
         ys, xs = block
@@ -339,5 +343,7 @@ def open_cube(path: str | Path) -> xr.Dataset:
     if not path.exists():
         raise InputError(f"no cube at {path}")
     if path.suffix == ".zarr" or path.is_dir():
-        return xr.open_zarr(path, decode_coords="all", mask_and_scale=False)
-    return xr.open_dataset(path, engine="netcdf4", decode_coords="all", mask_and_scale=False)
+        opened: xr.Dataset = xr.open_zarr(path, decode_coords="all", mask_and_scale=False)
+    else:
+        opened = xr.open_dataset(path, engine="netcdf4", decode_coords="all", mask_and_scale=False)
+    return opened

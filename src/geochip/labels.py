@@ -175,7 +175,7 @@ def grid_offset(source: GeoBox, target: GeoBox) -> tuple[float, float]:
     from odc.geo.geom import point
 
     corner = point(source.affine.c, source.affine.f, source.crs)
-    if source.crs != target.crs:
+    if source.crs != target.crs and target.crs is not None:
         corner = corner.to_crs(target.crs)
     x, y = corner.coords[0]
     col, row = ~target.affine * (x, y)
@@ -273,7 +273,7 @@ target grid (... origin (0, 40)...): the label's origin is 0 rows, 0.5 columns o
             out,
             src_nodata=ds.nodata,
             dst_transform=geobox.affine,
-            dst_crs=geobox.crs.to_wkt(),
+            dst_crs=geobox.crs.to_wkt() if geobox.crs is not None else None,
             dst_nodata=fill_value,
             resampling=rasterio.warp.Resampling.nearest,
         )

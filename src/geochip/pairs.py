@@ -86,7 +86,7 @@ class Pair:
         nodata = float(nodata_values[0])
         if self.image.dtype.kind != "f" and np.isnan(nodata):
             nodata = 0
-        times = self.image["time"].values if "time" in self.image.coords else []
+        times: Any = self.image["time"].values if "time" in self.image.coords else []
         return ChipSource(
             image=self.image.data,
             bands=[str(b) for b in self.image.band.values],
@@ -143,6 +143,7 @@ def make_pair(
     items = list(items)
     if not items:
         raise InputError("make_pair needs at least one item for the label")
+    report: Any
     if _is_vector(label):
         if geobox is None:
             raise InputError(

@@ -108,11 +108,12 @@ class TimeseriesConfig:
             raise ConfigError("bands: give at least one band")
         if self.mode not in MODES:
             raise ConfigError(f"mode must be 'image' or 'patch', got {self.mode!r}")
-        if self.mode == "patch":
-            if self.size is None or len(self.size) != 2 or min(self.size) < 1:
-                raise ConfigError(
-                    f"size: mode 'patch' needs (dimx, dimy) positive pixel counts, got {self.size}"
-                )
+        if self.mode == "patch" and (
+            self.size is None or len(self.size) != 2 or min(self.size) < 1
+        ):
+            raise ConfigError(
+                f"size: mode 'patch' needs (dimx, dimy) positive pixel counts, got {self.size}"
+            )
         if self.buffer_unit not in BUFFER_UNITS:
             raise ConfigError(f"buffer_unit must be 'm' or 'deg', got {self.buffer_unit!r}")
         if self.format not in CUBE_FORMATS:
@@ -160,7 +161,7 @@ class TimeseriesSummary:
     @property
     def counts(self) -> dict[str, int]:
         """Geometries per status (done, skipped, empty, failed)."""
-        out = {s: 0 for s in ("done", "skipped", "empty", "failed")}
+        out = dict.fromkeys(("done", "skipped", "empty", "failed"), 0)
         for r in self.results:
             out[r.status] += 1
         return out
@@ -182,7 +183,9 @@ def read_geometries(
     """
     from .labels import read_vector_labels
 
-    gdf = geometries if hasattr(geometries, "geometry") else read_vector_labels(geometries)
+    gdf: Any = (
+        geometries if not isinstance(geometries, str | Path) else read_vector_labels(geometries)
+    )
     gdf = gdf.copy()
     if gdf.crs is None:
         raise InputError("the geometries have no CRS; set one (e.g. GeoDataFrame.set_crs(4326))")
@@ -353,7 +356,10 @@ def run_timeseries(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     gdf = read_geometries(geometries, id_column)
-    jobs = [(str(gid), geom.__geo_interface__) for gid, geom in zip(gdf["id"], gdf.geometry)]
+    jobs = [
+        (str(gid), geom.__geo_interface__)
+        for gid, geom in zip(gdf["id"], gdf.geometry, strict=True)
+    ]
     summary = TimeseriesSummary()
     if client is not None:
         summary.results = _run_on_cluster(client, jobs, config, out, on_done)
@@ -388,7 +394,7 @@ def _run_on_cluster(
     }
     order = [gid for _, gid in futures.items()]
     by_id: dict[str, GeometryResult] = {}
-    for n, future in enumerate(as_completed(list(futures)), start=1):
+    for n, future in enumerate(as_completed(list(futures)), start=1):  # type: ignore[no-untyped-call]
         gid = futures[future]
         try:
             by_id[gid] = future.result()

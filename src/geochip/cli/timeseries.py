@@ -91,7 +91,7 @@ def timeseries(
         buffer=buffer,
         buffer_unit=buffer_unit,
         mode=mode,
-        size=tuple(size) if size else None,
+        size=(int(size[0]), int(size[1])) if size else None,
         mask=mask,
         gapfill=gapfill,
         max_gap=max_gap,
@@ -105,20 +105,20 @@ def timeseries(
     if workers > 1:
         from distributed import Client, LocalCluster
 
-        cluster = LocalCluster(
+        cluster = LocalCluster(  # type: ignore[no-untyped-call]
             n_workers=workers,
             threads_per_worker=1,
             host="127.0.0.1",
             dashboard_address="127.0.0.1:0",
             processes=True,
         )
-        client = Client(cluster)
+        client = Client(cluster)  # type: ignore[no-untyped-call]
     try:
         with stages.stage("geometries", total=len(gdf)) as advance:
             summary = run_timeseries(gdf, config, out, client=client, on_done=advance)
     finally:
         if client is not None:
-            client.close()
+            client.close()  # type: ignore[no-untyped-call]
         if cluster is not None:
             cluster.close()
     counts = summary.counts

@@ -128,8 +128,6 @@ def make_s2_series(
 ) -> list[pystac.Item]:
     """One scene per date of the same tile (see :func:`make_s2_scene`)."""
     return [
-        make_s2_scene(
-            root, d, crs=crs, origin=origin, size=size, seed=seed, bands=bands, tile=tile
-        )
+        make_s2_scene(root, d, crs=crs, origin=origin, size=size, seed=seed, bands=bands, tile=tile)
         for d in dates
     ]
