@@ -177,12 +177,19 @@ def read_geometries(
     """Geometries with a unique, file-name-safe ``id`` column, in EPSG:4326.
 
     Reads GeoJSON/GeoPackage/Shapefile/GeoParquet (see
-    :func:`geochip.labels.read_vector_labels`). ``id_column`` names the id; when the column
-    does not exist (or is None) the row number is the id. Ids become file names, so they
-    must be unique and made of letters, digits, ``.``, ``_`` and ``-``.
+    :func:`geochip.labels.read_vector_labels`), or WKT in EPSG:4326 given as text (a
+    ``MULTIPOINT``/``GEOMETRYCOLLECTION`` gives one geometry per part, ids ``g0``, ``g1``..).
+    ``id_column`` names the id; when the column does not exist (or is None) the row number
+    is the id. Ids become file names, so they must be unique and made of letters, digits,
+    ``.``, ``_`` and ``-``.
+
+    >>> read_geometries("MULTIPOINT ((10 50), (11 51))")["id"].tolist()
+    ['g0', 'g1']
     """
     from .labels import read_vector_labels
 
+    if isinstance(geometries, str) and _WKT.match(geometries) and not Path(geometries).exists():
+        return _from_wkt(geometries)
     gdf: Any = (
         geometries if not isinstance(geometries, str | Path) else read_vector_labels(geometries)
     )
@@ -205,6 +212,24 @@ def read_geometries(
     gdf["id"] = ids
     gdf = gdf[~empty.to_numpy()]
     return gdf.to_crs("EPSG:4326")[["id", "geometry"]]
+
+
+_WKT = re.compile(r"^\s*((MULTI)?(POINT|POLYGON|LINESTRING)|GEOMETRYCOLLECTION)", re.IGNORECASE)
+
+
+def _from_wkt(text: str) -> gpd.GeoDataFrame:
+    import geopandas as gpd
+    import shapely
+    from shapely.errors import GEOSException
+
+    try:
+        geom = shapely.from_wkt(text)
+    except GEOSException as err:
+        raise InputError(f"cannot read the geometries {text[:80]!r} as WKT: {err}") from err
+    multi = geom.geom_type.startswith(("Multi", "GeometryCollection"))
+    parts = list(geom.geoms) if multi else [geom]
+    ids = [f"g{i}" for i in range(len(parts))]
+    return gpd.GeoDataFrame({"id": ids}, geometry=parts, crs="EPSG:4326")
 
 
 def geometry_grid(geometry: Any, config: TimeseriesConfig) -> GeoBox:

@@ -18,10 +18,16 @@ def _bands(text: str) -> tuple[str, ...]:
 @app.command()
 def timeseries(
     geoms: Annotated[
-        Path,
-        typer.Argument(help="Points or polygons (GeoJSON, GeoPackage, Shapefile, GeoParquet)."),
+        str,
+        typer.Argument(
+            help="Points or polygons: a GeoJSON/GeoPackage/Shapefile/GeoParquet file, or WKT "
+            "in EPSG:4326 such as 'MULTIPOINT ((-87.45 30.75), (-87.35 30.7))'."
+        ),
     ],
-    catalog: Annotated[str, typer.Option(help="STAC catalog: a catalog.json path/URL or API.")],
+    catalog: Annotated[
+        str,
+        typer.Option(help="STAC catalog: a catalog.json path/URL, a STAC API, or 'sample'."),
+    ],
     bands: Annotated[str, typer.Option(help="Bands to load, comma-separated (red,nir08).")],
     crs: Annotated[str, typer.Option(help="Target CRS of the cubes, e.g. EPSG:3035.")],
     resolution: Annotated[float, typer.Option(help="Pixel size in units of the target CRS.")],
@@ -80,6 +86,10 @@ def timeseries(
     from ..progress import Stages
     from ..timeseries import TimeseriesConfig, read_geometries, run_timeseries
 
+    if catalog == "sample":
+        from ..sources.sample import sample_catalog
+
+        catalog = str(sample_catalog())
     config = TimeseriesConfig(
         catalog=catalog,
         bands=_bands(bands),
