@@ -3,7 +3,10 @@
 :func:`load_cube` is a thin, checked front to :func:`odc.stac.load`: it verifies that every
 band asked for exists (and lists the ones that do when not), picks nearest-neighbour
 resampling for categorical bands (QA, SCL, masks), and chunks the cube so that one chip is
-one chunk. :func:`window` reads one chip out of an array, padding with a fill value where the
+one chunk (or one task's memory stays under a budget). :func:`load_stack` returns the same
+pixels as one (time, band, y, x) DataArray with per-band ``nodata``, ``scale`` and
+``offset``: the datacube that :mod:`geochip.masks`, :mod:`geochip.cube` and
+:mod:`geochip.cubeio` work on. :func:`window` reads one chip out of an array, padding with a fill value where the
 window reaches past the grid.
 
 Example:
