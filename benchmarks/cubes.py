@@ -197,9 +197,7 @@ def run_geochip(items: list[Any], grid: Any, chunk: int, out: Path | None) -> in
     from geochip.engine import run_tasks
     from geochip.read import load_stack, synchronous_dask
 
-    cube = load_stack(
-        items, BANDS, grid, resampling=RESAMPLING, chunks=chunk, groupby="solar_day"
-    )
+    cube = load_stack(items, BANDS, grid, resampling=RESAMPLING, chunks=chunk, groupby="solar_day")
     if out is not None:
         write_cube(cube, out, workers=THREADS)
         return 0
@@ -287,8 +285,7 @@ def main() -> None:
     for name, r in results.items():
         ratio = f"{floor / r['seconds']:.2f}" if floor else "-"
         print(
-            f"{name:<14}{r['seconds']:>9.1f}{ratio:>9}{r['rss'] / 2**30:>9.2f} GiB  "
-            f"{r['checksum']}"
+            f"{name:<14}{r['seconds']:>9.1f}{ratio:>9}{r['rss'] / 2**30:>9.2f} GiB  {r['checksum']}"
         )
 
 
