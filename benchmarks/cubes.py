@@ -135,12 +135,15 @@ def run_floor(items: list[Any], grid: Any, chunk: int) -> int:
         cache = local.__dict__.setdefault("open", {})
         if href not in cache:
             ds = rasterio.open(href)
-            on_grid = ds.crs == grid.crs and ds.transform == grid.affine * grid.affine.translation(
-                *(~grid.affine * (ds.transform.c, ds.transform.f))
+            col, row = ~grid.affine * (ds.transform.c, ds.transform.f)
+            on_grid = (
+                ds.crs == grid.crs
+                and tuple(ds.transform)[:2] + tuple(ds.transform)[3:5] == (10, 0, 0, -10)
+                and abs(col - round(col)) < 1e-6
+                and abs(row - round(row)) < 1e-6
             )
-            if on_grid and ds.transform.a == grid.affine.a:
-                col, row = ~grid.affine * (ds.transform.c, ds.transform.f)
-                cache[href] = ("direct", ds, int(round(row)), int(round(col)))
+            if on_grid:  # same CRS, same pixel size, whole-pixel offset: a plain window read
+                cache[href] = ("direct", ds, round(row), round(col))
             else:
                 vrt = WarpedVRT(
                     ds,

@@ -6,8 +6,8 @@ resampling for categorical bands (QA, SCL, masks), and chunks the cube so that o
 one chunk (or one task's memory stays under a budget). :func:`load_stack` returns the same
 pixels as one (time, band, y, x) DataArray with per-band ``nodata``, ``scale`` and
 ``offset``: the datacube that :mod:`geochip.masks`, :mod:`geochip.cube` and
-:mod:`geochip.cubeio` work on. :func:`window` reads one chip out of an array, padding with a fill value where the
-window reaches past the grid.
+:mod:`geochip.cubeio` work on. :func:`window` reads one chip out of an array, padding with
+a fill value where the window reaches past the grid.
 
 Example:
     >>> from geochip.sources.sample import sample_catalog
