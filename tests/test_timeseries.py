@@ -205,3 +205,24 @@ def test_cli_writes_files_and_prints_the_summary(catalog: tuple, tmp_path: Path)
     assert result.returncode == 0, result.stderr
     assert "done 2, skipped 0" in result.stdout
     assert sorted(p.name for p in out.glob("*.nc")) == ["p1.nc", "p2.nc"]
+
+
+@pytest.mark.parametrize(
+    ("buffer", "unit", "match"),
+    [(200, "deg", "more than 500 km"), (0.01, "m", "less than a metre")],
+)
+def test_a_buffer_in_the_wrong_unit_is_refused(buffer: float, unit: str, match: str) -> None:
+    from geochip.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        TimeseriesConfig(
+            catalog="c", bands=("red",), crs="EPSG:3035", resolution=20, buffer=buffer,
+            buffer_unit=unit,
+        )  # fmt: skip
+
+
+def test_patch_mode_needs_a_size() -> None:
+    from geochip.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"mode 'patch' needs \(dimx, dimy\)"):
+        TimeseriesConfig(catalog="c", bands=("red",), crs="EPSG:3035", resolution=20, mode="patch")

@@ -78,8 +78,8 @@ class TimeseriesConfig:
     """Keep scenes with eo:cloud_cover <= this (percent)."""
     buffer: float = 0.0
     """Buffer around each geometry (mode image), in ``buffer_unit``."""
-    buffer_unit: str = "m"
-    """'m' (metres, on the ground) or 'deg' (degrees, in EPSG:4326)."""
+    buffer_unit: str = "deg"
+    """'deg' (degrees, in EPSG:4326; the SITS default) or 'm' (metres, on the ground)."""
     mode: str = "image"
     """'image': the buffered geometry's box; 'patch': size pixels centred on it."""
     size: tuple[int, int] | None = None
@@ -116,6 +116,17 @@ class TimeseriesConfig:
             )
         if self.buffer_unit not in BUFFER_UNITS:
             raise ConfigError(f"buffer_unit must be 'm' or 'deg', got {self.buffer_unit!r}")
+        # a buffer in the wrong unit is off by five orders of magnitude: refuse the obvious
+        if self.buffer_unit == "deg" and self.buffer > 5:
+            raise ConfigError(
+                f"buffer {self.buffer} degrees is more than 500 km; for metres pass "
+                "buffer_unit='m' (--buffer-unit m)"
+            )
+        if self.buffer_unit == "m" and 0 < self.buffer < 1:
+            raise ConfigError(
+                f"buffer {self.buffer} m is less than a metre; for degrees pass "
+                "buffer_unit='deg' (--buffer-unit deg)"
+            )
         if self.format not in CUBE_FORMATS:
             raise ConfigError(f"format must be 'nc' or 'zarr', got {self.format!r}")
         if self.gapfill not in (None, "linear", "nearest"):

@@ -42,7 +42,9 @@ def timeseries(
         str | None, typer.Option(help="Collections to search, comma-separated.")
     ] = None,
     buffer: Annotated[float, typer.Option(help="Buffer around each geometry (image mode).")] = 0.0,
-    buffer_unit: Annotated[str, typer.Option(help="Unit of --buffer: m or deg.")] = "m",
+    buffer_unit: Annotated[
+        str, typer.Option(help="Unit of --buffer: deg (EPSG:4326 degrees) or m (metres).")
+    ] = "deg",
     mode: Annotated[
         str, typer.Option(help="image: the buffered geometry's box; patch: --size pixels.")
     ] = "image",
