@@ -47,10 +47,13 @@ X0, Y0 = 690_000.0, 5_000_000.0  # the cube's top-left corner (about 17.4 E, 45.
 THREADS = 2
 
 
+CHUNK = int(os.environ.get("GEOCHIP_BENCH_CHUNK", "0"))  # set by --chunk for the children
+
+
 def _scale(quick: bool) -> dict[str, int]:
     if quick:
-        return {"cube": 1024, "tile": 512 + 64, "chunk": 512}
-    return {"cube": 5120, "tile": 2560 + 128, "chunk": 2048}
+        return {"cube": 1024, "tile": 512 + 64, "chunk": CHUNK or 512}
+    return {"cube": 5120, "tile": 2560 + 128, "chunk": CHUNK or 2048}
 
 
 def _grid(size: int) -> Any:
@@ -252,9 +255,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1024 x 1024 cube, small tiles")
     parser.add_argument("--data", type=Path, default=Path("bench-output/cubes"))
     parser.add_argument("--only", nargs="*", help="run only these: floor odc-stac geochip ...")
+    parser.add_argument("--chunk", type=int, help="window/chunk size in px (default 2048)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.data = args.data.resolve()
+    if args.chunk:
+        os.environ["GEOCHIP_BENCH_CHUNK"] = str(args.chunk)  # read by the children
     args.data.mkdir(parents=True, exist_ok=True)
     if args.child:
         child(args.child, Path(json.loads(
@@ -264,6 +270,7 @@ def main() -> None:
     t0 = time.perf_counter()
     catalog = build_catalog(args.data, args.quick)
     scale = _scale(args.quick)
+    scale["chunk"] = args.chunk or scale["chunk"]
     n = scale["cube"]
     full = len(DATES) * len(BANDS) * n * n * 2
     print(
