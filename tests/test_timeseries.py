@@ -226,3 +226,21 @@ def test_patch_mode_needs_a_size() -> None:
 
     with pytest.raises(ConfigError, match=r"mode 'patch' needs \(dimx, dimy\)"):
         TimeseriesConfig(catalog="c", bands=("red",), crs="EPSG:3035", resolution=20, mode="patch")
+
+
+def test_secrets_in_the_catalog_url_stay_out_of_the_files(
+    catalog: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from geochip.sources import stac
+    from geochip.timeseries import _build
+
+    cat, _ = catalog
+    signed = TimeseriesConfig(**{**_config(cat).__dict__, "catalog": f"{cat}?sig=SECRET123"})
+    # a file on disk cannot take a query string: open the real catalog behind the signed href
+    real_open = stac.open_catalog
+    monkeypatch.setattr(stac, "open_catalog", lambda href: real_open(str(href).split("?")[0]))
+    path = tmp_path / "p1.nc"
+    status, _, _ = _build("p1", _points().geometry.iloc[0].__geo_interface__, signed, path)
+    assert status == "done"
+    text = xr.open_dataset(path).attrs["geochip_config"]
+    assert "SECRET123" not in text and "sig=REDACTED" in text

@@ -15,6 +15,11 @@ For every geometry (a point or a polygon with an id):
 4. the file: ``<out>/<id>.nc`` or ``<out>/<id>.zarr`` with CF/CRS metadata
    (:func:`geochip.cubeio.write_cube`), written atomically.
 
+A geometry's cube is computed in memory before it is written (SITS boxes and patches are
+small; that is what lets an all-masked geometry be reported "empty" without a file). For a
+large box, build it with :func:`geochip.read.load_stack` and
+:func:`geochip.cubeio.write_cube`, which writes block by block.
+
 A geometry whose file already exists is skipped (files appear complete or not at all), so a
 re-run after a crash only does what is left. Every geometry ends in one of four states:
 ``done``, ``skipped`` (already there), ``empty`` (no scene, or every pixel masked: no
@@ -321,6 +326,7 @@ def _build(
     from .cubeio import cube_dataset, write_cube
     from .masks import mask_cube
     from .read import load_stack
+    from .security import redact
     from .sources.stac import open_catalog
 
     grid = geometry_grid(geometry, config)
@@ -354,7 +360,7 @@ def _build(
             "geochip_geometry_id": gid,
             "geochip_geometry": json.dumps(dict(geometry)),
             "geochip_items": [item.id for item in items],
-            "geochip_config": json.dumps(asdict(config), default=str),
+            "geochip_config": redact(json.dumps(asdict(config), default=str)),
             "geochip_version": __version__,
         },
     ).load()
