@@ -35,12 +35,20 @@ __all__ = [
     "EDGE_POLICIES",
     "Window",
     "YX",
+    "BUFFER_UNITS",
     "asset_geobox",
+    "buffer_geometry",
     "chip_windows",
     "count_windows",
+    "geometry_geobox",
+    "label_geobox",
+    "point_geobox",
     "target_geobox",
     "yx",
 ]
+
+BufferUnit = Literal["m", "deg"]
+BUFFER_UNITS: tuple[str, ...] = ("m", "deg")
 
 Edge = Literal["drop", "shift", "pad"]
 EDGE_POLICIES: tuple[str, ...] = ("drop", "shift", "pad")
@@ -221,3 +229,225 @@ def target_geobox(base: GeoBox, resolution: float | None = None) -> GeoBox:
         base.affine.f,
     )
     return GeoBox((height, width), affine, base.crs)
+
+
+# --- target grids: from a label raster, a geometry, a point --------------------------------
+
+
+def label_geobox(label: Any, asset: str | None = None) -> GeoBox:
+    """The exact grid of a label raster: CRS, transform and shape, unchanged.
+
+    ``label`` is a path or URL of a raster, a ``pystac.Item`` (with ``asset``, or its only
+    raster asset), an xarray object carrying a grid (``.odc.geobox``), or a GeoBox. Nothing
+    is snapped or rounded: images loaded onto this grid line up with the label pixel for pixel.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from odc.geo.geobox import GeoBox
+        >>> from geochip.testing import make_cog
+        >>> gbox = GeoBox.from_bbox((500_005, 0, 500_645, 320), "EPSG:32633", resolution=10)
+        >>> path = make_cog(pathlib.Path(tempfile.mkdtemp()) / "l.tif", gbox, dtype="uint8")
+        >>> label_geobox(path) == gbox
+        True
+    """
+    from odc.geo.geobox import GeoBox
+
+    if isinstance(label, GeoBox):
+        return label
+    if hasattr(label, "odc") and hasattr(label, "dims"):
+        gbox = label.odc.geobox
+        if gbox is None:
+            raise MissingGeoreferenceError(
+                "the label array carries no grid (no spatial_ref/CRS coordinate); assign one "
+                "with odc.geo.xr.assign_crs or read it with rioxarray"
+            )
+        return gbox  # type: ignore[no-any-return]
+    if hasattr(label, "assets") and hasattr(label, "id"):
+        if asset is None:
+            keys = list(label.assets)
+            if len(keys) != 1:
+                raise InputError(
+                    f"label item {label.id} has assets {keys}; say which one holds the label "
+                    "raster with asset="
+                )
+            asset = keys[0]
+        return asset_geobox(label, asset)
+    import rasterio
+
+    href = str(label)
+    try:
+        ds = rasterio.open(href)
+    except rasterio.errors.RasterioIOError as err:
+        from .security import redact
+
+        raise InputError(f"cannot open label raster {redact(href)}: {err}") from err
+    with ds:
+        if ds.crs is None or ds.transform.is_identity:
+            raise MissingGeoreferenceError(
+                f"{href}: the label raster has no CRS or no geotransform; fix the file "
+                "(gdal_edit.py -a_srs / -a_ullr)"
+            )
+        return GeoBox((ds.height, ds.width), ds.transform, ds.crs)
+
+
+def _check_unit(unit: str) -> None:
+    if unit not in BUFFER_UNITS:
+        raise InputError(f"buffer unit must be 'm' (metres) or 'deg' (degrees), got {unit!r}")
+
+
+def buffer_geometry(geometry: Any, distance: float, unit: BufferUnit | str = "m") -> Any:
+    """Buffer an :class:`odc.geo.geom.Geometry` by ``distance`` metres or degrees.
+
+    Degrees buffer the geometry in EPSG:4326 (the SITS convention: ``--buffer 0.01`` is
+    about 1.1 km north-south). Metres buffer it in its own CRS when that is metric, else in
+    the UTM zone of its centroid, so a metre is a metre on the ground. The result is in the
+    geometry's CRS. ``distance`` 0 returns the geometry unchanged.
+
+    Example:
+        >>> from odc.geo.geom import point
+        >>> pt = point(10.0, 50.0, "EPSG:4326")
+        >>> round(buffer_geometry(pt, 0.01, "deg").boundingbox.right, 6)
+        10.01
+        >>> b = buffer_geometry(pt, 100, "m").to_crs("EPSG:32632").boundingbox
+        >>> round(b.right - b.left)
+        200
+    """
+    _check_unit(unit)
+    if distance < 0:
+        raise InputError(f"buffer must be >= 0, got {distance}")
+    if distance == 0:
+        return geometry
+    crs = geometry.crs
+    if crs is None:
+        raise MissingGeoreferenceError("the geometry has no CRS; give it one before buffering")
+    if unit == "deg":
+        work = geometry.to_crs("EPSG:4326")
+    elif crs.geographic or crs.units[0] not in ("metre", "m", "meter"):
+        from odc.geo.crs import CRS
+
+        lon, lat = geometry.centroid.to_crs("EPSG:4326").coords[0]
+        zone = int((lon + 180) // 6) % 60 + 1
+        work = geometry.to_crs(CRS(f"EPSG:{(32600 if lat >= 0 else 32700) + zone}"))
+    else:
+        work = geometry
+    # enough segments that a buffered point is round to well under a pixel
+    from odc.geo.geom import Geometry
+
+    return Geometry(work.geom.buffer(distance, quad_segs=32), work.crs).to_crs(crs)
+
+
+def _as_geometry(geometry: Any, crs: Any) -> Any:
+    from odc.geo.geom import Geometry
+
+    if isinstance(geometry, Geometry):
+        return geometry
+    if crs is None:
+        raise MissingGeoreferenceError(
+            "the geometry has no CRS; pass geometry_crs= (e.g. 'EPSG:4326')"
+        )
+    if hasattr(geometry, "__geo_interface__"):
+        geometry = geometry.__geo_interface__
+    return Geometry(geometry, crs)
+
+
+def _resolution(resolution: float) -> float:
+    if isinstance(resolution, bool) or not resolution > 0:
+        raise InputError(f"resolution must be a positive number, got {resolution!r}")
+    return float(resolution)
+
+
+def geometry_geobox(
+    geometry: Any,
+    crs: Any,
+    resolution: float,
+    *,
+    buffer: float = 0.0,
+    buffer_unit: BufferUnit | str = "m",
+    geometry_crs: Any = "EPSG:4326",
+) -> GeoBox:
+    """The smallest grid in ``crs`` at ``resolution`` that covers ``geometry`` (+ ``buffer``).
+
+    Pixel convention: pixels are areas (``AREA_OR_POINT=Area``), square, north-up; pixel
+    *edges* lie on whole multiples of ``resolution`` in ``crs`` (``x = k * resolution``), so
+    every grid made this way for the same CRS and resolution shares one lattice and lines up
+    with e.g. Sentinel-2 tiles at 10/20/60 m. The box grows outwards to the next edge; a
+    side already within 1 % of a pixel of an edge is not grown. ``geometry`` is an odc-geo
+    Geometry, a shapely geometry or GeoJSON (then in ``geometry_crs``).
+
+    Example:
+        >>> from shapely.geometry import box
+        >>> g = geometry_geobox(box(500_003, 0, 500_995, 405), "EPSG:32633", 10,
+        ...                     geometry_crs="EPSG:32633")
+        >>> g.shape.yx, g.affine.c, g.affine.f
+        ((41, 100), 500000.0, 410.0)
+    """
+    from odc.geo.geobox import GeoBox
+
+    res = _resolution(resolution)
+    geom = _as_geometry(geometry, geometry_crs)
+    if buffer:
+        geom = buffer_geometry(geom, buffer, buffer_unit)
+    else:
+        _check_unit(buffer_unit)
+    target = geom.to_crs(crs)
+    if target.is_empty:
+        raise InputError("the geometry is empty; nothing to build a grid around")
+    bbox = target.boundingbox
+    if bbox.span_x == 0 or bbox.span_y == 0:
+        # a point or a line along an axis: one pixel across on that side
+        from odc.geo.geom import BoundingBox
+
+        half = res / 2
+        bbox = BoundingBox(
+            bbox.left - (half if bbox.span_x == 0 else 0),
+            bbox.bottom - (half if bbox.span_y == 0 else 0),
+            bbox.right + (half if bbox.span_x == 0 else 0),
+            bbox.top + (half if bbox.span_y == 0 else 0),
+            bbox.crs,
+        )
+    return GeoBox.from_bbox(bbox, resolution=res, anchor="edge", tol=0.01)
+
+
+def point_geobox(
+    point: Any,
+    crs: Any,
+    resolution: float,
+    size: SizeLike,
+    *,
+    point_crs: Any = "EPSG:4326",
+    snap: bool = False,
+) -> GeoBox:
+    """A grid of exactly ``size`` pixels in ``crs`` centred on ``point`` (the SITS "patch").
+
+    ``size`` is an int or ``{"y": dimy, "x": dimx}``. ``point`` is an odc-geo point, a
+    shapely point, an ``(x, y)`` pair or GeoJSON, in ``point_crs`` unless it carries a CRS.
+    With ``snap=False`` (default) the grid's centre is the point itself, exactly; pixel
+    edges then lie wherever that puts them. With ``snap=True`` the pixel edges lie on whole
+    multiples of ``resolution`` (the lattice of :func:`geometry_geobox`) and the centre is
+    within half a pixel of the point. For an odd size the point falls inside the central
+    pixel; for an even size it falls on the corner shared by the four central pixels.
+
+    Example:
+        >>> g = point_geobox((500_000.0, 4_000_000.0), "EPSG:32633", 10, {"y": 3, "x": 4},
+        ...                  point_crs="EPSG:32633")
+        >>> g.shape.yx, g.affine.c, g.affine.f
+        ((3, 4), 499980.0, 4000015.0)
+    """
+    from affine import Affine
+    from odc.geo.geobox import GeoBox
+    from odc.geo.geom import Geometry
+
+    res = _resolution(resolution)
+    shape = yx(size)
+    if isinstance(point, tuple | list) and len(point) == 2:
+        point = {"type": "Point", "coordinates": [float(point[0]), float(point[1])]}
+    geom = _as_geometry(point, point_crs)
+    if not isinstance(geom, Geometry) or geom.geom_type != "Point":
+        raise InputError(f"point_geobox needs a point, got a {geom.geom_type}")
+    x, y = geom.to_crs(crs).coords[0]
+    left = x - shape.x * res / 2
+    top = y + shape.y * res / 2
+    if snap:
+        left = round(left / res) * res
+        top = round(top / res) * res
+    return GeoBox((shape.y, shape.x), Affine(res, 0.0, left, 0.0, -res, top), crs)

@@ -1,4 +1,13 @@
-"""Labels on a grid: vector layers rasterised with a class map.
+"""Labels on a grid: raster labels aligned exactly, vector layers rasterised with a class map.
+
+:func:`align_label` puts a label raster on a target grid without ever overwriting
+coordinates: when the label's grid is the target grid (same CRS, transform and shape, to
+1e-6 of a pixel) its pixels are read as they are; otherwise it raises
+:class:`~geochip.errors.GridMismatchError` naming both grids and the offset in pixels, or,
+when asked (``on_mismatch="reproject"``), resamples it with nearest neighbour so classes
+are never blended. :func:`read_vector_labels` reads GeoJSON, GeoPackage, Shapefile,
+FlatGeobuf and GeoParquet; :func:`rasterize_vector_labels` reads and burns them in one go.
+
 
 :func:`rasterize_labels` burns a GeoDataFrame's polygons onto a GeoBox with
 :func:`rasterio.features.rasterize`, mapping an attribute to class ids. The vectors' CRS is
@@ -21,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -32,7 +42,19 @@ if TYPE_CHECKING:
     import geopandas as gpd
     from odc.geo.geobox import GeoBox
 
-__all__ = ["LabelReport", "rasterize_labels"]
+__all__ = [
+    "AlignReport",
+    "LabelReport",
+    "VECTOR_SUFFIXES",
+    "align_label",
+    "grid_offset",
+    "rasterize_labels",
+    "rasterize_vector_labels",
+    "read_vector_labels",
+]
+
+#: File suffixes :func:`read_vector_labels` reads (GeoParquet by suffix, the rest via pyogrio).
+VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".parquet", ".geoparquet", ".fgb")
 
 
 @dataclass(frozen=True)
@@ -125,3 +147,208 @@ def rasterize_labels(
         reprojected=reprojected,
     )
     return out, report
+
+
+def _grid_text(gbox: GeoBox) -> str:
+    a = gbox.affine
+    crs = gbox.crs
+    crs_text = (f"EPSG:{crs.epsg}" if crs is not None and crs.epsg else str(crs))[:60]
+    return (
+        f"{crs_text}, {gbox.height}x{gbox.width} px, origin ({a.c:.12g}, {a.f:.12g}), "
+        f"pixel ({a.a:g}, {a.e:g})"
+    )
+
+
+def grid_offset(source: GeoBox, target: GeoBox) -> tuple[float, float]:
+    """(rows, cols): where ``source``'s top-left corner falls on ``target``, in target pixels.
+
+    ``(0.0, 0.0)`` means the two grids share their origin; ``(0.5, -0.5)`` is half a pixel
+    down and half a pixel left. Works across CRSs (the corner is reprojected).
+
+    >>> from affine import Affine
+    >>> from odc.geo.geobox import GeoBox
+    >>> a = GeoBox((10, 10), Affine(10, 0, 0, 0, -10, 100), "EPSG:32633")
+    >>> b = GeoBox((10, 10), Affine(10, 0, 5, 0, -10, 95), "EPSG:32633")
+    >>> grid_offset(b, a)
+    (0.5, 0.5)
+    """
+    from odc.geo.geom import point
+
+    corner = point(source.affine.c, source.affine.f, source.crs)
+    if source.crs != target.crs and target.crs is not None:
+        corner = corner.to_crs(target.crs)
+    x, y = corner.coords[0]
+    col, row = ~target.affine * (x, y)
+    return (round(float(row), 6), round(float(col), 6))
+
+
+def _same_grid(a: GeoBox, b: GeoBox, tol: float = 1e-6) -> bool:
+    if a.shape != b.shape or a.crs != b.crs:
+        return False
+    res = max(abs(b.affine.a), abs(b.affine.e))
+    return all(abs(p - q) <= tol * res for p, q in zip(a.affine[:6], b.affine[:6], strict=True))
+
+
+@dataclass(frozen=True)
+class AlignReport:
+    """How a label raster met the target grid."""
+
+    source_grid: str
+    target_grid: str
+    offset_px: tuple[float, float]
+    reprojected: bool
+
+
+def align_label(
+    label: Any,
+    geobox: GeoBox,
+    *,
+    on_mismatch: Literal["raise", "reproject"] = "raise",
+    asset: str | None = None,
+    band: int = 1,
+    fill: int | float | None = None,
+) -> tuple[npt.NDArray[Any], AlignReport]:
+    """The label raster's pixels on ``geobox``, exactly, or a clear error.
+
+    ``label`` is a path/URL, a ``pystac.Item`` (``asset`` names the label asset) or an
+    xarray DataArray with a grid. When its grid equals ``geobox`` the pixels come back as
+    they are. Otherwise ``on_mismatch="raise"`` (default) raises
+    :class:`~geochip.errors.GridMismatchError` with both grids and the offset in pixels,
+    and ``"reproject"`` resamples the label onto ``geobox`` with nearest neighbour; target
+    pixels it does not cover get ``fill`` (default: the label's nodata, else 255, the
+    store's "ignore"). Coordinates are never overwritten to make grids "match".
+
+    Example:
+        >>> import tempfile, pathlib, numpy as np
+        >>> from affine import Affine
+        >>> from odc.geo.geobox import GeoBox
+        >>> from geochip.testing import make_cog
+        >>> grid = GeoBox((4, 4), Affine(10, 0, 0, 0, -10, 40), "EPSG:32633")
+        >>> shifted = GeoBox((4, 4), Affine(10, 0, 5, 0, -10, 40), "EPSG:32633")
+        >>> path = make_cog(pathlib.Path(tempfile.mkdtemp()) / "l.tif", shifted, dtype="uint8",
+        ...                 data=np.arange(16, dtype="uint8").reshape(4, 4))
+        >>> align_label(path, grid)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        geochip.errors.GridMismatchError: label grid (... origin (5, 40)...) differs from the \
+target grid (... origin (0, 40)...): the label's origin is 0 rows, 0.5 columns off; ...
+        >>> arr, report = align_label(path, grid, on_mismatch="reproject")
+        >>> arr[0].tolist(), report.offset_px
+        ([0, 1, 2, 3], (0.0, 0.5))
+    """
+    from .errors import GridMismatchError
+    from .grid import label_geobox
+
+    if on_mismatch not in ("raise", "reproject"):
+        raise InputError(f"on_mismatch must be 'raise' or 'reproject', got {on_mismatch!r}")
+    source = label_geobox(label, asset)
+    offset = grid_offset(source, geobox)
+    same = _same_grid(source, geobox)
+    report = AlignReport(_grid_text(source), _grid_text(geobox), offset, not same)
+    if not same and on_mismatch == "raise":
+        scale = abs(source.affine.a) / abs(geobox.affine.a)
+        res_note = "" if abs(scale - 1) < 1e-9 else f", pixel size x{scale:g}"
+        raise GridMismatchError(
+            f"label grid ({report.source_grid}) differs from the target grid "
+            f"({report.target_grid}): the label's origin is {offset[0]:g} rows, {offset[1]:g} "
+            f"columns off{res_note}; pass on_mismatch='reproject' to resample it with nearest, "
+            "or build the target grid from the label (geochip.grid.label_geobox)"
+        )
+    if hasattr(label, "dims"):
+        return _align_xarray(label, geobox, same, fill), report
+    href = _label_href(label, asset)
+    import rasterio
+    import rasterio.warp
+
+    with rasterio.open(href) as ds:
+        if not 1 <= band <= ds.count:
+            raise InputError(f"{href} has {ds.count} band(s); band={band} does not exist")
+        if same:
+            return ds.read(band), report
+        dtype = ds.dtypes[band - 1]
+        fill_value = fill if fill is not None else (ds.nodata if ds.nodata is not None else 255)
+        out = np.full(geobox.shape.yx, fill_value, dtype=dtype)
+        rasterio.warp.reproject(
+            rasterio.band(ds, band),
+            out,
+            src_nodata=ds.nodata,
+            dst_transform=geobox.affine,
+            dst_crs=geobox.crs.to_wkt() if geobox.crs is not None else None,
+            dst_nodata=fill_value,
+            resampling=rasterio.warp.Resampling.nearest,
+        )
+        return out, report
+
+
+def _label_href(label: Any, asset: str | None) -> str:
+    if hasattr(label, "assets") and hasattr(label, "id"):
+        key = asset or next(iter(label.assets))
+        return str(label.assets[key].get_absolute_href() or label.assets[key].href)
+    return str(label)
+
+
+def _align_xarray(label: Any, geobox: GeoBox, same: bool, fill: Any) -> npt.NDArray[Any]:
+    if same:
+        return np.asarray(label.values)
+    from odc.geo.xr import xr_reproject
+
+    nodata = label.attrs.get("nodata", label.attrs.get("_FillValue"))
+    fill_value = fill if fill is not None else (nodata if nodata is not None else 255)
+    out = xr_reproject(label, geobox, resampling="nearest", dst_nodata=fill_value)
+    return np.asarray(out.values)
+
+
+def read_vector_labels(path: str | Path, *, layer: str | int | None = None) -> gpd.GeoDataFrame:
+    """Read a vector label file (GeoJSON, GeoPackage, Shapefile, FlatGeobuf, GeoParquet).
+
+    GeoParquet is recognised by its suffix (``.parquet``/``.geoparquet``); the rest is read
+    with pyogrio (``layer`` picks a GeoPackage layer).
+    """
+    import geopandas as gpd
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"no label file at {path}")
+    suffix = path.suffix.lower()
+    if suffix not in VECTOR_SUFFIXES:
+        raise InputError(
+            f"{path}: unsupported label file type {suffix!r}; use one of "
+            f"{', '.join(VECTOR_SUFFIXES)}"
+        )
+    if suffix in (".parquet", ".geoparquet"):
+        return gpd.read_parquet(path)
+    return gpd.read_file(path, layer=layer) if layer is not None else gpd.read_file(path)
+
+
+def rasterize_vector_labels(
+    labels: str | Path | gpd.GeoDataFrame,
+    geobox: GeoBox,
+    class_map: Mapping[Any, int],
+    *,
+    layer: str | int | None = None,
+    attribute: str = "class",
+    background: int = 0,
+    all_touched: bool = False,
+    dtype: str = "uint8",
+    on_crs_mismatch: Literal["reproject", "raise"] = "reproject",
+    skip_invalid: bool = False,
+) -> tuple[npt.NDArray[Any], LabelReport]:
+    """Read a vector label file (or take a GeoDataFrame) and burn it onto ``geobox``.
+
+    See :func:`rasterize_labels` for the class map, ``all_touched``, ``background``, the CRS
+    check (``on_crs_mismatch``: reproject the vectors or raise
+    :class:`~geochip.errors.CRSMismatchError`) and the counts of invalid and empty
+    geometries in the returned :class:`LabelReport`.
+    """
+    shapes = labels if hasattr(labels, "geometry") else read_vector_labels(labels, layer=layer)
+    return rasterize_labels(
+        shapes,
+        geobox,
+        class_map,
+        attribute=attribute,
+        background=background,
+        all_touched=all_touched,
+        dtype=dtype,
+        on_crs_mismatch=on_crs_mismatch,
+        skip_invalid=skip_invalid,
+    )

@@ -39,11 +39,16 @@ from .errors import InputError
 
 __all__ = [
     "DEFAULT_SCL_CLASSES",
+    "MASK_KINDS",
     "QA_LAYOUTS",
+    "MaskSpec",
     "QaFlag",
+    "apply_mask",
     "cloud_fraction",
     "landsat_qa_fill",
     "landsat_qa_mask",
+    "mask_cube",
+    "parse_mask",
     "probability_mask",
     "scl_mask",
 ]
@@ -164,3 +169,179 @@ def cloud_fraction(
     if n_valid == 0:
         return float("nan")
     return int(np.count_nonzero(landsat_qa_mask(qa_arr, layout, flags))) / n_valid
+
+
+# --- masking a cube ------------------------------------------------------------------------
+
+#: Kinds of cloud mask a :class:`MaskSpec` can describe.
+MASK_KINDS: tuple[str, ...] = ("scl", "qa", "prob")
+_DEFAULT_BAND = {"scl": "scl", "qa": "qa", "prob": "cloud_prob"}
+
+
+@dataclass(frozen=True)
+class MaskSpec:
+    """Which pixels of a cube to mask, from which quality band.
+
+    ``kind="scl"``: Sentinel-2 scene classes ``classes``. ``kind="qa"``: Landsat QA bits
+    ``flags`` of ``layout`` (fill pixels are masked too when ``mask_fill``).
+    ``kind="prob"``: a cloud probability band, masked where ``>= threshold``.
+    """
+
+    kind: Literal["scl", "qa", "prob"]
+    band: str
+    classes: tuple[int, ...] = DEFAULT_SCL_CLASSES
+    layout: str = "landsat_c2"
+    flags: tuple[str, ...] = ("cloud",)
+    threshold: float = 50.0
+    mask_fill: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind not in MASK_KINDS:
+            raise InputError(f"mask kind must be one of {', '.join(MASK_KINDS)}, got {self.kind!r}")
+        if self.kind == "scl":
+            scl_mask(np.zeros(1, "uint8"), self.classes)  # validates the classes
+        if self.kind == "qa":
+            _flags(self.layout, self.flags)
+
+    def describe(self) -> str:
+        """The spec in the text form :func:`parse_mask` reads."""
+        if self.kind == "scl":
+            body = ",".join(map(str, self.classes))
+        elif self.kind == "qa":
+            body = f"{self.layout}:{','.join(self.flags)}"
+        else:
+            body = f"{self.threshold:g}"
+        band = "" if self.band == _DEFAULT_BAND[self.kind] else f"@{self.band}"
+        return f"{self.kind}{band}:{body}"
+
+    def mask(self, quality: Any) -> Any:
+        """True where ``quality`` (the quality band's values) marks a pixel to mask."""
+        if self.kind == "scl":
+            return scl_mask(quality, self.classes)
+        if self.kind == "qa":
+            out = landsat_qa_mask(quality, self.layout, self.flags)
+            return out | landsat_qa_fill(quality, self.layout) if self.mask_fill else out
+        return probability_mask(quality, self.threshold)
+
+
+def parse_mask(text: str) -> MaskSpec:
+    """Read a mask spec: ``KIND[@BAND][:ARGS]``.
+
+    * ``scl`` / ``scl:0,1,3,8,9,10`` - Sentinel-2 SCL classes (band ``scl``);
+    * ``qa:landsat_c2:cloud,cloud_shadow,cirrus,dilated_cloud`` - Landsat QA bits (band
+      ``qa``; layouts ``landsat8_pre``, ``landsat_c1``, ``landsat_c2``);
+    * ``prob@cloud_prob:40`` - a probability band masked at ``>= 40``.
+
+    ``@BAND`` names the quality band when it is not the default.
+
+    >>> spec = parse_mask("scl:3,8,9")
+    >>> spec.kind, spec.band, spec.classes
+    ('scl', 'scl', (3, 8, 9))
+    >>> parse_mask("qa@QA_PIXEL:landsat_c2:cloud,cirrus").describe()
+    'qa@QA_PIXEL:landsat_c2:cloud,cirrus'
+    """
+    head, _, body = text.strip().partition(":")
+    kind, _, band = head.partition("@")
+    kind = kind.lower()
+    if kind not in MASK_KINDS:
+        raise InputError(
+            f"mask {text!r}: kind must be one of {', '.join(MASK_KINDS)} "
+            "(e.g. scl:0,1,3,8,9,10, qa:landsat_c2:cloud,cloud_shadow, prob@cloud_prob:40)"
+        )
+    band = band or _DEFAULT_BAND[kind]
+    try:
+        if kind == "scl":
+            classes = tuple(int(c) for c in body.split(",") if c.strip()) if body else None
+            return MaskSpec("scl", band, classes or DEFAULT_SCL_CLASSES)
+        if kind == "qa":
+            layout, _, flags = body.partition(":")
+            if not layout:
+                raise InputError(
+                    f"mask {text!r}: say the QA layout, e.g. qa:landsat_c2:cloud "
+                    f"(layouts: {', '.join(sorted(QA_LAYOUTS))})"
+                )
+            names = tuple(f for f in flags.split(",") if f) or ("cloud",)
+            return MaskSpec("qa", band, layout=layout, flags=names)
+        if not body:
+            raise InputError(f"mask {text!r}: give the threshold, e.g. prob@{band}:40")
+        return MaskSpec("prob", band, threshold=float(body))
+    except ValueError as err:
+        if isinstance(err, InputError):
+            raise
+        raise InputError(f"mask {text!r}: {err}") from err
+
+
+def _fill_value(cube: Any, band_nodata: Any) -> Any:
+    """Per-band value that masked pixels take: the band's nodata, NaN for float cubes."""
+    dtype = np.dtype(cube.dtype)
+    nodata = np.asarray(band_nodata, dtype="float64")
+    if dtype.kind == "f":
+        return np.where(np.isnan(nodata), np.nan, nodata).astype(dtype)
+    if np.isnan(nodata).any():
+        bands = [str(b) for b, v in zip(cube.band.values, nodata, strict=True) if np.isnan(v)]
+        raise InputError(
+            f"bands {bands} have no nodata value, so masked pixels of this {dtype} cube have "
+            "nowhere to go; pass nodata= to load_stack, or convert the cube to float first"
+        )
+    return nodata.astype(dtype)
+
+
+def apply_mask(cube: Any, mask: Any) -> Any:
+    """Set pixels of a (time, band, y, x) cube to nodata where ``mask`` (time, y, x) is True.
+
+    Integer cubes take each band's ``nodata`` coordinate; float cubes take NaN (or the
+    band's nodata when it is a number). The coordinate ``masked_fraction`` (time) records,
+    per time step, the share of the grid's pixels that ``mask`` removed. Lazy in, lazy out.
+    """
+    import xarray as xr
+
+    if "nodata" not in cube.coords:
+        raise InputError(
+            "the cube has no per-band 'nodata' coordinate; make it with geochip.read.load_stack"
+        )
+    fill = xr.DataArray(_fill_value(cube, cube["nodata"].values), dims=("band",))
+    out = cube.where(~mask, fill)
+    out = out.astype(cube.dtype, copy=False)
+    fraction = mask.mean(dim=("y", "x")).astype("float64")
+    return out.assign_coords(masked_fraction=("time", fraction.data))
+
+
+def mask_cube(cube: Any, spec: MaskSpec | str, *, drop: bool = True) -> Any:
+    """Mask clouds of a (time, band, y, x) cube with its quality band (see :class:`MaskSpec`).
+
+    Masked pixels become the band's nodata (integer cubes) or NaN (float cubes); the
+    quality band itself is dropped unless ``drop=False`` (then it is left untouched).
+    ``masked_fraction`` (time) records the share of pixels masked per time step.
+
+    Example:
+        >>> import numpy as np, xarray as xr
+        >>> data = np.array([[[[100, 200]], [[8, 4]]]], dtype="uint16")    # red, scl
+        >>> cube = xr.DataArray(data, dims=("time", "band", "y", "x"),
+        ...     coords={"band": ["red", "scl"], "nodata": ("band", [0.0, 0.0])})
+        >>> out = mask_cube(cube, "scl:8,9")
+        >>> out.sel(band="red").values.tolist(), out.masked_fraction.values.tolist()
+        ([[[0, 200]]], [0.5])
+    """
+    if isinstance(spec, str):
+        spec = parse_mask(spec)
+    bands = [str(b) for b in cube.band.values]
+    if spec.band not in bands:
+        from .errors import BandNotFoundError
+
+        raise BandNotFoundError(f"cube (mask {spec.describe()})", spec.band, bands)
+    quality = cube.sel(band=spec.band, drop=True)
+    nodata = float(cube["nodata"].sel(band=spec.band)) if "nodata" in cube.coords else np.nan
+    if spec.kind != "prob" or np.isnan(nodata):
+        mask = spec.mask(quality)
+    else:  # a probability band's own nodata is not a cloud
+        mask = spec.mask(quality) & (quality != nodata)
+    data = cube.drop_sel(band=spec.band) if drop else cube
+    if drop:
+        return apply_mask(data, mask)
+    masked = apply_mask(data.drop_sel(band=spec.band), mask)
+    import xarray as xr
+
+    return xr.concat(
+        [masked, cube.sel(band=[spec.band]).assign_coords(masked_fraction=masked.masked_fraction)],
+        dim="band",
+    ).sel(band=bands)
