@@ -326,35 +326,33 @@ def plan_build(config: BuildConfig) -> BuildPlan:
     chips = pd.concat(plans, ignore_index=True) if len(plans) > 1 else plans[0]
     planned = len(chips)
     sp = config.split
+    ratios: dict[str, float] = {str(k): v for k, v in sp.ratios.items()}
     if sp.method == "blocks":
         if sp.block_units == "m":
             split = assign_splits(
-                chips, block_size=sp.block_size, ratios=sp.ratios, seed=sp.seed, units="m"
+                chips, block_size=sp.block_size, ratios=ratios, seed=sp.seed, units="m"
             )
         else:
             block = int(sp.block_size)
             if sp.block_units == "chips":
                 step = config.chips.step()
-                sizes = (config.chips.size, config.chips.size) if isinstance(size, int) else (
-                    size["y"],
-                    size["x"],
-                )
+                size_y, size_x = (size, size) if isinstance(size, int) else (size["y"], size["x"])
                 # a block of k chips spans (k - 1) strides plus one chip
                 block_px: Any = {
-                    "y": (block - 1) * step[0] + sizes[0],
-                    "x": (block - 1) * step[1] + sizes[1],
+                    "y": (block - 1) * step[0] + size_y,
+                    "x": (block - 1) * step[1] + size_x,
                 }
             else:
                 block_px = block
-            split = assign_splits(chips, block_size=block_px, ratios=sp.ratios, seed=sp.seed)
+            split = assign_splits(chips, block_size=block_px, ratios=ratios, seed=sp.seed)
     elif sp.method == "regions":
         assert sp.regions is not None
         regions = _read_vector(sp.regions.path, sp.regions.layer)
         split = assign_regions(
-            chips, regions, column=sp.regions.column, ratios=sp.ratios, seed=sp.seed
+            chips, regions, column=sp.regions.column, ratios=ratios, seed=sp.seed
         )
     elif sp.method == "random":
-        split = assign_random(chips, ratios=sp.ratios, seed=sp.seed)
+        split = assign_random(chips, ratios=ratios, seed=sp.seed)
     else:
         from .plan import SplitResult
 
@@ -403,7 +401,7 @@ def _prepare_labels(
     shapes = shapes[keep].copy()
     shapes["_class"] = [int(cfg.classes[v]) for v in shapes[cfg.attribute]]
     return shapes[["_class", "geometry"]].reset_index(drop=True), {
-        "shapes": int(len(shapes)),
+        "shapes": len(shapes),
         "empty": report.empty,
         "invalid": report.invalid,
     }
@@ -501,12 +499,14 @@ def run_batch(task: BatchTask) -> dict[str, Any]:
             c0 = max(min(c.col for c in chips), 0)
             c1 = min(max(c.col + c.width for c in chips), gw)
             bounds = (r0, r1, c0, c1)
+
+            def load(
+                spec: GridSpec = spec, bounds: tuple[int, int, int, int] = bounds
+            ) -> tuple[npt.NDArray[Any], npt.NDArray[Any] | None]:
+                return _load_rows(spec, bounds, task)
+
             try:
-                rows_image, qa = retry(
-                    lambda spec=spec, bounds=bounds: _load_rows(spec, bounds, task),
-                    retries=task.retries,
-                    delay=task.retry_delay,
-                )
+                rows_image, qa = retry(load, retries=task.retries, delay=task.retry_delay)
                 labels = _burn(task, spec, spec.geobox()[r0:r1, c0:c1])
             except Exception as err:
                 message = redact(f"{type(err).__name__}: {err}")[:2000]
@@ -584,6 +584,7 @@ class BuildResult:
     seconds: float
     up_to_date: bool = False
     failed: list[dict[str, str]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -597,9 +598,8 @@ def _check_existing(out: Path, config: BuildConfig, overwrite: bool) -> str:
     manifest = out / "manifest.json"
     wanted = config.dataset_fields()
     if overwrite and out.exists():
-        if not (manifest.exists() or state.exists()):
-            if any(out.iterdir()):
-                raise StoreError(f"{out} exists and is not a geochip store; choose another path")
+        if not (manifest.exists() or state.exists()) and any(out.iterdir()):
+            raise StoreError(f"{out} exists and is not a geochip store; choose another path")
         shutil.rmtree(out)
         return "fresh"
     if state.exists() and (state / "config.json").exists():
@@ -657,7 +657,15 @@ def _batch_tasks(
         if b not in todo:
             continue
         batch_rows = tuple(
-            ChipRow(i, r["chip_id"], r["grid_id"], int(r["row"]), int(r["col"]), int(r["height"]), int(r["width"]))
+            ChipRow(
+                i,
+                r["chip_id"],
+                r["grid_id"],
+                int(r["row"]),
+                int(r["col"]),
+                int(r["height"]),
+                int(r["width"]),
+            )
             for i, r in zip(range(start, stop), rows[start:stop], strict=True)
         )
         grid_ids = {r.grid_id for r in batch_rows}
@@ -693,7 +701,10 @@ def _batch_tasks(
                 mask=mask_conf,
                 labels=labels,
                 label_options=(
-                    {"background": config.labels.background, "all_touched": config.labels.all_touched}
+                    {
+                        "background": config.labels.background,
+                        "all_touched": config.labels.all_touched,
+                    }
                     if config.labels is not None
                     else {}
                 ),
@@ -740,8 +751,15 @@ def build(
     if mode == "complete":
         manifest = json.loads((out / "manifest.json").read_text())
         return BuildResult(
-            out, manifest["counts"], manifest.get("split", {}), 0, 0, "none", None,
-            time.perf_counter() - t0, up_to_date=True,
+            out,
+            manifest["counts"],
+            manifest.get("split", {}),
+            0,
+            0,
+            "none",
+            None,
+            time.perf_counter() - t0,
+            up_to_date=True,
         )
     with stages.stage("plan"):
         bp = plan_build(config)
@@ -841,9 +859,7 @@ def build(
             assets = spec.item["assets"]
             sources[item.id] = {
                 "item_ids": [item.id],
-                "hrefs": [
-                    assets[b]["href"] for b in (*spec.bands, spec.mask_band) if b in assets
-                ],
+                "hrefs": [assets[b]["href"] for b in (*spec.bands, spec.mask_band) if b in assets],
                 "datetimes": [item.datetime.isoformat() if item.datetime else ""],
             }
         summary = bp.split.summary()
@@ -898,6 +914,7 @@ def build(
         dashboard,
         time.perf_counter() - t0,
         failed=failed,
+        timings=dict(stages.timings),
     )
 
 

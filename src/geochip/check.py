@@ -83,7 +83,9 @@ def check_store(
     index = store.index
     usable = index[index["status"] == "ok"]
     has_split = "split" in index.columns
-    leaks = find_leaks(usable, buffer=buffer) if has_split else find_leaks(usable.assign(split="all"))
+    leaks = (
+        find_leaks(usable, buffer=buffer) if has_split else find_leaks(usable.assign(split="all"))
+    )
     balance: dict[str, dict[str, Any]] = {}
     classes = (manifest.get("mask") or {}).get("classes") or {}
     names = {str(v): k for k, v in classes.items()} | {"255": "ignore", "0": "background"}
@@ -99,7 +101,9 @@ def check_store(
             "chips": len(rows),
             "pixels": dict(sorted(pixels.items())),
             "share": {
-                k: round(v / labelled, 4) for k, v in sorted(pixels.items()) if k != "ignore" and labelled
+                k: round(v / labelled, 4)
+                for k, v in sorted(pixels.items())
+                if k != "ignore" and labelled
             },
         }
     problems = []

@@ -70,6 +70,14 @@ SizeValue = int | dict[str, int]
 SECRET_OPTION_WORDS = ("SECRET", "TOKEN", "PASSWORD", "USERPWD", "ACCESS_KEY", "HEADERS", "SAS")
 
 
+def _default_ratios() -> dict[Literal["train", "val", "test"], float]:
+    return {"train": 0.7, "val": 0.15, "test": 0.15}
+
+
+def _default_gdal() -> dict[str, str | int | float | bool]:
+    return {"GDAL_CACHEMAX": 256}
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -152,9 +160,7 @@ Source = Annotated[SampleSource | CatalogSource, Field(discriminator="kind")]
 class BandsConfig(_Section):
     """Which assets become image channels (a plain list is accepted as ``names``)."""
 
-    names: list[str] = Field(
-        min_length=1, description="Asset keys of the items, in channel order."
-    )
+    names: list[str] = Field(min_length=1, description="Asset keys of the items, in channel order.")
     nodata: float | None = Field(
         None,
         description="Nodata value of the image; None: the bands' own nodata (they must "
@@ -224,7 +230,9 @@ class LandsatQaMask(_Section):
         unknown = [f for f in self.flags if f not in table or f == "fill"]
         if unknown:
             allowed = ", ".join(sorted(f for f in table if f != "fill"))
-            raise ValueError(f"flags {unknown} are not in layout {self.layout!r}; allowed: {allowed}")
+            raise ValueError(
+                f"flags {unknown} are not in layout {self.layout!r}; allowed: {allowed}"
+            )
         return self
 
 
@@ -392,7 +400,7 @@ class SplitConfig(_Section):
         "share blocks.",
     )
     ratios: dict[Literal["train", "val", "test"], float] = Field(
-        default_factory=lambda: {"train": 0.7, "val": 0.15, "test": 0.15},
+        default_factory=_default_ratios,
         description="Share of blocks (or regions, or chips) per split.",
     )
     seed: int = Field(0, description="Seed of the shuffle that deals blocks to splits.")
@@ -421,7 +429,9 @@ class SplitConfig(_Section):
         if self.method == "regions" and self.regions is None:
             raise ValueError("method 'regions' needs split.regions (path and column)")
         if self.method != "regions" and self.regions is not None:
-            raise ValueError(f"split.regions is only used with method 'regions', not {self.method!r}")
+            raise ValueError(
+                f"split.regions is only used with method 'regions', not {self.method!r}"
+            )
         if self.block_units in {"chips", "px"} and not float(self.block_size).is_integer():
             raise ValueError(f"block_size in {self.block_units} must be a whole number")
         return self
@@ -492,7 +502,7 @@ class EngineConfig(_Section):
         0.5, ge=0, le=60, description="First retry delay in seconds; doubles each retry."
     )
     gdal: dict[str, str | int | float | bool] = Field(
-        default_factory=lambda: {"GDAL_CACHEMAX": 256},
+        default_factory=_default_gdal,
         description="GDAL options set on every worker around each read (no credentials: "
         "give those to the workers' environment).",
     )
@@ -523,7 +533,9 @@ class EngineConfig(_Section):
     @model_validator(mode="after")
     def _one_engine(self) -> EngineConfig:
         if self.workers is not None and self.scheduler is not None:
-            raise ValueError("give workers (a local cluster) or scheduler (an existing one), not both")
+            raise ValueError(
+                "give workers (a local cluster) or scheduler (an existing one), not both"
+            )
         return self
 
 
@@ -643,6 +655,12 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     return data
 
 
+def _kind_of(model: type[BaseModel]) -> str:
+    import typing
+
+    return str(typing.get_args(model.model_fields["kind"].annotation)[0])
+
+
 def _allowed_fields(loc: tuple[Any, ...]) -> list[str] | None:
     model: Any = BuildConfig
     for part in loc[:-1]:
@@ -651,8 +669,7 @@ def _allowed_fields(loc: tuple[Any, ...]) -> list[str] | None:
         field = getattr(model, "model_fields", {}).get(part)
         if field is None:
             for candidate in (SampleSource, CatalogSource, LandsatQaMask, SclMask, ProbabilityMask):
-                kind = candidate.model_fields["kind"].annotation.__args__[0]
-                if part == kind:
+                if part == _kind_of(candidate):
                     model = candidate
                     break
             continue
@@ -774,8 +791,12 @@ def _walk(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, str, str, 
             for sub in models:
                 sub_prefix = dotted + "."
                 if len(models) > 1:
-                    kind = sub.model_fields["kind"].annotation.__args__[0]  # type: ignore[union-attr]
-                    yield f"{dotted}[kind={kind}]", "variant", "", (sub.__doc__ or "").strip()
+                    yield (
+                        f"{dotted}[kind={_kind_of(sub)}]",
+                        "variant",
+                        "",
+                        (sub.__doc__ or "").strip(),
+                    )
                 for row in _walk(sub, sub_prefix):
                     if len(models) > 1 and row[0] == f"{sub_prefix}kind":
                         continue

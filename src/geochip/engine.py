@@ -185,10 +185,9 @@ def safe_gdal_options(options: Mapping[str, Any]) -> dict[str, str | int]:
                 f"GDAL option {key} carries credentials; give it to the workers' environment, "
                 "it is not shipped in tasks"
             )
-        if isinstance(value, bool):
-            value = "YES" if value else "NO"
+        text = ("YES" if value else "NO") if isinstance(value, bool) else str(value)
         # rasterio wants GDAL_CACHEMAX as an int (bytes if > 100000, else megabytes)
-        out[str(key)] = int(value) if key == "GDAL_CACHEMAX" else str(value)
+        out[str(key)] = int(value) if key == "GDAL_CACHEMAX" else text
     return out
 
 
@@ -279,7 +278,7 @@ class _DaskEngine(Engine):
 
         self._cluster = None
         if scheduler is None:
-            self._cluster = LocalCluster(
+            self._cluster = LocalCluster(  # type: ignore[no-untyped-call]
                 n_workers=workers or 1,
                 threads_per_worker=threads_per_worker,
                 processes=True,
@@ -288,10 +287,10 @@ class _DaskEngine(Engine):
                 memory_limit=memory_limit,
                 silence_logs=40,
             )
-            self.client = Client(self._cluster)
+            self.client = Client(self._cluster)  # type: ignore[no-untyped-call]
             where = f"a local Dask cluster on 127.0.0.1 ({workers} workers)"
         else:
-            self.client = Client(scheduler, timeout="20s")
+            self.client = Client(scheduler, timeout="20s")  # type: ignore[no-untyped-call]
             from .security import redact
 
             where = f"the Dask scheduler at {redact(scheduler)}"
@@ -299,7 +298,9 @@ class _DaskEngine(Engine):
         nthreads = sum(int(w.get("nthreads", 1)) for w in info.get("workers", {}).values())
         self.threads = max(nthreads, 1)
         self.max_in_flight = max_in_flight or 2 * self.threads
-        self.description = f"{where}, {len(info.get('workers', {}))} workers, {self.threads} threads"
+        self.description = (
+            f"{where}, {len(info.get('workers', {}))} workers, {self.threads} threads"
+        )
         services = info.get("services", {})
         self.dashboard = self.client.dashboard_link if "dashboard" in services else None
 
@@ -307,8 +308,8 @@ class _DaskEngine(Engine):
         from distributed import as_completed
 
         iterator = iter(enumerate(tasks))
-        position: dict[str, int] = {}
-        done = as_completed()
+        position: dict[Any, int] = {}
+        done = as_completed()  # type: ignore[no-untyped-call]
         in_flight = 0
         token = f"{time.time_ns():x}"
 
@@ -319,7 +320,7 @@ class _DaskEngine(Engine):
                 return False
             future = self.client.submit(fn, task, key=f"geochip-batch-{token}-{i}", pure=False)
             position[future.key] = i
-            done.add(future)
+            done.add(future)  # type: ignore[no-untyped-call]
             return True
 
         while in_flight < self.max_in_flight and submit():
@@ -338,11 +339,11 @@ class _DaskEngine(Engine):
         finally:
             for key in list(position):
                 with contextlib.suppress(Exception):
-                    self.client.cancel([key])
+                    self.client.cancel([key])  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            self.client.close()
+            self.client.close()  # type: ignore[no-untyped-call]
         if self._cluster is not None:
             with contextlib.suppress(Exception):
                 self._cluster.close()

@@ -214,7 +214,9 @@ def _check_ratios(ratios: Mapping[str, float] | None) -> dict[str, float]:
     return ratios
 
 
-def _deal(keys: list[str], ratios: Mapping[str, float], seed: int) -> tuple[dict[str, str], dict[str, int]]:
+def _deal(
+    keys: list[str], ratios: Mapping[str, float], seed: int
+) -> tuple[dict[str, str], dict[str, int]]:
     """Shuffle sorted ``keys`` with ``seed`` and deal them to splits by ``ratios``."""
     keys = sorted(keys)
     rng = np.random.default_rng(seed)
@@ -265,7 +267,7 @@ def assign_splits(
     ratios = _check_ratios(ratios)
     plan = plan.copy()
     if units == "px":
-        block = yx(block_size, "block_size")  # type: ignore[arg-type]
+        block = yx(block_size, "block_size")
         by0 = plan["row"].to_numpy() // block.y
         bx0 = plan["col"].to_numpy() // block.x
         by1 = (plan["row"].to_numpy() + plan["height"].to_numpy() - 1) // block.y
@@ -374,13 +376,12 @@ def assign_regions(
     plan = plan[inside].copy()
     plan["split"] = split[inside]
     plan["block"] = ["region-" + str(s) for s in plan["split"]]
-    result = SplitResult(
+    return SplitResult(
         plan.reset_index(drop=True),
         int(straddle.sum()),
         counts,
         dropped_outside=int(outside.sum()),
     )
-    return result
 
 
 #: Which chip of a pair closer than the buffer is kept: the held-out split's.

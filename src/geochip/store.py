@@ -138,7 +138,11 @@ class ChipStats:
 def nodata_pixels(image: npt.NDArray[Any], nodata: float | int | None) -> npt.NDArray[np.bool_]:
     """(y, x) booleans: pixels where any band (any time step) is nodata (or NaN)."""
     if nodata is None or (isinstance(nodata, float) and np.isnan(nodata)):
-        bad = np.isnan(image) if np.issubdtype(image.dtype, np.floating) else np.zeros_like(image, bool)
+        bad = (
+            np.isnan(image)
+            if np.issubdtype(image.dtype, np.floating)
+            else np.zeros_like(image, bool)
+        )
     else:
         bad = image == nodata
         if np.issubdtype(image.dtype, np.floating):
@@ -209,7 +213,9 @@ class Layout:
         if self.codec == "none":
             return None
         if self.codec == "lz4":
-            return BloscCodec(cname="lz4", clevel=self.level if self.level is not None else 5, shuffle="shuffle")
+            return BloscCodec(
+                cname="lz4", clevel=self.level if self.level is not None else 5, shuffle="shuffle"
+            )
         return ZstdCodec(level=self.level if self.level is not None else 3)
 
     def describe(self) -> dict[str, Any]:
@@ -629,14 +635,17 @@ class ArrayReader:
         if self.sharded:
             conf = codecs[0]["configuration"]
             inner_shape = tuple(conf["chunk_shape"])
-            self._fast &= inner_shape == (1, *self.chip_shape) and conf.get("index_location", "end") == "end"
+            self._fast &= (
+                inner_shape == (1, *self.chip_shape) and conf.get("index_location", "end") == "end"
+            )
             names = [c["name"] for c in conf["index_codecs"]]
             self._fast &= names in (["bytes", "crc32c"], ["bytes"])
             self._index_crc = "crc32c" in names
         else:
-            self._fast &= self.per_file == 1 and tuple(
-                meta["chunk_grid"]["configuration"]["chunk_shape"][1:]
-            ) == self.chip_shape
+            self._fast &= (
+                self.per_file == 1
+                and tuple(meta["chunk_grid"]["configuration"]["chunk_shape"][1:]) == self.chip_shape
+            )
         self.codec = "none"
         for codec in inner:
             name = codec["name"]
@@ -665,7 +674,9 @@ class ArrayReader:
     def _decode(self, data: bytes | memoryview, out: npt.NDArray[Any]) -> None:
         if self.codec == "none":
             if len(data) != self.nbytes:
-                raise StoreError(f"{self.path}: a chunk holds {len(data)} bytes, expected {self.nbytes}")
+                raise StoreError(
+                    f"{self.path}: a chunk holds {len(data)} bytes, expected {self.nbytes}"
+                )
             out.reshape(-1).view(np.uint8)[:] = np.frombuffer(data, dtype=np.uint8)
             return
         if self._decoder is None:
@@ -733,7 +744,7 @@ class ArrayReader:
             with open(path, "rb", buffering=0) as f:
                 if offset:
                     f.seek(offset)
-                got = f.readinto(memoryview(out.reshape(-1).view(np.uint8)))
+                got = f.readinto(memoryview(out.reshape(-1).view(np.uint8)))  # type: ignore[arg-type]
             if got != self.nbytes:
                 raise StoreError(f"{path}: chip {i} has {got} bytes, expected {self.nbytes}")
             return

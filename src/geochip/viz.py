@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .plan import SPLITS
 from .errors import StoreError
+from .plan import SPLITS
 from .store import MASK_IGNORE, ChipStore, open_store
 
 __all__ = ["rgb_image", "save_chip_grid", "save_split_map"]
@@ -162,6 +162,7 @@ def save_split_map(store: str | Path | ChipStore, out: str | Path) -> Path:
         for row in rows.itertuples():
             status = getattr(row, "status", "ok")
             split = getattr(row, "split", "train")
+            style: dict[str, Any]
             if status == "ok":
                 style = {"facecolor": _SPLIT_COLOURS.get(split, "#888888"), "alpha": 0.55}
             elif status == "failed":
@@ -193,7 +194,9 @@ def save_split_map(store: str | Path | ChipStore, out: str | Path) -> Path:
         Patch(color="black", label="failed"),
     ]
     split = store.manifest.get("split") or {}
-    dropped = sum(int(split.get(k, 0)) for k in ("dropped_straddling", "dropped_buffer", "dropped_outside"))
+    dropped = sum(
+        int(split.get(k, 0)) for k in ("dropped_straddling", "dropped_buffer", "dropped_outside")
+    )
     fig.suptitle(f"splits of {store.path.name} ({dropped} chips dropped by the split)", fontsize=9)
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7)
     fig.tight_layout(rect=(0, 0.05, 1, 0.96))

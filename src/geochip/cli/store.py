@@ -64,9 +64,7 @@ def info(
         console.print(f"pixels per class {counts['pixels_per_class']}")
     crss = sorted(set(index["crs"]))
     grids = sorted(set(index["grid_id"])) if "grid_id" in index else []
-    console.print(
-        f"{len(grids)} grid(s) in {', '.join(c if len(c) < 40 else 'WKT' for c in crss)}"
-    )
+    console.print(f"{len(grids)} grid(s) in {', '.join(c if len(c) < 40 else 'WKT' for c in crss)}")
     split = m.get("split") or {}
     if split:
         console.print(
