@@ -471,6 +471,24 @@ def _record_path(store: str | Path, batch: int) -> Path:
     return _state(store) / "batches" / f"{batch:07d}.json"
 
 
+def _describe_failure(err: BaseException, spec: GridSpec, bounds: tuple[int, ...]) -> str:
+    """The error, its causes, and where: the item, the window and the files read."""
+    parts = []
+    seen: BaseException | None = err
+    while seen is not None and len(parts) < 4:
+        text = f"{type(seen).__name__}: {seen}"
+        if text not in parts:
+            parts.append(text)
+        seen = seen.__cause__ or seen.__context__
+    assets = spec.item.get("assets", {})
+    files = [assets[b]["href"] for b in (*spec.bands, spec.mask_band) if b in assets]
+    r0, r1, c0, c1 = bounds
+    return (
+        f"item {spec.grid_id}, grid rows {r0}:{r1} cols {c0}:{c1}, files {files}: "
+        + " <- ".join(parts)
+    )
+
+
 def run_batch(task: BatchTask) -> dict[str, Any]:
     """Read, check and write the chips of one batch; return (and save) its record.
 
@@ -509,7 +527,7 @@ def run_batch(task: BatchTask) -> dict[str, Any]:
                 rows_image, qa = retry(load, retries=task.retries, delay=task.retry_delay)
                 labels = _burn(task, spec, spec.geobox()[r0:r1, c0:c1])
             except Exception as err:
-                message = redact(f"{type(err).__name__}: {err}")[:2000]
+                message = redact(_describe_failure(err, spec, bounds))[:2000]
                 for chip in chips:
                     stats[chip.index - task.start] = ChipStats("failed", 1.0, "{}", "", message)
                 continue
@@ -683,7 +701,9 @@ def _batch_tasks(
                 ys = (a[5] + r0 * a[4], a[5] + r1 * a[4])
                 rect = (min(xs), min(ys), max(xs), max(ys))
                 hits = np.sort(tree.query(shapely.box(*rect)))
-                clipped = shapely.clip_by_rect(geoms[hits], *rect)
+                # intersection, not clip_by_rect: the latter may return invalid polygons,
+                # which rasterize_labels would skip
+                clipped = shapely.intersection(geoms[hits], shapely.box(*rect))
                 keep = ~shapely.is_empty(clipped)
                 labels[gid] = (
                     tuple(shapely.to_wkb(clipped[keep])),

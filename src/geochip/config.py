@@ -331,6 +331,8 @@ class ChipsConfig(_Section):
     @field_validator("size", "stride", "overlap")
     @classmethod
     def _sizes(cls, value: Any, info: Any) -> Any:
+        if info.field_name == "overlap" and value == 0 and not isinstance(value, bool):
+            return None  # no overlap
         return value if value is None else _check_size(value, info.field_name)
 
     @model_validator(mode="after")
