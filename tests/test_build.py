@@ -134,7 +134,9 @@ def test_pad_edge_chips_are_nodata_and_ignored_past_the_grid(catalog: Path, tmp_
     import geopandas as gpd
     from shapely.geometry import box
 
-    gpd.GeoDataFrame({"class": ["a"]}, geometry=[box(500_000, 4_000_000, 501_000, 4_001_000)], crs=32633).to_file(labels)
+    gpd.GeoDataFrame(
+        {"class": ["a"]}, geometry=[box(500_000, 4_000_000, 501_000, 4_001_000)], crs=32633
+    ).to_file(labels)
     config = parse_config(
         scene_config(
             catalog,
@@ -224,7 +226,9 @@ def test_another_config_over_a_store_is_refused_naming_the_fields(
 ) -> None:
     build(parse_config(scene_config(catalog, tmp_path / "ds")), progress=False)
     other = parse_config(
-        scene_config(catalog, tmp_path / "ds", chips={"size": 16}, split={"block_size": 2, "seed": 5})
+        scene_config(
+            catalog, tmp_path / "ds", chips={"size": 16}, split={"block_size": 2, "seed": 5}
+        )
     )
     with pytest.raises(StoreError, match=r"fields that differ: chips\.size, split\.seed"):
         build(other, progress=False)
@@ -289,7 +293,9 @@ def test_a_buffer_drops_neighbours_of_other_splits(catalog: Path, tmp_path: Path
 
     assert len(find_leaks(bp.plan, buffer=50)) == 0
     # the held-out splits keep their chips: only train chips were dropped
-    no_buffer = plan_build(parse_config(scene_config(catalog, tmp_path / "x", split={"block_size": 1})))
+    no_buffer = plan_build(
+        parse_config(scene_config(catalog, tmp_path / "x", split={"block_size": 1}))
+    )
     kept = no_buffer.plan.groupby("split").size()
     after = bp.plan.groupby("split").size()
     assert after["test"] == kept["test"] and after["train"] < kept["train"]
@@ -301,7 +307,10 @@ def test_regions_split_by_polygons(catalog: Path, tmp_path: Path) -> None:
 
     regions = gpd.GeoDataFrame(
         {"zone": ["north", "south"]},
-        geometry=[box(500_000, 4_000_500, 502_000, 4_001_000), box(500_000, 4_000_000, 502_000, 4_000_500)],
+        geometry=[
+            box(500_000, 4_000_500, 502_000, 4_001_000),
+            box(500_000, 4_000_000, 502_000, 4_000_500),
+        ],
         crs=32633,
     )
     regions.to_file(tmp_path / "zones.geojson")
@@ -325,7 +334,9 @@ def test_regions_split_by_polygons(catalog: Path, tmp_path: Path) -> None:
 
 def test_config_errors_reach_the_command_line_as_one_line(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text("sources: {kind: sample}\nbands: [red]\nchips: {size: 64, edge: wrap}\noutput: {path: x}\n")
+    path.write_text(
+        "sources: {kind: sample}\nbands: [red]\nchips: {size: 64, edge: wrap}\noutput: {path: x}\n"
+    )
     result = geochip("build", str(path))
     assert result.returncode == 1
     assert "chips.edge: 'wrap' is not allowed; allowed: 'drop', 'shift', 'pad'" in result.stderr

@@ -48,7 +48,9 @@ def test_models_are_frozen() -> None:
 
 
 def test_an_unknown_field_lists_the_allowed_ones() -> None:
-    with pytest.raises(ConfigError, match=r"chips\.sizes: unknown field; allowed fields here: .*edge"):
+    with pytest.raises(
+        ConfigError, match=r"chips\.sizes: unknown field; allowed fields here: .*edge"
+    ):
         parse_config(with_(chips={"sizes": 64}))
 
 
@@ -128,7 +130,9 @@ def test_relative_paths_are_resolved_from_the_config_file(tmp_path: Path) -> Non
     config = load_config(path)
     assert config.sources.path == str(tmp_path / "sub" / "cat" / "catalog.json")  # type: ignore[union-attr]
     assert config.output.path == str(tmp_path / "ds")
-    assert config.labels is not None and config.labels.path == str(tmp_path / "sub" / "labels.geojson")
+    assert config.labels is not None and config.labels.path == str(
+        tmp_path / "sub" / "labels.geojson"
+    )
 
 
 def test_yaml_syntax_errors_name_the_file(tmp_path: Path) -> None:

@@ -855,10 +855,11 @@ def build(
             max_in_flight=eng.max_in_flight,
         ) as engine:
             description, dashboard = engine.description, engine.dashboard
-            if progress and console is not None:
-                console.print(f"engine: {description}")
+            if console is not None:
+                console.print(f"engine: {description}", soft_wrap=True)
                 if engine.kind == "dask":
-                    console.print(f"dashboard: {dashboard or 'unavailable (pip install bokeh)'}")
+                    link = dashboard or "unavailable (install bokeh for the Dask dashboard)"
+                    console.print(f"dashboard: {link}", soft_wrap=True)
             total = len(spans)
             done_chips = sum(r["stop"] - r["start"] for r in records.values())
             with stages.stage("read + write chips", total=n) as advance:

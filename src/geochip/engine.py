@@ -288,7 +288,7 @@ class _DaskEngine(Engine):
                 silence_logs=40,
             )
             self.client = Client(self._cluster)  # type: ignore[no-untyped-call]
-            where = f"a local Dask cluster on 127.0.0.1 ({workers} workers)"
+            where = "a local Dask cluster on 127.0.0.1"
         else:
             self.client = Client(scheduler, timeout="20s")  # type: ignore[no-untyped-call]
             from .security import redact

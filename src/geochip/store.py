@@ -363,6 +363,10 @@ class StoreWriter:
     ) -> dict[str, str | None]:
         """Write chips ``start .. start + len(image)`` and hash the chunk files they own."""
         stop = start + len(image)
+        # The batch owns these files whole: remove what an interrupted run left, so that
+        # Zarr never merges into (or trips over) a damaged shard.
+        for key in self.keys(start, stop):
+            (self.zarr_path / key).unlink(missing_ok=True)
         self._array("image")[start:stop] = image
         if mask is not None:
             self._array("mask")[start:stop] = mask
@@ -373,11 +377,14 @@ class StoreWriter:
         return all(_sha256_file(self.zarr_path / key) == digest for key, digest in files.items())
 
     def clean_temporary(self) -> int:
-        """Remove temporary files left by writes that were interrupted (kill -9)."""
+        """Remove temporary files left by writes that were interrupted (kill -9): in the
+        arrays, and beside the index and the manifest."""
         removed = 0
-        for path in self.zarr_path.rglob("*.partial"):
-            path.unlink(missing_ok=True)
-            removed += 1
+        candidates = [*self.zarr_path.rglob("*.partial"), *self.root.glob(".*.partial")]
+        for path in candidates:
+            if path.is_file():
+                path.unlink(missing_ok=True)
+                removed += 1
         return removed
 
 

@@ -99,7 +99,7 @@ def main() -> None:
     except GeochipError as err:
         from ..security import redact
 
-        err_console.print(f"[red]error:[/] {redact(str(err))}", highlight=False)
+        err_console.print(f"[red]error:[/] {redact(str(err))}", highlight=False, soft_wrap=True)
         sys.exit(1)
 
 
