@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -47,7 +46,9 @@ def _command(config: Path, out: Path) -> list[str]:
 
 
 def _run(config: Path, out: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(_command(config, out), capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        _command(config, out), capture_output=True, text=True, timeout=300, check=False
+    )
 
 
 def _files(root: Path) -> dict[str, bytes]:

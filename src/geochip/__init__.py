@@ -66,8 +66,8 @@ if TYPE_CHECKING:
     from .build import build
     from .check import check_store
     from .config import BuildConfig, load_config
-    from .lightning import ChipDataModule
     from .labels import rasterize_labels
+    from .lightning import ChipDataModule
     from .plan import assign_splits, find_leaks, plan_chips
     from .read import load_cube
     from .sources.sample import sample_catalog

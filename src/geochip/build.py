@@ -473,7 +473,7 @@ def _record_path(store: str | Path, batch: int) -> Path:
 
 def _describe_failure(err: BaseException, spec: GridSpec, bounds: tuple[int, ...]) -> str:
     """The error, its causes, and where: the item, the window and the files read."""
-    parts = []
+    parts: list[str] = []
     seen: BaseException | None = err
     while seen is not None and len(parts) < 4:
         text = f"{type(seen).__name__}: {seen}"
