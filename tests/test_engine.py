@@ -253,7 +253,7 @@ def test_tasks_carry_no_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     (tmp_path / "cat" / "s" / "s.json").write_text(json.dumps(cat_json))
     config = parse_config(scene_config(cat, tmp_path / "ds"))
     bp = plan_build(config)
-    tasks = _batch_tasks(tmp_path / "ds", bp, config, "f", "uint16", 0, False, 1, {0, 1})
+    tasks = list(_batch_tasks(tmp_path / "ds", bp, config, "f", "uint16", 0, False, 1, {0, 1}))
     blob = pickle.dumps(tasks)
     assert b"planted-secret" not in blob
     assert b"sig=REDACTED" in blob

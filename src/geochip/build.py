@@ -51,7 +51,7 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -655,7 +655,9 @@ def _batch_tasks(
     with_mask: bool,
     per_file: int,
     todo: set[int],
-) -> list[BatchTask]:
+) -> Iterator[BatchTask]:
+    """The tasks of the batches in ``todo``, made one at a time as the engine asks for
+    them (so memory does not grow with the number of batches)."""
     import shapely
 
     from .engine import safe_gdal_options
@@ -670,7 +672,6 @@ def _batch_tasks(
             local = plan.labels.to_crs(spec.crs)
             geoms = local.geometry.to_numpy()
             label_index[gid] = (shapely.STRtree(geoms), geoms, local["_class"].to_numpy())
-    tasks = []
     for b, (start, stop) in enumerate(iter_batches(len(chips), config.engine.batch_size, per_file)):
         if b not in todo:
             continue
@@ -709,36 +710,33 @@ def _batch_tasks(
                     tuple(shapely.to_wkb(clipped[keep])),
                     tuple(int(v) for v in values[hits][keep]),
                 )
-        tasks.append(
-            BatchTask(
-                store=str(out),
-                batch=b,
-                start=start,
-                stop=stop,
-                fingerprint=fingerprint,
-                chips=batch_rows,
-                grids={gid: plan.grids[gid] for gid in sorted(grid_ids)},
-                mask=mask_conf,
-                labels=labels,
-                label_options=(
-                    {
-                        "background": config.labels.background,
-                        "all_touched": config.labels.all_touched,
-                    }
-                    if config.labels is not None
-                    else {}
-                ),
-                with_mask=with_mask,
-                lead=(len(config.bands.names),),
-                dtype=dtype,
-                nodata=nodata,
-                max_nodata_fraction=config.chips.max_nodata_fraction,
-                gdal=gdal,
-                retries=config.engine.retries,
-                retry_delay=config.engine.retry_delay,
-            )
+        yield BatchTask(
+            store=str(out),
+            batch=b,
+            start=start,
+            stop=stop,
+            fingerprint=fingerprint,
+            chips=batch_rows,
+            grids={gid: plan.grids[gid] for gid in sorted(grid_ids)},
+            mask=mask_conf,
+            labels=labels,
+            label_options=(
+                {
+                    "background": config.labels.background,
+                    "all_touched": config.labels.all_touched,
+                }
+                if config.labels is not None
+                else {}
+            ),
+            with_mask=with_mask,
+            lead=(len(config.bands.names),),
+            dtype=dtype,
+            nodata=nodata,
+            max_nodata_fraction=config.chips.max_nodata_fraction,
+            gdal=gdal,
+            retries=config.engine.retries,
+            retry_delay=config.engine.retry_delay,
         )
-    return tasks
 
 
 def build(
@@ -841,11 +839,12 @@ def build(
     skipped = len(records)
     todo = set(range(len(spans))) - set(records)
     tasks = _batch_tasks(out, bp, config, fingerprint, dtype, nodata, with_mask, per_file, todo)
+    pending = len(todo)
     eng = config.engine
     from .engine import open_engine
 
     description, dashboard = "none", None
-    if tasks:
+    if pending:
         with open_engine(
             threads=eng.threads,
             workers=eng.workers,
