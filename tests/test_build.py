@@ -354,7 +354,7 @@ def test_cli_build_then_info(catalog: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "relative-ds").exists()
     info = geochip("info", str(tmp_path / "there"))
     assert info.returncode == 0
-    assert "codec lz4, 1 chip(s) per file" in info.stdout
+    assert "codec none, 1 chip(s) per file" in info.stdout
     manifest = json.loads((tmp_path / "there" / "manifest.json").read_text())
     assert "engine" not in manifest["config"] and "path" not in manifest["config"]["output"]
 

@@ -54,6 +54,7 @@ def clean(tmp_path_factory: pytest.TempPathFactory) -> Path:
         chips={"size": 32, "overlap": 8},
         labels={"path": str(labels), "classes": {"a": 1, "b": 2}},
         split={"block_size": 640, "block_units": "m", "buffer": 30, "seed": 2},
+        output={"path": str(tmp / "ds"), "codec": "lz4"},
     )
     return build(parse_config(cfg), progress=False).path
 

@@ -620,6 +620,11 @@ def _check_existing(out: Path, config: BuildConfig, overwrite: bool) -> str:
             raise StoreError(f"{out} exists and is not a geochip store; choose another path")
         shutil.rmtree(out)
         return "fresh"
+    if state.exists() and not (state / "config.json").exists():
+        # stopped before its first write: nothing to resume
+        if all(p.name == STATE_DIR for p in out.iterdir()):
+            shutil.rmtree(state)
+            return "fresh"
     if state.exists() and (state / "config.json").exists():
         old = json.loads((state / "config.json").read_text())
         differ = diff_fields(old.get("config", {}), wanted)
@@ -798,8 +803,16 @@ def build(
                 "sources changed since it started); pass --overwrite to start again"
             )
         writer.clean_temporary()
-    if mode == "fresh" or not writer.exists():
+    if mode == "fresh":
+        # the state first: from here on, the folder is a resumable build
         out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(
+            state / "config.json",
+            json.dumps(
+                {"config": config.dataset_fields(), "plan": fingerprint}, sort_keys=True, indent=1
+            ).encode(),
+        )
+    if mode == "fresh" or not writer.exists(with_mask):
         writer.create(
             n=n,
             lead=(len(config.bands.names),),
@@ -811,12 +824,6 @@ def build(
             with_mask=with_mask,
             classes=config.labels.classes if config.labels is not None else None,
             layout=layout,
-        )
-        atomic_write_bytes(
-            state / "config.json",
-            json.dumps(
-                {"config": config.dataset_fields(), "plan": fingerprint}, sort_keys=True, indent=1
-            ).encode(),
         )
     per_file = layout.chips_per_shard
     spans = list(iter_batches(n, config.engine.batch_size, per_file))

@@ -453,9 +453,10 @@ class OutputConfig(_Section):
         "zarr", description="Store format: Zarr v3 arrays + GeoParquet index + manifest."
     )
     codec: Literal["none", "lz4", "zstd"] = Field(
-        "lz4",
-        description="Chunk compression: none, lz4 (Blosc lz4 + byte shuffle: fast to "
-        "decode) or zstd (smaller, slower). Chosen by benchmarks/store.py.",
+        "none",
+        description="Chunk compression: none (fastest to train from: see benchmarks/store.py), "
+        "lz4 (Blosc lz4 + byte shuffle: smaller, decodes at ~1 GB/s per core) or zstd "
+        "(smaller still, slower).",
     )
     level: int | None = Field(
         None, ge=0, le=22, description="Compression level; None: 5 for lz4, 3 for zstd."

@@ -192,11 +192,12 @@ class Layout:
 
     ``codec``: ``"none"``, ``"lz4"`` (Blosc lz4 with byte shuffle) or ``"zstd"``;
     ``chips_per_shard``: 1 for one chip per chunk file, more for Zarr shards of that many
-    chips (one chip per inner chunk). The default is the trade-off measured by
-    ``benchmarks/store.py``.
+    chips (one chip per inner chunk). The default (uncompressed, one chip per file) is the
+    trade-off measured by ``benchmarks/store.py``: the fastest to train from; lz4 saves disk
+    at a read cost.
     """
 
-    codec: str = "lz4"
+    codec: str = "none"
     level: int | None = None
     chips_per_shard: int = 1
 
@@ -328,9 +329,10 @@ class StoreWriter:
                 attributes={"classes": dict(classes or {}), "ignore": MASK_IGNORE},
             )
 
-    def exists(self) -> bool:
-        """Whether the arrays' metadata is there."""
-        return (self.zarr_path / "image" / "zarr.json").exists()
+    def exists(self, with_mask: bool = False) -> bool:
+        """Whether the group's and the arrays' metadata is all there."""
+        names = ["zarr.json", "image/zarr.json"] + (["mask/zarr.json"] if with_mask else [])
+        return all((self.zarr_path / name).exists() for name in names)
 
     def _array(self, name: str) -> Any:
         if name not in self._arrays:
@@ -667,12 +669,14 @@ class ArrayReader:
         self._shard_index: dict[int, npt.NDArray[np.uint64]] = {}
         self._zarr: Any = None
         self._decoder: Any = None
+        self._buffer: npt.NDArray[np.uint8] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_zarr"] = None
         state["_decoder"] = None
         state["_shard_index"] = {}
+        state["_buffer"] = None
         return state
 
     def _key(self, c: int) -> Path:
@@ -755,11 +759,17 @@ class ArrayReader:
             if got != self.nbytes:
                 raise StoreError(f"{path}: chip {i} has {got} bytes, expected {self.nbytes}")
             return
+        # a reused read buffer: a fresh bytes object per chip costs page faults
+        if self._buffer is None or len(self._buffer) < nbytes:
+            self._buffer = np.empty(max(nbytes, self.nbytes + 1024), dtype=np.uint8)
+        view = memoryview(self._buffer)[:nbytes]  # type: ignore[arg-type]
         with open(path, "rb", buffering=0) as f:
             if offset:
                 f.seek(offset)
-            data = f.read(nbytes)
-        self._decode(data, out)
+            got = f.readinto(view)
+        if got != nbytes:
+            raise StoreError(f"{path}: chip {i} is cut short ({got} of {nbytes} bytes)")
+        self._decode(view, out)
 
     def read(self, i: int) -> npt.NDArray[Any]:
         """Chip ``i`` as a new array."""
