@@ -269,25 +269,37 @@ def cpu_scaling_ceiling() -> float:
 
 
 def build_benchmark(root: Path, quick: bool) -> dict[str, Any]:
+    """1 vs 2 local Dask workers, alternated (1, 2, 2, 1) so that load from other work on
+    the machine hits both; the best run of each is kept, and the pure-CPU ceiling is
+    measured before and after."""
     from geochip.build import build
     from geochip.config import parse_config
 
     size = 1024 if quick else 2048
     catalog = make_catalog(root / "cogs", 2, size)
-    out: dict[str, Any] = {}
-    for workers in (1, 2):
-        cfg = parse_config(build_config(catalog, root / f"build-{workers}", workers))
+    out: dict[str, Any] = {"ceiling_before": cpu_scaling_ceiling(), "runs": []}
+    for run, workers in enumerate((1, 2, 2, 1)):
+        path = root / f"build-{run}"
+        cfg = parse_config(build_config(catalog, path, workers))
         result = build(cfg, progress=False)
         stage = result.timings.get("read + write chips", result.seconds)
-        out[workers] = {
-            "chips": result.counts["chips"],
-            "seconds_total": result.seconds,
-            "seconds_chips": stage,
-            "chips_s": result.counts["chips"] / stage,
-        }
-        shutil.rmtree(root / f"build-{workers}")
+        out["runs"].append(
+            {
+                "workers": workers,
+                "chips": result.counts["chips"],
+                "seconds_total": result.seconds,
+                "seconds_chips": stage,
+                "chips_s": result.counts["chips"] / stage,
+            }
+        )
+        shutil.rmtree(path)
+    for workers in (1, 2):
+        out[workers] = max(
+            (r for r in out["runs"] if r["workers"] == workers), key=lambda r: r["chips_s"]
+        )
     out["ratio_2_vs_1"] = out[2]["chips_s"] / out[1]["chips_s"]
-    out["cpu_ceiling_2_vs_1"] = cpu_scaling_ceiling()
+    out["ceiling_after"] = cpu_scaling_ceiling()
+    out["cpu_ceiling_2_vs_1"] = max(out["ceiling_before"], out["ceiling_after"])
     return out
 
 
@@ -356,6 +368,8 @@ def main() -> None:
         if args.only in (None, "build"):
             report["build"] = b = build_benchmark(root, args.quick)
             print("\n== build (CPU-bound: deflate COGs, bilinear 2x, zstd), local Dask workers")
+            runs = ", ".join(f"{r['workers']}w {r['chips_s']:.1f}" for r in b["runs"])
+            print(f"runs in order (chips/s): {runs}; best of each:")
             for w in (1, 2):
                 print(
                     f"{w} worker(s): {b[w]['chips']} chips, {b[w]['chips_s']:.1f} chips/s "
@@ -365,7 +379,8 @@ def main() -> None:
             print(f"scaling 2 vs 1 worker: {b['ratio_2_vs_1']:.2f}x (target >= 1.6x)")
             print(
                 f"floor: pure-CPU work in 2 vs 1 process on this machine now: "
-                f"{b['cpu_ceiling_2_vs_1']:.2f}x (the ceiling of any 2-worker speed-up here)"
+                f"{b['ceiling_before']:.2f}x before, {b['ceiling_after']:.2f}x after "
+                "(the ceiling of any 2-worker speed-up here)"
             )
         if args.only in (None, "rss"):
             report["rss"] = s = rss_benchmark(root, args.quick)

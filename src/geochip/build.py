@@ -620,11 +620,10 @@ def _check_existing(out: Path, config: BuildConfig, overwrite: bool) -> str:
             raise StoreError(f"{out} exists and is not a geochip store; choose another path")
         shutil.rmtree(out)
         return "fresh"
-    if state.exists() and not (state / "config.json").exists():
-        # stopped before its first write: nothing to resume
-        if all(p.name == STATE_DIR for p in out.iterdir()):
-            shutil.rmtree(state)
-            return "fresh"
+    stopped_before_first_write = state.exists() and not (state / "config.json").exists()
+    if stopped_before_first_write and all(p.name == STATE_DIR for p in out.iterdir()):
+        shutil.rmtree(state)  # nothing to resume
+        return "fresh"
     if state.exists() and (state / "config.json").exists():
         old = json.loads((state / "config.json").read_text())
         differ = diff_fields(old.get("config", {}), wanted)
