@@ -18,7 +18,15 @@ def _blocks(path: Path, lang: str) -> list[str]:
     return re.findall(rf"```{lang}\n(.*?)```", path.read_text(), flags=re.S)
 
 
+def _with_examples(folder: Path) -> None:
+    """The README's blocks run from a fresh folder that holds a copy of examples/."""
+    import shutil
+
+    shutil.copytree(ROOT / "examples", folder / "examples")
+
+
 def test_readme_python_blocks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _with_examples(tmp_path)
     monkeypatch.chdir(tmp_path)
     blocks = _blocks(ROOT / "README.md", "python")
     assert len(blocks) >= 2
@@ -36,6 +44,7 @@ def test_readme_cli_blocks_run(tmp_path: Path) -> None:
         if line.startswith("geochip ")
     ]
     assert commands
+    _with_examples(tmp_path)
     bindir = Path(sys.executable).parent
     for line in commands:
         args = shlex.split(line.split("#")[0])

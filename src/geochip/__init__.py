@@ -19,11 +19,16 @@ __version__ = "0.1.0"
 
 # name -> module that defines it
 _LAZY = {
+    "BuildConfig": "geochip.config",
+    "ChipDataModule": "geochip.lightning",
     "ChipDataset": "geochip.torch",
     "ChipSource": "geochip.store",
     "ChipStore": "geochip.store",
     "assign_splits": "geochip.plan",
+    "build": "geochip.build",
+    "check_store": "geochip.check",
     "find_leaks": "geochip.plan",
+    "load_config": "geochip.config",
     "load_cube": "geochip.read",
     "open_catalog": "geochip.sources.stac",
     "open_store": "geochip.store",
@@ -35,12 +40,17 @@ _LAZY = {
 }
 
 __all__ = [
+    "BuildConfig",
+    "ChipDataModule",
     "ChipDataset",
     "ChipSource",
     "ChipStore",
     "__version__",
     "assign_splits",
+    "build",
+    "check_store",
     "find_leaks",
+    "load_config",
     "load_cube",
     "open_catalog",
     "open_store",
@@ -53,7 +63,11 @@ __all__ = [
 
 if TYPE_CHECKING:
     from ._versions import show_versions
+    from .build import build
+    from .check import check_store
+    from .config import BuildConfig, load_config
     from .labels import rasterize_labels
+    from .lightning import ChipDataModule
     from .plan import assign_splits, find_leaks, plan_chips
     from .read import load_cube
     from .sources.sample import sample_catalog

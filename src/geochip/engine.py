@@ -1,22 +1,43 @@
-"""Run many small tasks: a bounded thread pool (the default engine).
+"""Run many tasks: a bounded thread pool (the default), a local Dask cluster, or an existing
+Dask scheduler.
 
 GDAL, numpy and the codecs release the GIL, so threads are the right default on one machine.
-At most ``workers * 4`` tasks are in flight, so memory does not grow with the number of
-tasks. Results come back as they finish, tagged with their position, so callers that write
-by position produce the same output whatever the completion order.
+:func:`open_engine` gives the same interface for the three: ``engine.map(fn, tasks)`` yields
+``(position, result)`` as tasks finish, with at most ``engine.max_in_flight`` tasks
+submitted at any time, so neither memory nor the Dask graph grows with the number of tasks
+(a task is a batch of chips: the scheduler holds at most ``max_in_flight`` small tasks).
+
+Reads are retried on transient errors (:func:`retry`, :func:`is_transient`), and GDAL
+options travel to the workers inside each task (:func:`gdal_env`), never credentials.
 
 Example:
     >>> sorted(run_tasks(lambda x: x * x, [1, 2, 3], workers=2))
     [(0, 1), (1, 4), (2, 9)]
+    >>> with open_engine(threads=2) as engine:
+    ...     sorted(engine.map(abs, [-1, -2]))
+    [(0, 1), (1, 2)]
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import contextlib
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import TypeVar
+from typing import Any, TypeVar
 
-__all__ = ["run_tasks"]
+from .errors import InputError
+
+__all__ = [
+    "Engine",
+    "gdal_env",
+    "is_transient",
+    "open_engine",
+    "retry",
+    "run_tasks",
+    "safe_gdal_options",
+]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -31,8 +52,9 @@ def run_tasks(
 ) -> Iterator[tuple[int, R]]:
     """Apply ``fn`` to every item on ``workers`` threads; yield ``(position, result)``.
 
-    The first exception stops submitting new work, waits for the running tasks, and is
-    re-raised. ``on_done(n)`` is called with the number of tasks finished so far.
+    At most ``workers * 4`` tasks are in flight. The first exception stops submitting new
+    work, waits for the running tasks, and is re-raised. ``on_done(n)`` is called with the
+    number of tasks finished so far.
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
@@ -71,3 +93,291 @@ def run_tasks(
                     on_done(done_count)
                 yield i, future.result()
             fill()
+
+
+# --------------------------------------------------------------------------- retries
+
+#: Error text of failures worth retrying: throttling, server errors, resets, timeouts.
+_TRANSIENT = re.compile(
+    r"\b(429|500|502|503|504)\b|too many requests|timed? ?out|timeout|connection (reset|"
+    r"aborted|refused)|broken pipe|temporar(y|ily)|try again|service unavailable|"
+    r"curl error|reset by peer|unexpected eof|ssl",
+    re.IGNORECASE,
+)
+#: Error text of failures that a retry cannot fix: missing, forbidden, not a raster.
+_PERMANENT = re.compile(
+    r"\b(400|401|403|404|410)\b|no such file|not found|does not exist|forbidden|"
+    r"not recognized as|permission denied|not a supported file format",
+    re.IGNORECASE,
+)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error`` looks like a transient I/O failure (retry) or a permanent one.
+
+    >>> is_transient(OSError("HTTP response code: 503"))
+    True
+    >>> is_transient(OSError("HTTP response code: 404"))
+    False
+    >>> is_transient(TimeoutError())
+    True
+    """
+    if isinstance(error, TimeoutError | ConnectionError):
+        return True
+    text = f"{type(error).__name__}: {error}"
+    cause = error.__cause__
+    if cause is not None:
+        text += f" / {type(cause).__name__}: {cause}"
+    if _PERMANENT.search(text):
+        return False
+    return bool(_TRANSIENT.search(text))
+
+
+def retry(
+    fn: Callable[[], R],
+    *,
+    retries: int = 3,
+    delay: float = 0.5,
+    transient: Callable[[BaseException], bool] = is_transient,
+    sleep: Callable[[float], None] = time.sleep,
+    on_retry: Callable[[int, BaseException], None] | None = None,
+) -> R:
+    """Call ``fn``; on a transient error retry up to ``retries`` times, waiting ``delay``,
+    then twice as long each time (capped at 30 s). Permanent errors are raised at once.
+
+    >>> calls = []
+    >>> def flaky():
+    ...     calls.append(1)
+    ...     if len(calls) < 3:
+    ...         raise OSError("HTTP 503")
+    ...     return "ok"
+    >>> retry(flaky, retries=3, delay=0), len(calls)
+    ('ok', 3)
+    """
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except Exception as err:
+            if attempt >= retries or not transient(err):
+                raise
+            attempt += 1
+            if on_retry is not None:
+                on_retry(attempt, err)
+            sleep(min(delay * 2 ** (attempt - 1), 30.0))
+
+
+# --------------------------------------------------------------------------- GDAL options
+
+_SECRET_WORDS = ("SECRET", "TOKEN", "PASSWORD", "USERPWD", "ACCESS_KEY", "HEADERS", "SAS", "KEY_ID")
+
+
+def safe_gdal_options(options: Mapping[str, Any]) -> dict[str, str | int]:
+    """GDAL options for :func:`gdal_env`, refusing names that carry credentials.
+
+    >>> safe_gdal_options({"GDAL_CACHEMAX": 256, "GDAL_HTTP_MAX_RETRY": 3, "CPL_DEBUG": False})
+    {'GDAL_CACHEMAX': 256, 'GDAL_HTTP_MAX_RETRY': '3', 'CPL_DEBUG': 'NO'}
+    """
+    out = {}
+    for key, value in options.items():
+        if any(word in key.upper() for word in _SECRET_WORDS):
+            raise InputError(
+                f"GDAL option {key} carries credentials; give it to the workers' environment, "
+                "it is not shipped in tasks"
+            )
+        text = ("YES" if value else "NO") if isinstance(value, bool) else str(value)
+        # rasterio wants GDAL_CACHEMAX as an int (bytes if > 100000, else megabytes)
+        out[str(key)] = int(value) if key == "GDAL_CACHEMAX" else text
+    return out
+
+
+@contextlib.contextmanager
+def gdal_env(options: Mapping[str, str | int]) -> Iterator[None]:
+    """Apply GDAL ``options`` around a read (in whatever process runs the task)."""
+    import rasterio
+
+    with rasterio.Env(**options):
+        yield
+
+
+def probe_gdal(options: Mapping[str, str | int], names: Iterable[str]) -> dict[str, str | None]:
+    """The values GDAL sees for ``names`` inside :func:`gdal_env` (for tests and checks)."""
+    from rasterio.env import get_gdal_config
+
+    with gdal_env(options):
+        return {name: get_gdal_config(name) for name in names}
+
+
+# --------------------------------------------------------------------------- engines
+
+
+class Engine:
+    """Where tasks run. Use :func:`open_engine`; call :meth:`map` inside the ``with``."""
+
+    kind = "threads"
+    description = ""
+    dashboard: str | None = None
+    max_in_flight = 1
+
+    def map(self, fn: Callable[[T], R], tasks: Iterable[T]) -> Iterator[tuple[int, R]]:
+        """Run ``fn`` on every task; yield ``(position, result)`` as they finish."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the pool or the cluster."""
+
+
+class _ThreadEngine(Engine):
+    def __init__(self, threads: int, max_in_flight: int | None) -> None:
+        self.threads = threads
+        self.max_in_flight = max_in_flight or 2 * threads
+        self.description = f"{threads} thread{'s' if threads > 1 else ''}"
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="geochip")
+
+    def map(self, fn: Callable[[T], R], tasks: Iterable[T]) -> Iterator[tuple[int, R]]:
+        iterator = iter(enumerate(tasks))
+        pending: dict[Future[R], int] = {}
+
+        def fill() -> None:
+            while len(pending) < self.max_in_flight:
+                try:
+                    i, task = next(iterator)
+                except StopIteration:
+                    return
+                pending[self._pool.submit(fn, task)] = i
+
+        fill()
+        try:
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    i = pending.pop(future)
+                    yield i, future.result()
+                fill()
+        finally:
+            for future in pending:
+                future.cancel()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _DaskEngine(Engine):
+    kind = "dask"
+
+    def __init__(
+        self,
+        *,
+        workers: int | None,
+        scheduler: str | None,
+        threads_per_worker: int,
+        memory_limit: str,
+        max_in_flight: int | None,
+    ) -> None:
+        from distributed import Client, LocalCluster
+
+        self._cluster = None
+        if scheduler is None:
+            self._cluster = LocalCluster(  # type: ignore[no-untyped-call]
+                n_workers=workers or 1,
+                threads_per_worker=threads_per_worker,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",
+                memory_limit=memory_limit,
+                silence_logs=40,
+            )
+            self.client = Client(self._cluster)  # type: ignore[no-untyped-call]
+            where = "a local Dask cluster on 127.0.0.1"
+        else:
+            self.client = Client(scheduler, timeout="20s")  # type: ignore[no-untyped-call]
+            from .security import redact
+
+            where = f"the Dask scheduler at {redact(scheduler)}"
+        info = self.client.scheduler_info()
+        nthreads = sum(int(w.get("nthreads", 1)) for w in info.get("workers", {}).values())
+        self.threads = max(nthreads, 1)
+        self.max_in_flight = max_in_flight or 2 * self.threads
+        self.description = (
+            f"{where}, {len(info.get('workers', {}))} workers, {self.threads} threads"
+        )
+        services = info.get("services", {})
+        self.dashboard = self.client.dashboard_link if "dashboard" in services else None
+
+    def map(self, fn: Callable[[T], R], tasks: Iterable[T]) -> Iterator[tuple[int, R]]:
+        from distributed import as_completed
+
+        iterator = iter(enumerate(tasks))
+        position: dict[Any, int] = {}
+        done = as_completed()  # type: ignore[no-untyped-call]
+        in_flight = 0
+        token = f"{time.time_ns():x}"
+
+        def submit() -> bool:
+            try:
+                i, task = next(iterator)
+            except StopIteration:
+                return False
+            future = self.client.submit(fn, task, key=f"geochip-batch-{token}-{i}", pure=False)
+            position[future.key] = i
+            done.add(future)  # type: ignore[no-untyped-call]
+            return True
+
+        while in_flight < self.max_in_flight and submit():
+            in_flight += 1
+        try:
+            for future in done:
+                i = position.pop(future.key)
+                in_flight -= 1
+                try:
+                    result = future.result()
+                finally:
+                    future.release()
+                yield i, result
+                if submit():
+                    in_flight += 1
+        finally:
+            for key in list(position):
+                with contextlib.suppress(Exception):
+                    self.client.cancel([key])  # type: ignore[no-untyped-call]
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.close()  # type: ignore[no-untyped-call]
+        if self._cluster is not None:
+            with contextlib.suppress(Exception):
+                self._cluster.close()
+
+
+@contextlib.contextmanager
+def open_engine(
+    *,
+    threads: int = 4,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    threads_per_worker: int = 1,
+    memory_limit: str = "auto",
+    max_in_flight: int | None = None,
+) -> Iterator[Engine]:
+    """Threads by default; ``workers=N`` starts a ``distributed.LocalCluster`` of N
+    processes bound to 127.0.0.1; ``scheduler="tcp://HOST:PORT"`` uses an existing one.
+
+    ``max_in_flight`` bounds the tasks submitted at once (default: 2 per thread).
+    """
+    if workers is not None and scheduler is not None:
+        raise InputError("give workers (a local cluster) or scheduler (an existing one), not both")
+    engine: Engine
+    if workers is None and scheduler is None:
+        engine = _ThreadEngine(threads, max_in_flight)
+    else:
+        engine = _DaskEngine(
+            workers=workers,
+            scheduler=scheduler,
+            threads_per_worker=threads_per_worker,
+            memory_limit=memory_limit,
+            max_in_flight=max_in_flight,
+        )
+    try:
+        yield engine
+    finally:
+        engine.close()

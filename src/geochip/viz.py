@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .errors import StoreError
 from .plan import SPLITS
 from .store import MASK_IGNORE, ChipStore, open_store
 
-__all__ = ["rgb_image", "save_chip_grid"]
+__all__ = ["rgb_image", "save_chip_grid", "save_split_map"]
 
 _CLASS_COLOURS = [
     (0.0, 0.0, 0.0),  # 0 background
@@ -85,10 +86,14 @@ def save_chip_grid(
 
     store = store if isinstance(store, ChipStore) else open_store(store)
     index = store.index
+    if "status" in index.columns:
+        index = index[index["status"] == "ok"]
     has_split = "split" in index.columns
     groups = [(s, index[index["split"] == s]) for s in SPLITS] if has_split else [("all", index)]
     groups = [(s, g.head(per_split)) for s, g in groups if len(g)]
-    with_mask = store.mask is not None
+    if not groups:
+        raise StoreError(f"{store.path} has no usable chip to show")
+    with_mask = store.has_mask
     rows_per = 2 if with_mask else 1
     ncols = max(len(g) for _, g in groups)
     fig, axes = plt.subplots(
@@ -120,8 +125,82 @@ def save_chip_grid(
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    _save(fig, out)
+    return out
+
+
+def _save(fig: Any, out: Path) -> None:
+    import matplotlib.pyplot as plt
+
     tmp = out.with_name(f".{out.stem}.partial.png")
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
     tmp.replace(out)
+
+
+_SPLIT_COLOURS = {"train": "#2b83ba", "val": "#fdae61", "test": "#d7191c"}
+
+
+def save_split_map(store: str | Path | ChipStore, out: str | Path) -> Path:
+    """Save a PNG map of every chip's footprint coloured by split, one panel per CRS.
+
+    Chips over the nodata limit are drawn hatched grey and failed chips in black, so the map
+    shows where the dataset has holes as well as how the splits are laid out.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch, Rectangle
+
+    store = store if isinstance(store, ChipStore) else open_store(store)
+    index = store.index
+    crss = sorted(set(index["crs"]))
+    fig, axes = plt.subplots(1, len(crss), figsize=(6 * len(crss), 6), squeeze=False)
+    for ax, crs in zip(axes.flat, crss, strict=False):
+        rows = index[index["crs"] == crs]
+        for row in rows.itertuples():
+            status = getattr(row, "status", "ok")
+            split = getattr(row, "split", "train")
+            style: dict[str, Any]
+            if status == "ok":
+                style = {"facecolor": _SPLIT_COLOURS.get(split, "#888888"), "alpha": 0.55}
+            elif status == "failed":
+                style = {"facecolor": "black", "alpha": 0.9}
+            else:
+                style = {"facecolor": "#bbbbbb", "alpha": 0.6, "hatch": "//"}
+            ax.add_patch(
+                Rectangle(
+                    (row.minx, row.miny),
+                    row.maxx - row.minx,
+                    row.maxy - row.miny,
+                    edgecolor="white",
+                    linewidth=0.4,
+                    **style,
+                )
+            )
+        ax.set_xlim(rows["minx"].min(), rows["maxx"].max())
+        ax.set_ylim(rows["miny"].min(), rows["maxy"].max())
+        ax.set_aspect("equal")
+        ax.set_title(f"{len(rows)} chips in {crs if len(crs) < 40 else 'a WKT CRS'}", fontsize=8)
+        ax.tick_params(labelsize=6)
+    counts = store.manifest.get("counts", {}).get("splits", {})
+    handles = [
+        Patch(color=c, alpha=0.55, label=f"{s} ({counts.get(s, 0)})")
+        for s, c in _SPLIT_COLOURS.items()
+    ]
+    handles += [
+        Patch(facecolor="#bbbbbb", hatch="//", label="over nodata limit"),
+        Patch(color="black", label="failed"),
+    ]
+    split = store.manifest.get("split") or {}
+    dropped = sum(
+        int(split.get(k, 0)) for k in ("dropped_straddling", "dropped_buffer", "dropped_outside")
+    )
+    fig.suptitle(f"splits of {store.path.name} ({dropped} chips dropped by the split)", fontsize=9)
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7)
+    fig.tight_layout(rect=(0, 0.05, 1, 0.96))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _save(fig, out)
     return out

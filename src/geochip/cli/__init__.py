@@ -6,7 +6,6 @@ Commands live here or in sibling modules (``cli/<name>.py``) that register thems
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -80,28 +79,6 @@ def sample(
 
 
 @app.command()
-def info(
-    store: Annotated[Path, typer.Argument(help="A chip dataset folder.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
-) -> None:
-    """Summarise a chip dataset: chips per split, arrays, classes, versions."""
-    from ..store import open_store
-
-    opened = open_store(store)
-    if as_json:
-        console.print_json(json.dumps(opened.manifest))
-        return
-    m = opened.manifest
-    console.print(f"[bold]{store}[/]: {m['counts']['chips']} chips, {m['counts']['failed']} failed")
-    console.print(f"image {m['image']['shape']} {m['image']['dtype']}, bands {m['image']['bands']}")
-    if m.get("mask"):
-        console.print(f"mask classes {m['mask']['classes']} (ignore = {m['mask']['ignore']})")
-    console.print(f"splits {m['counts']['splits']}")
-    console.print(f"pixels per class {m['counts']['pixels_per_class']}")
-    console.print(f"written by {m['versions']}")
-
-
-@app.command()
 def versions() -> None:
     """Print geochip, GDAL, PROJ, GEOS and library versions (for bug reports)."""
     from .._versions import show_versions
@@ -113,6 +90,8 @@ def versions() -> None:
 from . import chips  # noqa: E402, F401
 from . import search as _search_commands  # noqa: E402, F401
 from . import timeseries as _timeseries  # noqa: E402, F401
+from . import build as _build  # noqa: E402,F401
+from . import store as _store  # noqa: E402,F401
 
 
 def main() -> None:
@@ -122,7 +101,7 @@ def main() -> None:
     except GeochipError as err:
         from ..security import redact
 
-        err_console.print(f"[red]error:[/] {redact(str(err))}", highlight=False)
+        err_console.print(f"[red]error:[/] {redact(str(err))}", highlight=False, soft_wrap=True)
         sys.exit(1)
 
 
