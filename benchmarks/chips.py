@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -77,15 +78,24 @@ def windows(size: int, stride: int) -> list[tuple[int, int]]:
 # --- methods (each runs in a child process) -------------------------------------------------
 
 
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status", encoding="ascii") as status:
+        kb = next(int(line.split()[1]) for line in status if line.startswith(field))
+    return kb / 1024
+
+
 class Clock:
-    """Starts when the method's setup (imports, opening, planning) is done."""
+    """Starts when the method's setup (imports, opening, planning) is done; notes the
+    process's RSS then (what the imports and the plan take, before any pixel)."""
 
     def __init__(self, max_seconds: float) -> None:
         self.max_seconds = max_seconds
         self.start = 0.0
         self.deadline = float("inf")
+        self.setup_rss_mb = 0.0
 
     def go(self) -> float:
+        self.setup_rss_mb = _status_mb("VmRSS")
         self.start = time.perf_counter()
         self.deadline = self.start + self.max_seconds
         return self.deadline
@@ -193,11 +203,20 @@ def m_zen3geo(path: str, stride: int, clock: Clock, mode: str) -> int:
             if time.perf_counter() > deadline:
                 break
     else:
-        for tensor in slicer.batch(16).collate():
+        collate_fn = xr_collate_fn if mode == "tutorial" else None
+        for tensor in slicer.batch(16).collate(collate_fn=collate_fn):
             n += tensor.shape[0]
             if time.perf_counter() > deadline:
                 break
     return n
+
+
+def xr_collate_fn(samples):  # type: ignore[no-untyped-def]
+    """zen3geo's tutorial collate function, verbatim: int16 copies of every chip, stacked."""
+    import torch
+
+    tensors = [torch.as_tensor(data=sample.data.astype(dtype="int16")) for sample in samples]
+    return torch.stack(tensors=tensors)
 
 
 def m_dataloader(path: str, stride: int, clock: Clock) -> int:
@@ -267,7 +286,8 @@ METHODS = {
     "geochip read-ahead off": ("geochip", {"threads": 0, "mode": "batches"}),
     "geochip chips (numpy)": ("geochip", {"threads": 2, "mode": "chips"}),
     "zen3geo names (DataArray chips)": ("zen3geo", {"mode": "chips"}),
-    "zen3geo names (collate)": ("zen3geo", {"mode": "collate"}),
+    "zen3geo tutorial collate (int16 stack)": ("zen3geo", {"mode": "tutorial"}),
+    "zen3geo collate() default (one buffer)": ("zen3geo", {"mode": "collate"}),
     "geochip DataLoader 2 workers": ("dataloader", {}),
     "xbatcher over rioxarray": ("xbatcher", {}),
     "torchgeo RasterDataset+GridGeoSampler": ("torchgeo", {}),
@@ -282,15 +302,14 @@ def child(name: str, path: str, stride: int, max_seconds: float) -> None:
     seconds = time.perf_counter() - clock.start
     # VmHWM is this process's own peak (ru_maxrss would carry the parent's across exec);
     # DataLoader workers are children of this process
-    with open("/proc/self/status", encoding="ascii") as status:
-        hwm_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM"))
     workers_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     print(
         json.dumps(
             {
                 "chips": n,
                 "seconds": seconds,
-                "rss_mb": hwm_kb / 1024,
+                "rss_mb": _status_mb("VmHWM"),
+                "setup_rss_mb": clock.setup_rss_mb,
                 "workers_rss_mb": workers_kb / 1024,
             }
         )
@@ -304,6 +323,9 @@ def main() -> None:
     parser.add_argument("--strides", type=int, nargs="+", default=[512, 256])
     parser.add_argument("--max-seconds", type=float, default=None)
     parser.add_argument("--only", nargs="*", default=None, help="method names to run")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per method (interleaved; median shown)"
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--path", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--write", type=int, default=None, help=argparse.SUPPRESS)
@@ -330,63 +352,97 @@ def main() -> None:
         skip_torchgeo = True
     else:
         skip_torchgeo = False
-    print(f"COG {path.name}; {os.cpu_count()} CPUs; load {os.getloadavg()[0]:.2f}")
+    print(
+        f"COG {path.name}; {os.cpu_count()} CPUs; load {os.getloadavg()[0]:.2f}; "
+        f"{args.repeat} run(s) per method, interleaved, median shown; the file is read "
+        "into the page cache before every run"
+    )
     mb_per_chip = 4 * CHIP * CHIP * 2 / 1e6
+    names = [n for n in METHODS if not args.only or n in args.only]
     for stride in args.strides:
-        rows = []
-        for name in METHODS:
-            if args.only and name not in args.only:
-                continue
-            if name.startswith("torchgeo") and skip_torchgeo:
-                rows.append((name, None))
-                continue
-            out = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--child",
-                    name,
-                    "--path",
-                    str(path),
-                    "--strides",
-                    str(stride),
-                    "--max-seconds",
-                    str(max_seconds),
-                ],
-                capture_output=True,
-                text=True,
-                env=env,
-                check=False,
-            )
-            if out.returncode != 0:
-                print(f"  {name}: failed\n{out.stderr[-2000:]}")
-                rows.append((name, None))
-                continue
-            rows.append((name, json.loads(out.stdout.strip().splitlines()[-1])))
-        floors = [r["chips"] / r["seconds"] for n, r in rows if n.startswith("floor") and r]
+        runs: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+        failed: dict[str, str] = {}
+        for _ in range(args.repeat):
+            for name in names:
+                if name.startswith("torchgeo") and skip_torchgeo:
+                    failed[name] = "(not installed)"
+                    continue
+                warm_page_cache(path)
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--child",
+                        name,
+                        "--path",
+                        str(path),
+                        "--strides",
+                        str(stride),
+                        "--max-seconds",
+                        str(max_seconds),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    check=False,
+                )
+                if out.returncode != 0:
+                    print(f"  {name}: failed\n{out.stderr[-2000:]}")
+                    failed[name] = "(failed)"
+                    continue
+                runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        rates = {
+            n: statistics.median(r["chips"] / r["seconds"] for r in rs)
+            for n, rs in runs.items()
+            if rs and n not in failed
+        }
+        floors = [rate for n, rate in rates.items() if n.startswith("floor")]
         floor = max(floors) if floors else float("nan")
         total = len(windows(size, stride))
         print(
             f"\nstride {stride}: {total} chips of {CHIP}x{CHIP}x4 uint16 "
             f"({mb_per_chip:.1f} MB each); floor = {floor:.0f} chips/s"
         )
-        header = ("method", "chips", "chips/s", "MB/s", "x floor", "peak RSS")
+        header = ("method", "chips", "chips/s", "MB/s", "x floor", "peak RSS", "setup")
         print(
             f"  {header[0]:<40} {header[1]:>6} {header[2]:>8} {header[3]:>7} "
-            f"{header[4]:>8} {header[5]:>9}"
+            f"{header[4]:>8} {header[5]:>9} {header[6]:>7}"
         )
-        for name, r in rows:
-            if r is None:
-                why = "(not installed)" if name.startswith("torchgeo") else "(failed)"
-                print(f"  {name:<40} {why}")
+        for name in names:
+            if name not in rates:
+                print(f"  {name:<40} {failed.get(name, '(failed)')}")
                 continue
-            rate = r["chips"] / r["seconds"]
-            partial = "" if r["chips"] >= total or name.startswith("ceiling") else " (partial)"
-            workers = f" (workers {r['workers_rss_mb']:.0f} MB)" if r["workers_rss_mb"] else ""
+            rs = runs[name]
+            rate = rates[name]
+            chips = min(int(r["chips"]) for r in rs)
+            peak = max(r["rss_mb"] for r in rs)
+            setup = max(r["setup_rss_mb"] for r in rs)
+            workers_mb = max(r["workers_rss_mb"] for r in rs)
+            spread = ""
+            if len(rs) > 1:
+                each = sorted(r["chips"] / r["seconds"] for r in rs)
+                spread = f" [{each[0]:.0f}-{each[-1]:.0f}]"
+            partial = "" if chips >= total or name.startswith("ceiling") else " (partial)"
+            workers = f" (workers {workers_mb:.0f} MB)" if workers_mb else ""
             print(
-                f"  {name:<40} {r['chips']:>6} {rate:>8.0f} {rate * mb_per_chip:>7.0f} "
-                f"{rate / floor:>7.2f}x {r['rss_mb']:>6.0f} MB{partial}{workers}"
+                f"  {name:<40} {chips:>6} {rate:>8.0f} {rate * mb_per_chip:>7.0f} "
+                f"{rate / floor:>7.2f}x {peak:>6.0f} MB {setup:>4.0f} MB{partial}{workers}{spread}"
             )
+        native = rates.get("geochip chips (numpy)")
+        zen = rates.get("zen3geo names (DataArray chips)")
+        if native and zen:
+            print(f"  zen3geo DataArray chips / geochip numpy chips: {zen / native:.2f}")
+        print(
+            "  peak RSS: the process's VmHWM; setup: its RSS after imports and planning, "
+            "before any pixel (peak - setup = what reading adds)"
+        )
+
+
+def warm_page_cache(path: Path) -> None:
+    """Read the file once, so every method starts with it in the page cache."""
+    with open(path, "rb") as f:
+        while f.read(64 << 20):
+            pass
 
 
 if __name__ == "__main__":

@@ -225,3 +225,21 @@ def test_endless_5xx_gives_up_after_the_retry_budget(cogs: list[Path]) -> None:
             scene.read(env=env)
         # the first try and 2 retries, each failure classified by one status probe
         assert sum(r.range == "bytes=0-0" for r in server.requests) == 3
+
+
+def test_a_reader_thread_takes_the_options_of_each_stream_it_serves() -> None:
+    import threading
+
+    from rasterio.env import get_gdal_config
+
+    seen: list[object] = []
+
+    def serve() -> None:
+        for timeout in (7, 7, 9):
+            GdalEnv.default().with_options(GDAL_HTTP_TIMEOUT=timeout).ensure_thread()
+            seen.append(get_gdal_config("GDAL_HTTP_TIMEOUT"))
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    thread.join()
+    assert [str(v) for v in seen] == ["7", "7", "9"]

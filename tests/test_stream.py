@@ -313,3 +313,92 @@ def test_workers_share_every_chip_exactly_once(cogs: list[Path]) -> None:
             seen += [c.chip_id for c in stream.shard(worker, 3, unit=5, split=split)]
         assert sorted(seen) == sorted(plan.chip_id)
         assert len(seen) == len(set(seen))
+
+
+def test_batches_you_keep_keep_their_pixels_and_dropped_ones_are_reused(
+    cogs: list[Path],
+) -> None:
+    scene = open_scene(cogs[0])
+    plan = plan_scenes([scene], 128, stride=64)  # overlapping: tiles copied into batches
+    kept = []
+    pointers = set()
+    for k, batch in enumerate(ChipStream(plan, [scene], threads=2).batch(4)):
+        pointers.add(batch.image.ctypes.data)
+        if k % 3 == 0:
+            kept.append((batch.chip_ids[0], batch.image[0]))  # a view keeps the batch
+    assert len(pointers) < len(plan) // 4  # dropped batches' memory was written again
+    for chip_id, view in kept:
+        row, col = (int(v[1:]) for v in chip_id.split("-")[1:])
+        assert np.array_equal(view, _oracle(cogs[0], row, col, 128, 128)), chip_id
+
+
+def test_a_rewritten_file_is_read_anew_by_the_next_stream(tmp_path: Path) -> None:
+    path = make_cog(tmp_path / "r.tif", _grid(256, 256), tile=128, pattern="random", seed=1)
+    scene = open_scene(path)
+    plan = plan_scenes([scene], 128)
+    first = [c.image.copy() for c in ChipStream(plan, [scene], threads=2)]
+    make_cog(tmp_path / "new.tif", _grid(256, 256), tile=128, pattern="random", seed=2)
+    (tmp_path / "new.tif").replace(path)  # same path, new file: kept handles must notice
+    for threads in (2, 0):
+        again = list(ChipStream(plan, [scene], threads=threads, read_ahead=threads > 0))
+        for chip, old in zip(again, first, strict=True):
+            expected = _oracle(path, chip.row, chip.col, 128, 128)
+            assert np.array_equal(chip.image, expected)
+            assert not np.array_equal(chip.image, old)
+
+
+def test_reader_threads_outlive_streams(cogs: list[Path]) -> None:
+    # a thread that ends runs GDAL/PROJ destructors after join(); a fork at that moment
+    # (a DataLoader right after a stream) could copy a held SQLite lock into the worker
+    import threading
+
+    def readers() -> set[int]:
+        return {t.ident or 0 for t in threading.enumerate() if t.name.startswith("geochip-read")}
+
+    scene = open_scene(cogs[0])
+    plan = plan_scenes([scene], 128)
+    list(ChipStream(plan, [scene], threads=2))
+    before = readers()
+    list(ChipStream(plan, [scene], threads=2).batch(3))
+    assert len(before) == 2 and readers() == before
+
+
+def test_closing_a_stream_early_leaves_no_read_running(cogs: list[Path]) -> None:
+    from concurrent.futures import Future
+
+    import geochip.stream as stream_module
+
+    scene = open_scene(cogs[0])
+    plan = plan_scenes([scene], 128)
+    submitted: list[Future] = []
+    pool = stream_module._reader_pool(2)
+    real_submit = pool.submit
+
+    def recording(*args, **kwargs):  # type: ignore[no-untyped-def]
+        future = real_submit(*args, **kwargs)
+        submitted.append(future)
+        return future
+
+    pool.submit = recording  # type: ignore[method-assign]
+    try:
+        batches = ChipStream(plan, [scene], threads=2).batch(2)
+        iterator = iter(batches)
+        next(iterator)
+        iterator.close()  # read-ahead was in flight
+    finally:
+        del pool.submit
+    assert len(submitted) > 2
+    assert all(f.done() for f in submitted)
+
+
+def test_dataarray_chips_share_no_mutable_state(cogs: list[Path]) -> None:
+    scene = open_scene(cogs[0])
+    plan = plan_scenes([scene], 128, stride=128)
+    chips = list(ChipStream(plan.head(2), [scene]))
+    a, b = (c.to_dataarray() for c in chips)
+    a.attrs["note"] = "mine"
+    a["x"] = a.x + 5  # a new coordinate for a only
+    c = chips[0].to_dataarray()
+    assert "note" not in b.attrs and "note" not in c.attrs
+    assert float(c.x[0]) == float(scene.geobox.affine.c + 5.0)  # half a 10 m pixel
+    assert np.array_equal(c.y.values, b.y.values)

@@ -86,10 +86,41 @@ def test_fork_after_the_parent_read_the_same_files(stream: ChipStream) -> None:
             assert np.array_equal(batch["image"][k].numpy(), reference[chip_id])
 
 
-def test_batches_come_in_shared_memory_from_workers(stream: ChipStream) -> None:
-    loader = DataLoader(StreamDataset(stream, 4), batch_size=None, num_workers=1)
-    batch = next(iter(loader))
-    assert batch["image"].is_shared()
+def _mapping_of(address: int) -> str:
+    """The /proc/self/maps line of the mapping that holds ``address``."""
+    with open("/proc/self/maps", encoding="ascii") as maps:
+        for line in maps:
+            start, end = (int(v, 16) for v in line.split()[0].split("-"))
+            if start <= address < end:
+                return line.strip()
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+def test_workers_send_batches_in_shared_buffers_they_reuse(stream: ChipStream) -> None:
+    reference = _reference(stream)
+    loader = DataLoader(StreamDataset(stream, 2), batch_size=None, num_workers=2)
+    inodes = []
+    batches = 0
+    for batch in loader:  # each batch is dropped before the next one arrives
+        line = _mapping_of(batch["image"].data_ptr())
+        assert "geochip-batch" in line  # a worker's memfd, mapped here: no copy
+        inodes.append(int(line.split()[4]))
+        for k, chip_id in enumerate(batch["chip_id"]):
+            assert np.array_equal(batch["image"][k].numpy(), reference[chip_id])
+        batches += 1
+    assert batches == 26
+    assert len(set(inodes)) <= 2 * 4 < batches  # at most 4 buffers per worker
+
+
+def test_batches_the_main_process_keeps_are_never_written_again(stream: ChipStream) -> None:
+    reference = _reference(stream)
+    loader = DataLoader(StreamDataset(stream, 2), batch_size=None, num_workers=2)
+    # keep a view of each batch (the batch itself is dropped): 13 batches per worker,
+    # more than the 4 buffers a worker reuses
+    firsts = [(b["chip_id"][0], b["image"][0]) for b in loader]
+    assert len(firsts) == 26
+    for chip_id, view in firsts:
+        assert np.array_equal(view.numpy(), reference[chip_id])
 
 
 def test_dtype_and_custom_collate(stream: ChipStream) -> None:
@@ -115,3 +146,43 @@ def test_bad_arguments_are_named(stream: ChipStream) -> None:
         StreamDataset(stream, 0)
     with pytest.raises(InputError, match="split must be 'contiguous' or 'interleaved'"):
         StreamDataset(stream, 2, split="random")
+
+
+def test_a_shared_batch_pickles_by_value_outside_multiprocessing() -> None:
+    import pickle
+
+    from geochip.torch import _SharedBatches
+
+    alloc = _SharedBatches(keep=1)
+    array, tensor = alloc((2, 3), np.dtype("int32"))  # (torch cannot unpickle uint16)
+    array[:] = np.arange(6).reshape(2, 3)
+    again = pickle.loads(pickle.dumps({"image": tensor}))["image"]
+    assert type(again) is torch.Tensor
+    assert again.tolist() == [[0, 1, 2], [3, 4, 5]]
+    del array, tensor
+    alloc.close()
+
+
+def test_a_shared_batch_is_reused_only_after_the_receiver_lets_go() -> None:
+    from multiprocessing.reduction import ForkingPickler
+
+    from geochip.torch import _SharedBatches
+
+    alloc = _SharedBatches(keep=1)
+    array, tensor = alloc((4,), np.dtype("int32"))
+    array[:] = [1, 2, 3, 4]
+    payload = ForkingPickler.dumps(tensor)  # what a worker sends
+    del array, tensor
+    received = ForkingPickler.loads(payload)  # what the main process gets: a mapping
+    assert type(received) is torch.Tensor and received.tolist() == [1, 2, 3, 4]
+    view = received[1:]
+    del received
+    second, _ = alloc((4,), np.dtype("int32"))  # the view still holds the first buffer
+    second[:] = 0
+    assert view.tolist() == [2, 3, 4]
+    del view, second, _
+    third, _ = alloc((4,), np.dtype("int32"))  # released: the kept buffer again
+    third[:] = 7
+    assert alloc.made == 2
+    del third, _
+    alloc.close()

@@ -314,6 +314,13 @@ class GdalEnv:
         _THREAD.rio_env = env
         _THREAD.env = self
 
+    def ensure_thread(self) -> None:
+        """:meth:`enter_thread` unless the calling thread already has these options
+        (geochip's reader threads serve every stream of the process, each with its env)."""
+        current = getattr(_THREAD, "env", None)
+        if current is not self and current != self:
+            self.enter_thread()
+
 
 _THREAD = threading.local()
 

@@ -219,11 +219,19 @@ def scene_from_spec(spec: str | Mapping[str, Any], env: GdalEnv | None = None) -
 class _Handles(threading.local):
     def __init__(self) -> None:
         self.pid = os.getpid()
-        self.open: dict[tuple[str, int | None], Any] = {}
+        self.open: dict[tuple[str, int | None], _Handle] = {}
+
+
+@dataclass
+class _Handle:
+    ds: Any
+    signature: tuple[int, ...] | None  # the local file's identity when it was opened
+    generation: int  # the read generation it was last checked in
 
 
 _HANDLES = _Handles()
 _FORKED: list[Any] = []  # handles inherited through fork: never used, never closed
+_GENERATION = [0]
 
 
 def _forget_handles_after_fork() -> None:
@@ -239,6 +247,23 @@ os.register_at_fork(after_in_child=_forget_handles_after_fork)
 _MAX_HANDLES = 64
 
 
+def refresh_handles() -> None:
+    """Start a new read generation: handles kept open from earlier reads (geochip's reader
+    threads live as long as the process) check, at their next use, that their local file
+    was not replaced or rewritten meanwhile, and reopen it if it was."""
+    _GENERATION[0] += 1
+
+
+def _signature(path: str) -> tuple[int, ...] | None:
+    if is_remote(path) or path.startswith("/vsi"):
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (-1,)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def _handle(path: str, overview_level: int | None, env: GdalEnv) -> Any:
     import rasterio
 
@@ -246,28 +271,37 @@ def _handle(path: str, overview_level: int | None, env: GdalEnv) -> Any:
     if handles.pid != os.getpid():  # pragma: no cover - covered by the fork hook
         _forget_handles_after_fork()
     key = (path, overview_level)
-    ds = handles.open.get(key)
-    if ds is None:
+    generation = _GENERATION[0]
+    entry = handles.open.get(key)
+    if entry is not None and entry.generation != generation:
+        if _signature(path) == entry.signature:
+            entry.generation = generation
+        else:  # the file changed since it was opened
+            handles.open.pop(key).ds.close()
+            entry = None
+    if entry is None:
         if len(handles.open) >= _MAX_HANDLES:
             oldest = next(iter(handles.open))
-            handles.open.pop(oldest).close()
+            handles.open.pop(oldest).ds.close()
+        signature = _signature(path)
         with env.activate():
             kwargs = {} if overview_level is None else {"overview_level": overview_level}
             ds = rasterio.open(path, **kwargs)
-        handles.open[key] = ds
-    return ds
+        entry = _Handle(ds, signature, generation)
+        handles.open[key] = entry
+    return entry.ds
 
 
 def _drop_handle(path: str, overview_level: int | None) -> None:
-    ds = _HANDLES.open.pop((path, overview_level), None)
-    if ds is not None:
-        ds.close()
+    entry = _HANDLES.open.pop((path, overview_level), None)
+    if entry is not None:
+        entry.ds.close()
 
 
 def close_handles() -> None:
     """Close the calling thread's open file handles."""
-    for ds in _HANDLES.open.values():
-        ds.close()
+    for entry in _HANDLES.open.values():
+        entry.ds.close()
     _HANDLES.open.clear()
 
 
@@ -868,38 +902,101 @@ def _attrs(scene: Scene) -> dict[str, Any]:
     return attrs
 
 
+class _Coords:
+    """A scene's DataArray parts, made once: the band coordinate, CRS variable and
+    attributes, and the y/x coordinates of every chip row and column seen so far (chips
+    of a sliding window share a few dozen of them). xarray never changes an index in
+    place, so DataArrays share these objects safely."""
+
+    _MAX = 4096  # coordinates kept per axis
+
+    def __init__(self, scene: Scene) -> None:
+        import pandas as pd
+        import xarray as xr
+        from xarray.core.indexes import PandasIndex
+
+        self.affine = scene.geobox.affine
+        band_values = np.array(
+            [b for part in scene.parts for b in part.bands]
+            if len(scene.parts) == 1
+            else list(range(1, scene.count + 1)),
+            dtype=np.int64,
+        )
+        self.band = (
+            xr.IndexVariable(("band",), band_values),  # type: ignore[no-untyped-call]
+            PandasIndex(pd.Index(band_values), "band"),
+        )
+        self.spatial_ref = _spatial_ref(scene)
+        self.attrs = _attrs(scene)
+        self.y: dict[tuple[int, int], tuple[Any, Any]] = {}
+        self.x: dict[tuple[int, int], tuple[Any, Any]] = {}
+
+    @staticmethod
+    def _axis(
+        cache: dict[tuple[int, int], tuple[Any, Any]],
+        name: str,
+        start: int,
+        size: int,
+        origin: float,
+        step: float,
+    ) -> tuple[Any, Any]:
+        entry = cache.get((start, size))
+        if entry is None:
+            import pandas as pd
+            import xarray as xr
+            from xarray.core.indexes import PandasIndex
+
+            values = origin + (np.arange(start, start + size) + 0.5) * step
+            entry = (
+                xr.IndexVariable((name,), values),  # type: ignore[no-untyped-call]
+                PandasIndex(pd.Index(values), name),
+            )
+            if len(cache) >= _Coords._MAX:
+                cache.clear()
+            cache[(start, size)] = entry
+        return entry
+
+    def wrap(self, data: Any, row: int, col: int) -> xr.DataArray:
+        import xarray as xr
+
+        aff = self.affine
+        height, width = data.shape[-2:]
+        y = self._axis(self.y, "y", row, height, aff.f, aff.e)
+        x = self._axis(self.x, "x", col, width, aff.c, aff.a)
+        coords = {
+            "band": self.band[0],
+            "y": y[0],
+            "x": x[0],
+            "spatial_ref": self.spatial_ref,
+        }
+        indexes: dict[Any, Any] = {"band": self.band[1], "y": y[1], "x": x[1]}
+        if isinstance(data, xr.Variable):
+            data.attrs.update(self.attrs)
+        else:
+            data = xr.Variable(("band", "y", "x"), data, dict(self.attrs), fastpath=True)
+        return xr.DataArray(data, coords=coords, indexes=indexes, fastpath=True)
+
+
+_COORDS: dict[int, tuple[Any, _Coords]] = {}  # id(scene) -> (weakref to it, its parts)
+
+
+def _coords(scene: Scene) -> _Coords:
+    import weakref
+
+    entry = _COORDS.get(id(scene))
+    if entry is not None and entry[0]() is scene:
+        return entry[1]
+    made = _Coords(scene)
+    if len(_COORDS) >= 64:
+        _COORDS.clear()
+    _COORDS[id(scene)] = (weakref.ref(scene), made)
+    return made
+
+
 def _wrap(scene: Scene, data: Any, row: int, col: int) -> xr.DataArray:
     """A DataArray around (band, y, x) ``data`` at offset (row, col) of the scene's grid,
     built on xarray's fast path (coordinates are made here, so no validation is needed)."""
-    import pandas as pd
-    import xarray as xr
-    from xarray.core.indexes import PandasIndex
-
-    aff = scene.geobox.affine
-    height, width = data.shape[-2:]
-    x = aff.c + (np.arange(col, col + width) + 0.5) * aff.a
-    y = aff.f + (np.arange(row, row + height) + 0.5) * aff.e
-    band_values = np.array(
-        [b for part in scene.parts for b in part.bands]
-        if len(scene.parts) == 1
-        else list(range(1, scene.count + 1)),
-        dtype=np.int64,
-    )
-    coords = {
-        "band": xr.IndexVariable(("band",), band_values),  # type: ignore[no-untyped-call]
-        "y": xr.IndexVariable(("y",), y),  # type: ignore[no-untyped-call]
-        "x": xr.IndexVariable(("x",), x),  # type: ignore[no-untyped-call]
-        "spatial_ref": _spatial_ref(scene),
-    }
-    indexes: dict[Any, Any] = {
-        "band": PandasIndex(pd.Index(band_values), "band"),
-        "y": PandasIndex(pd.Index(y), "y"),
-        "x": PandasIndex(pd.Index(x), "x"),
-    }
-    if not isinstance(data, xr.Variable):
-        data = xr.Variable(("band", "y", "x"), data)
-    data.attrs.update(_attrs(scene))
-    return xr.DataArray(data, coords=coords, indexes=indexes, fastpath=True)
+    return _coords(scene).wrap(data, row, col)
 
 
 def chip_dataarray(scene: Scene, image: npt.NDArray[Any], row: int, col: int) -> xr.DataArray:
