@@ -28,6 +28,24 @@ def test_public_names_resolve() -> None:
         geochip.nope  # noqa: B018
 
 
+def test_the_lazy_table_and_all_agree() -> None:
+    assert sorted(geochip._LAZY) == [n for n in geochip.__all__ if n != "__version__"]
+    assert geochip.__all__ == sorted(geochip.__all__)
+    assert dir(geochip) == geochip.__all__
+
+
+def test_every_public_name_is_the_object_its_module_defines() -> None:
+    # a fresh interpreter: each name resolved lazily, in order, from a bare `import geochip`
+    code = (
+        "import importlib, geochip\n"
+        "bad = [n for n in geochip.__all__ if n != '__version__' and getattr(geochip, n) is not "
+        "getattr(importlib.import_module(geochip._LAZY[n]), n)]\n"
+        "print(bad, callable(geochip.build), callable(geochip.load_training_data))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[] True True"
+
+
 def test_every_error_is_a_geochip_error_and_a_builtin() -> None:
     for name in errors.__all__:
         cls = getattr(errors, name)
