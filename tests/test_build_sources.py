@@ -124,7 +124,8 @@ def test_rustac_api_with_a_key_from_the_environment_and_a_signer_by_import_path(
     monkeypatch.setenv("GEOCHIP_TEST_API_KEY", KEY)
     monkeypatch.setenv(TOKEN_ENV, SIG)
     root = catalog.parent.parent
-    with StacApiServer(files_root=root, file_token=SIG) as files:
+    files = StacApiServer(files_root=root, file_token=SIG).start()
+    try:
         with RustacServer(_served(catalog, files)) as api:
             source = {
                 "kind": "catalog",
@@ -138,6 +139,8 @@ def test_rustac_api_with_a_key_from_the_environment_and_a_signer_by_import_path(
                 _batch_tasks(tmp_path / "x", plan, config, "f", "uint32", 0, False, 1, {0, 1})
             )
             result = build(config, progress=False)
+    finally:
+        files.stop()
     assert result.ok, result.failed[:1]  # every read was signed: the files answer 403 else
     store = open_store(result.path)
     np.testing.assert_array_equal(store.image[:], reference)

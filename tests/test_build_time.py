@@ -493,3 +493,39 @@ def test_the_sits_example_on_a_multi_date_catalog_fills_the_gaps(
     ok = np.isfinite(march)
     assert ((march[ok] >= lo[ok] - 1e-3) & (march[ok] <= hi[ok] + 1e-3)).all()
     assert np.isnan(image[5]).all()
+
+
+def test_k_scenes_per_period_are_composited_best_first(catalog: Path, tmp_path: Path) -> None:
+    import geopandas as gpd
+
+    gpd.GeoDataFrame(
+        {"id": ["A"]}, geometry=[utm_box(500_105, 4_999_455, 500_455, 4_999_805)], crs=4326
+    ).to_file(tmp_path / "tiles.geojson")
+    cfg = selection_config(catalog, tmp_path, str(tmp_path / "tiles.geojson"))
+    cfg["selection"].update(cloud_limit=40, k=2)
+    store = open_store(build(parse_config(cfg), progress=False).path)
+    # p0: 02-10 (5 %), then 01-05 (30 %); 02-20 (50 %) is over the limit
+    chosen = [MONTHS[1][:1] + MONTHS[0], MONTHS[3], MONTHS[4]]
+    steps = [first_valid(catalog, ids) for ids in chosen]
+    for row in store.index.itertuples():
+        assert json.loads(row.steps) == chosen
+        col, rowpx = (row.transform[2] - 500_000) / 10, (5_000_000 - row.transform[5]) / 10
+        ys, xs = slice(int(rowpx), int(rowpx) + 16), slice(int(col), int(col) + 16)
+        image, _ = store.read(row.index)
+        for t in range(3):
+            np.testing.assert_array_equal(image[t], steps[t][:, ys, xs])
+
+
+def test_strict_selection_refuses_an_empty_period(catalog: Path, tmp_path: Path) -> None:
+    import geopandas as gpd
+
+    from geochip.build import plan_build
+    from geochip.errors import EmptyPeriodError
+
+    gpd.GeoDataFrame(
+        {"id": ["A"]}, geometry=[utm_box(500_105, 4_999_455, 500_455, 4_999_805)], crs=4326
+    ).to_file(tmp_path / "tiles.geojson")
+    cfg = selection_config(catalog, tmp_path, str(tmp_path / "tiles.geojson"))
+    cfg["selection"]["strict"] = True
+    with pytest.raises(EmptyPeriodError, match=r"label 'A', period 1 \(p1"):
+        plan_build(parse_config(cfg))

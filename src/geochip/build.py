@@ -2,25 +2,33 @@
 
 The build runs in the pipeline's one direction::
 
-    config ─► items ─► grids ─► plan (chips) ─► split (+ buffer) ─► batches ─► engine ─► store
+    config ─► grids (+ time steps) ─► plan (chips) ─► split (+ buffer) ─► batches ─► engine ─► store
 
-1. **Items**: the config's source (sample catalog, or a static catalog) searched by ids,
-   collections, bbox, datetime and cloud cover, in (datetime, id) order.
-2. **Grids**: one per item: the reference band's grid (``asset_geobox``), optionally at
-   another resolution (``target_geobox``). No pixel is read.
-3. **Plan**: chips over every grid (``plan_chips``), then the split (blocks, regions,
+1. **Grids** (:mod:`geochip.stacks`): from the config's source (the sample catalog, any
+   catalog :func:`geochip.open_catalog` opens - STAC API with API keys from environment
+   variables, static catalog, ItemCollection, stac-geoparquet - or a folder of rasters):
+   one grid per item (its reference band's grid, at another resolution or in another
+   CRS); with ``time``, the items sharing a grid stacked per period; with ``selection``,
+   one grid per label holding the scenes chosen per period; with ``grid.geometries``, one
+   grid per point or polygon holding the scenes found over it. No pixel is read (the
+   selection may count clouds over label footprints).
+2. **Plan**: chips over every grid (``plan_chips``), then the split (blocks, regions,
    random or none) and the buffer, all before any read; a random split of overlapping
    chips is refused unless the config insists.
-4. **Batches**: runs of whole chunk files (shards) of the arrays, each a small plain-data
-   task (:class:`BatchTask`: the chips' windows, the item as a STAC dict with unsigned
-   hrefs, the label shapes near those chips, GDAL options without credentials).
-5. **Engine**: threads, a local Dask cluster or a remote scheduler run
+3. **Batches**: runs of whole chunk files (shards) of the arrays, each a small plain-data
+   task (:class:`BatchTask`: the chips' windows, the grids with their items as STAC dicts
+   with unsigned hrefs, the label shapes near those chips, GDAL options without
+   credentials, how to read: masks, composite, gap-filling, scaling, the signer's import
+   path).
+4. **Engine**: threads, a local Dask cluster or a remote scheduler run
    :func:`run_batch`: it loads each row of chips of a batch with odc-stac onto the chips'
-   own grid (retrying transient errors), masks clouds, burns the labels, writes the batch's
+   own grid (retrying transient errors, signing hrefs just before the read), masks
+   clouds, builds time stacks chip by chip, burns or aligns the labels, writes the batch's
    chunk files (one writer per chunk) and then a batch record (atomic JSON) with the
    hashes of those files. A chip whose read still fails is recorded as ``failed`` with its
    error, never as silent nodata, and the build ends with a non-zero status.
-6. **Store**: the index and the manifest are written last, from the records.
+5. **Store**: the selection table (with ``selection``), the index and the manifest are
+   written last, from the records.
 
 **Resume.** The build keeps its state in ``<out>/.geochip/`` (the config, the plan's
 fingerprint, one record per finished batch). Run the same command again (or with

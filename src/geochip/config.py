@@ -817,8 +817,8 @@ class TimeConfig(_Section):
         "first",
         description="How several scenes of one period become one step: first (per pixel, "
         "the first scene in ranking order - least cloudy first - valid in every band; dtype "
-        "kept), best (per pixel, the scene with the least masked cloud; needs masks), median "
-        "(per pixel and band, float32).",
+        "kept), best (per pixel, the valid scene least masked by clouds over the chip; needs "
+        "masks), median (per pixel and band, float32).",
     )
     gapfill: GapfillConfig | None = Field(
         None, description="Fill masked or empty steps from their neighbours in time."
@@ -1255,7 +1255,7 @@ def _is_tag(part: Any) -> bool:
 def _form(tag: str, err: Mapping[str, Any]) -> str:
     if tag.startswith("literal"):
         return str(err.get("ctx", {}).get("expected", tag)).replace(" or ", ", ")
-    return _FORMS.get(tag.split("[")[0], tag)
+    return _FORMS.get(tag.split("[", maxsplit=1)[0], tag)
 
 
 def _format_errors(errors: list[dict[str, Any]]) -> list[str]:
@@ -1402,7 +1402,7 @@ def _walk(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, str, str, 
                         f"{dotted}[kind={_kind_of(sub)}]",
                         "variant",
                         "",
-                        (sub.__doc__ or "").strip(),
+                        " ".join((sub.__doc__ or "").split()),
                     )
                 for row in _walk(sub, sub_prefix):
                     if len(models) > 1 and row[0] == f"{sub_prefix}kind":

@@ -707,8 +707,9 @@ def plan_grids(config: BuildConfig) -> GridPlan:
                 )
             used.setdefault(item.id, item)
         dtype, nodata = meta[grid.items[0].id]
-        scaling = tuple(band_scaling(grid.items, b) for b in config.bands.names)
-        if config.scale is not None:
+        scaling: tuple[tuple[float, float], ...] = ()
+        if config.scale is not None:  # items that disagree on raster:scale are refused here
+            scaling = tuple(band_scaling(grid.items, b) for b in config.bands.names)
             _check_scaling(config, grid, scaling)
         label_href, same = _label_raster(config, grid, catalog)
         geobox = grid.geobox
