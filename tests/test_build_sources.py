@@ -278,3 +278,40 @@ def test_a_label_raster_off_the_grid_is_reprojected_with_nearest_when_asked(
         np.testing.assert_array_equal(
             mask, expected[row.row : row.row + 16, row.col : row.col + 16]
         )
+
+
+# --------------------------------------------------------------------------- scaling
+
+
+def test_scaling_a_scene_gives_float32_with_nan_for_nodata(catalog: Path, tmp_path: Path) -> None:
+    cfg = scene_config(
+        catalog,
+        tmp_path / "ds",
+        scale={"scale": 1e-7, "offset": {"b2": -1.0}},
+        chips={"size": 32, "edge": "pad"},
+        split={"method": "none"},
+    )
+    store = open_store(build(parse_config(cfg), progress=False).path)
+    assert store.image.dtype == "float32" and store.manifest["image"]["nodata"] == "nan"
+    for row in store.index.itertuples():
+        folder = catalog.parent.parent / row.grid_id
+        image, _ = store.read(row.index)
+        for k, (band, offset) in enumerate((("b1", 0.0), ("b2", -1.0))):
+            with rasterio.open(folder / f"{band}.tif") as src:
+                raw = src.read(
+                    1,
+                    window=((row.row, row.row + 32), (row.col, row.col + 32)),
+                    boundless=True,
+                    fill_value=0,
+                )
+            expected = raw.astype("float32") * np.float32(1e-7) + np.float32(offset)
+            expected[raw == 0] = np.nan  # nodata, and the padding past the grid
+            np.testing.assert_allclose(image[k], expected, rtol=1e-6, equal_nan=True)
+
+
+def test_scaling_bands_without_raster_scale_needs_the_numbers(
+    catalog: Path, tmp_path: Path
+) -> None:
+    cfg = scene_config(catalog, tmp_path / "ds", scale={"clip": [0, 1]})
+    with pytest.raises(ConfigError, match=r"scale\.scale: bands \['b1', 'b2'\] of grid scene-0"):
+        plan_build(parse_config(cfg))

@@ -529,3 +529,38 @@ def test_strict_selection_refuses_an_empty_period(catalog: Path, tmp_path: Path)
     cfg["selection"]["strict"] = True
     with pytest.raises(EmptyPeriodError, match=r"label 'A', period 1 \(p1"):
         plan_build(parse_config(cfg))
+
+
+def test_polygons_become_their_buffered_boxes_on_the_resolution_lattice(
+    catalog: Path, tmp_path: Path
+) -> None:
+    import geopandas as gpd
+    from odc.geo.geom import Geometry
+
+    from geochip.grid import geometry_geobox
+
+    field = utm_box(500_153, 4_999_402, 500_361, 4_999_555)
+    gpd.GeoDataFrame({"name": ["field-1"]}, geometry=[field], crs=4326).to_file(
+        tmp_path / "fields.geojson"
+    )
+    geometries = {
+        "path": str(tmp_path / "fields.geojson"),
+        "id_column": "name",
+        "mode": "box",
+        "buffer": 20,
+        "buffer_unit": "m",
+    }
+    cfg = config(
+        catalog,
+        tmp_path / "ds",
+        grid={"crs": "EPSG:32633", "resolution": 10, "geometries": geometries},
+        chips={"size": 16, "edge": "pad"},
+    )
+    store = open_store(build(parse_config(cfg), progress=False).path)
+    grid = geometry_geobox(Geometry(field, "EPSG:4326"), "EPSG:32633", 10, buffer=20)
+    assert grid.affine.c % 10 == 0 and grid.affine.f % 10 == 0  # edges on the 10 m lattice
+    first = store.index.sort_values(["row", "col"]).iloc[0]
+    assert first["grid_id"] == "field-1"
+    assert tuple(first["transform"])[:6] == pytest.approx(tuple(grid.affine)[:6])
+    h, w = grid.shape.yx
+    assert len(store) == -(-h // 16) * -(-w // 16)

@@ -156,6 +156,43 @@ def test_a_build_on_a_real_scheduler_is_byte_identical_to_threads(
     assert all(n > 0 for n in counts.values())  # both workers took batches
 
 
+def test_a_time_stacked_signed_build_on_a_real_scheduler_is_byte_identical(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Grids with time steps, a signer by import path and cloud masks, run by `dask worker`
+    processes: the same bytes as threads."""
+    from geochip.testing.catalogs import make_time_catalog
+
+    dates = ["2024-01-05", "2024-02-10", "2024-04-15"]
+    catalog = make_time_catalog(tmp_path / "cat", dates, covers=[30, 5, 20], size=64)
+    cfg = {
+        "sources": {
+            "kind": "catalog",
+            "path": str(catalog),
+            "sign": "geochip.testing.signing:sign",
+        },
+        "bands": ["red", "nir"],
+        "time": {
+            "start": "2024-01-01",
+            "end": "2024-04-30",
+            "periods": "monthly",
+            "gapfill": {"method": "linear"},
+        },
+        "masks": {"kind": "scl", "band": "scl"},
+        "chips": {"size": 16},
+        "split": {"block_size": 2},
+        "output": {"path": str(tmp_path / "unused")},
+        "engine": {"threads": 2, "batch_size": 4},
+    }
+    config = tmp_path / "stacked.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    threads = _build(config, tmp_path / "threads")
+    assert threads.returncode == 0, threads.stderr
+    dask = _build(config, tmp_path / "dask", "--scheduler", cluster.address)
+    assert dask.returncode == 0, dask.stderr
+    assert _files(tmp_path / "dask") == _files(tmp_path / "threads")
+
+
 def test_gdal_options_reach_the_workers(cluster: Cluster) -> None:
     from geochip.config import EngineConfig
 

@@ -149,7 +149,6 @@ class ReadOptions:
     out_nodata: float | int = 0
     sign: str | None = None
     label_classes: tuple[tuple[int, int], ...] | None = None
-    label_on_mismatch: str = "raise"
 
     @property
     def cube_path(self) -> bool:
@@ -788,7 +787,6 @@ def read_options(config: BuildConfig, out_dtype: str, out_nodata: float | int) -
         out_nodata=out_nodata,
         sign=getattr(config.sources, "sign", None),
         label_classes=classes,
-        label_on_mismatch=config.labels.on_mismatch if config.labels is not None else "raise",
     )
 
 
@@ -845,6 +843,7 @@ def read_chips(
     on how chips were batched."""
     from .read import window
 
+    _quiet_spurious_rasterize_warning()
     r0, r1, c0, c1 = bounds
     geobox = spec.geobox()[r0:r1, c0:c1]
     patch = _patch_url(opts.sign)
@@ -868,6 +867,23 @@ def read_chips(
         miss = miss | cloud
     image = image.astype(opts.out_dtype, copy=False)
     return [(window(image, w, opts.out_nodata), window(miss, w, True)) for w in windows]
+
+
+def _quiet_spurious_rasterize_warning() -> None:
+    """rasterio's NotGeoreferencedWarning from ``rasterio.features`` is a false alarm here:
+    labels are burned into a numpy array with the grid's transform given explicitly (with
+    several reader threads, GDAL's warning about the warper's numpy destination can also
+    surface there; see geochip.read._quiet_spurious_warp_warning)."""
+    import warnings
+
+    from rasterio.errors import NotGeoreferencedWarning
+
+    warnings.filterwarnings(
+        "ignore",
+        message="Dataset has no geotransform",
+        category=NotGeoreferencedWarning,
+        module="rasterio.features",
+    )
 
 
 def _to_float(step: xr.DataArray, dtype: np.dtype[Any]) -> npt.NDArray[Any]:
