@@ -838,9 +838,10 @@ def read_chips(
     with time steps) in the store's dtype, and where values are missing ((h, w), or
     (T, h, w)): nodata in any band, masked as cloud, or past the grid's edge.
 
-    Time stacks are composited, gap-filled and scaled chip by chip, so a ``best``
-    composite's cloud score (the share of each scene masked over the chip) does not depend
-    on how chips were batched."""
+    Masks, ``first``/``median`` composites, gap-filling and scaling work pixel by pixel, so
+    they run once on the rows; a ``best`` composite runs chip by chip, so that its cloud
+    score (the share of each scene masked over the chip) does not depend on how chips were
+    batched."""
     from .read import window
 
     _quiet_spurious_rasterize_warning()
@@ -921,6 +922,10 @@ def _read_cube(
         nodata[: len(bands)] = float(spec.nodata)  # the image's nodata, as planned
         observations[data["id"]] = cube.assign_coords(nodata=("band", nodata))
     height, width = geobox.shape.yx
+    if opts.composite != "best" or not opts.stacked:
+        # every step is per pixel: build the stack once for the rows, then cut the chips
+        image, miss = _stack_chip(spec, steps, observations, opts)
+        return [(window(image, w, opts.out_nodata), window(miss, w, True)) for w in windows]
     out = []
     for win in windows:
         y0, x0 = max(win.row, 0), max(win.col, 0)
