@@ -204,7 +204,7 @@ def test_workers_get_the_gdal_defaults_merged_with_the_config(
     task = next(
         iter(_batch_tasks(tmp_path, plan_build(config), config, "f", "u4", 0, False, 1, {0}))
     )
-    assert task.gdal == {**DEFAULTS, "GDAL_HTTP_TIMEOUT": "5"}
+    assert task.gdal == {**DEFAULTS, "GDAL_HTTP_TIMEOUT": "5", "GDAL_CACHEMAX": 256}
     from geochip.engine import probe_gdal
 
     seen = probe_gdal(task.gdal, ["GDAL_HTTP_TIMEOUT", "GDAL_HTTP_LOW_SPEED_TIME"])

@@ -91,8 +91,9 @@ def _default_ratios() -> dict[Literal["train", "val", "test"], float]:
     return {"train": 0.7, "val": 0.15, "test": 0.15}
 
 
-def _default_gdal() -> dict[str, str | int | float | bool]:
-    return {"GDAL_CACHEMAX": 256}
+#: GDAL options every build worker gets besides geochip.env.DEFAULTS: GDAL's block cache
+#: is 5 % of RAM per process by default and adds up over Dask workers (RELIABILITY.md).
+WORKER_GDAL_DEFAULTS: dict[str, str | int | float | bool] = {"GDAL_CACHEMAX": 256}
 
 
 class _Section(BaseModel):
@@ -940,11 +941,11 @@ class EngineConfig(_Section):
         0.5, ge=0, le=60, description="First retry delay in seconds; doubles each retry."
     )
     gdal: dict[str, str | int | float | bool] = Field(
-        default_factory=_default_gdal,
+        default_factory=dict,
         description="GDAL options set on every worker around each read, on top of "
-        "geochip's defaults (geochip.env.DEFAULTS: retries, timeouts, no directory listing); "
-        "names are checked against GDAL's. No credentials: give those to the workers' "
-        "environment.",
+        "geochip's defaults (geochip.env.DEFAULTS: retries, timeouts, no directory listing; "
+        "and GDAL_CACHEMAX 256 MB per worker); names are checked against GDAL's. No "
+        "credentials: give those to the workers' environment.",
     )
     memory_limit: str = Field(
         "auto", description="Memory limit of each local Dask worker ('auto', '2GiB', ...)."
@@ -978,12 +979,20 @@ class EngineConfig(_Section):
         return value
 
     def gdal_options(self) -> dict[str, str | int]:
-        """What the workers get: geochip's GDAL defaults (``geochip.env.DEFAULTS``) merged
-        with ``gdal`` (which wins), without credentials."""
+        """What the workers get: geochip's GDAL defaults (``geochip.env.DEFAULTS`` and
+        :data:`WORKER_GDAL_DEFAULTS`) merged with ``gdal`` (which wins), without
+        credentials.
+
+        >>> EngineConfig(gdal={"GDAL_HTTP_TIMEOUT": 5}).gdal_options()["GDAL_HTTP_TIMEOUT"]
+        '5'
+        >>> EngineConfig().gdal_options()["GDAL_CACHEMAX"]
+        256
+        """
         from .engine import safe_gdal_options
         from .env import GdalEnv
 
-        merged = GdalEnv.default().with_options(False, **self.gdal).options
+        options = {**WORKER_GDAL_DEFAULTS, **self.gdal}
+        merged = GdalEnv.default().with_options(False, **options).options
         return safe_gdal_options(merged)
 
     @model_validator(mode="after")

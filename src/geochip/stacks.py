@@ -70,10 +70,14 @@ __all__ = [
     "ReadOptions",
     "StepSpec",
     "import_signer",
+    "item_geobox",
     "open_source_catalog",
+    "output_dtype",
+    "period_steps",
     "plan_grids",
     "read_chips",
     "read_label_rows",
+    "read_options",
     "resolve_items",
 ]
 
@@ -311,7 +315,20 @@ def _step_time(items: Sequence[pystac.Item], fallback: dt.datetime) -> str:
 
 def period_steps(items: Sequence[pystac.Item], periods: Sequence[Period]) -> tuple[StepSpec, ...]:
     """The items of each period, least cloudy first (ties: nearest the period's middle,
-    then id); with no periods, one step holding every item."""
+    then id); with no periods, one step holding every item.
+
+    Example:
+        >>> import datetime as dt, pystac
+        >>> from geochip.select import make_periods
+        >>> def item(i, day, cloud):
+        ...     when = dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC)
+        ...     return pystac.Item(i, None, None, when, {"eo:cloud_cover": cloud})
+        >>> items = [item("a", "2024-01-10", 30.0), item("b", "2024-01-20", 5.0),
+        ...          item("c", "2024-03-02", 1.0)]
+        >>> months = make_periods("monthly", "2024-01-01", "2024-03-31")
+        >>> [(s.name, s.item_ids) for s in period_steps(items, months)]
+        [('2024-01', ('b', 'a')), ('2024-02', ()), ('2024-03', ('c',))]
+    """
     from .select import rank_by_cloud
 
     if not periods:
