@@ -122,7 +122,7 @@ def run_demo(
                 advance(seen)
     with stages.stage("preview PNG"):
         save_chip_grid(out, out / "chips.png")
-    classes = dict(config.labels.classes) if config.labels else {}
+    classes = dict(config.labels.classes or {}) if config.labels else {}
     names = {str(v): k for k, v in classes.items()} | {str(MASK_IGNORE): "ignore"}
     names["0"] = "background"
     per_class: dict[str, dict[str, int]] = {}
