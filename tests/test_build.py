@@ -14,7 +14,7 @@ import rasterio
 import rasterio.features
 from rasterio.windows import Window as RioWindow
 
-from geochip.build import build, plan_build
+from geochip.builder import build, plan_build
 from geochip.check import check_store
 from geochip.config import load_config, parse_config
 from geochip.errors import ConfigError, InputError, StoreError

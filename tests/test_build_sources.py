@@ -18,7 +18,7 @@ import rasterio.warp
 from affine import Affine
 from odc.geo.geobox import GeoBox
 
-from geochip.build import _batch_tasks, build, plan_build
+from geochip.builder import _batch_tasks, build, plan_build
 from geochip.config import parse_config
 from geochip.errors import ConfigError, GridMismatchError
 from geochip.store import MASK_IGNORE, open_store

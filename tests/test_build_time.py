@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from geochip.build import build
+from geochip.builder import build
 from geochip.config import parse_config
 from geochip.store import MASK_IGNORE, open_store
 from geochip.testing.catalogs import make_time_catalog
@@ -519,7 +519,7 @@ def test_k_scenes_per_period_are_composited_best_first(catalog: Path, tmp_path: 
 def test_strict_selection_refuses_an_empty_period(catalog: Path, tmp_path: Path) -> None:
     import geopandas as gpd
 
-    from geochip.build import plan_build
+    from geochip.builder import plan_build
     from geochip.errors import EmptyPeriodError
 
     gpd.GeoDataFrame(

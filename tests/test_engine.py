@@ -282,7 +282,7 @@ def test_a_local_cluster_build_is_byte_identical(job: tuple, tmp_path: Path) -> 
 
 
 def test_tasks_carry_no_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from geochip.build import _batch_tasks, plan_build
+    from geochip.builder import _batch_tasks, plan_build
     from geochip.config import parse_config
     from geochip.testing import make_catalog, make_cog, make_item
     from geochip.testing.catalogs import scene_grid

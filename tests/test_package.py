@@ -46,6 +46,22 @@ def test_every_public_name_is_the_object_its_module_defines() -> None:
     assert out.stdout.strip() == "[] True True"
 
 
+def test_build_stays_the_function_after_the_cli_is_imported() -> None:
+    # importing a submodule sets it as an attribute of the package: no public name may
+    # share its name with a submodule (geochip.build is the function, geochip.builder the
+    # module)
+    code = "import geochip.cli, geochip; print(callable(geochip.build))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
+
+
+def test_no_public_name_is_also_a_submodule() -> None:
+    import pkgutil
+
+    submodules = {m.name for m in pkgutil.iter_modules(geochip.__path__)}
+    assert not (set(geochip.__all__) & submodules)
+
+
 def test_every_error_is_a_geochip_error_and_a_builtin() -> None:
     for name in errors.__all__:
         cls = getattr(errors, name)

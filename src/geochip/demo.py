@@ -89,7 +89,7 @@ def run_demo(
     """Run the demo into ``out`` (replacing an earlier demo there) and return its figures."""
     from torch.utils.data import DataLoader
 
-    from .build import build
+    from .builder import build
     from .config import parse_config
     from .select import cloud_cover
     from .sources.sample import sample_catalog

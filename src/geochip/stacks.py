@@ -230,6 +230,13 @@ def open_source_catalog(config: BuildConfig) -> Catalog:
         from .sources.sample import sample_catalog
 
         return open_catalog(sample_catalog())
+    if src.kind == "registry":
+        from .registry import get_dataset
+
+        dataset = get_dataset(src.tag, registry=src.registry)
+        if src.download:
+            dataset.download()
+        return open_catalog(dataset.items())
     if src.kind == "files":
         options = {
             "group": src.group,
@@ -248,6 +255,55 @@ def open_source_catalog(config: BuildConfig) -> Catalog:
         timeout=src.timeout,
         retries=src.retries,
     )
+
+
+def apply_registry(config: BuildConfig) -> BuildConfig:
+    """With a ``registry`` source, the config with the dataset's defaults filled in: the grid
+    resolution and reference band, and the labels from the dataset's masks (when the config
+    gives none). Other configs come back unchanged. The result is what the manifest records.
+    """
+    if config.sources.kind != "registry":
+        return config
+    from .config import parse_config
+    from .errors import ConfigError
+    from .registry import get_dataset
+
+    dataset = get_dataset(config.sources.tag, registry=config.sources.registry)
+    spec = dataset.spec
+    data = config.model_dump(mode="json")
+    grid = data["grid"]
+    if grid["resolution"] is None and grid["crs"] is None:
+        grid["resolution"] = spec.resolution
+    if grid["reference_band"] is None and spec.reference_band is not None:
+        grid["reference_band"] = spec.reference_band
+    if data["labels"] is None and spec.masks is not None:
+        masks = spec.masks
+        if masks.kind == "raster":
+            from .registry import MASK_ASSET
+
+            data["labels"] = {
+                "kind": "raster",
+                "asset": MASK_ASSET,
+                "on_mismatch": masks.on_mismatch,
+            }
+        else:
+            paths = dataset.mask_paths()
+            if len(paths) != 1:
+                raise ConfigError(
+                    f"sources.tag: dataset {config.sources.tag!r} has {len(paths)} vector mask "
+                    "files; give labels explicitly (one vector file) in the config"
+                )
+            data["labels"] = {
+                "kind": "vector",
+                "path": str(paths[0]),
+                "layer": masks.layer,
+                "attribute": masks.attribute,
+                "classes": dict(masks.classes),
+                "background": masks.background,
+                "all_touched": masks.all_touched,
+                "skip_invalid": masks.skip_invalid,
+            }
+    return parse_config(data)
 
 
 def resolve_items(config: BuildConfig, catalog: Catalog | None = None) -> list[pystac.Item]:

@@ -15,7 +15,7 @@ and the manifest are written last, atomically. Nothing is pickled.
 
 Two writers share this module: :func:`write_store` (chips cut from arrays already in this
 process; builds in ``<name>.partial`` and renames it into place) and ``geochip build``
-(:mod:`geochip.build`: chips read from STAC items by an engine, resumable). Readers:
+(:mod:`geochip.builder`: chips read from STAC items by an engine, resumable). Readers:
 :func:`open_store` and :class:`ChipStore`, whose :class:`ArrayReader` decodes chunk files
 directly (no Zarr call per chip) for the layouts geochip writes.
 

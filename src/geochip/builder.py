@@ -212,6 +212,9 @@ class BuildPlan:
 
 def plan_build(config: BuildConfig) -> BuildPlan:
     """Items, grids, time steps, chips and splits for ``config``; reads no pixel."""
+    from .stacks import apply_registry
+
+    config = apply_registry(config)
     import pandas as pd
 
     from .plan import assign_random, assign_regions, assign_splits, drop_buffer, plan_chips
@@ -690,7 +693,9 @@ def build(
     in ``result.failed`` and in the index (status ``failed`` with the error).
     """
     from .progress import Stages
+    from .stacks import apply_registry
 
+    config = apply_registry(config)
     t0 = time.perf_counter()
     out = Path(config.output.path)
     stages = Stages(enabled=progress, console=console)
