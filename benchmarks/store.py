@@ -272,7 +272,7 @@ def build_benchmark(root: Path, quick: bool) -> dict[str, Any]:
     """1 vs 2 local Dask workers, alternated (1, 2, 2, 1) so that load from other work on
     the machine hits both; the best run of each is kept, and the pure-CPU ceiling is
     measured before and after."""
-    from geochip.build import build
+    from geochip.builder import build
     from geochip.config import parse_config
 
     size = 1024 if quick else 2048
@@ -305,7 +305,7 @@ def build_benchmark(root: Path, quick: bool) -> dict[str, Any]:
 
 RSS_SCRIPT = """
 import json, sys
-from geochip.build import build
+from geochip.builder import build
 from geochip.config import parse_config
 cfg = parse_config(json.loads(sys.argv[1]))
 result = build(cfg, progress=False)

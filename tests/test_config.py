@@ -55,8 +55,8 @@ def test_an_unknown_field_lists_the_allowed_ones() -> None:
 
 
 def test_an_unknown_section_is_named() -> None:
-    with pytest.raises(ConfigError, match=r"selection: unknown field; allowed fields here: bands"):
-        parse_config(with_(selection={"periods": 4}))
+    with pytest.raises(ConfigError, match=r"gapfill: unknown field; allowed fields here: bands"):
+        parse_config(with_(gapfill={"method": "linear"}))
 
 
 def test_a_literal_names_the_value_and_what_is_allowed() -> None:
@@ -217,3 +217,106 @@ def test_any_chips_section_parses_or_fails_with_a_config_error(
         step = config.chips.step()
         assert step[0] > 0 and step[1] > 0
         assert not (config.split.method == "random" and config.chips.overlapping())
+
+
+TIME = {"start": "2024-01-01", "end": "2024-12-31", "periods": 4}
+SELECTION = {"labels": "tiles.geojson"}
+
+
+@pytest.mark.parametrize(
+    ("sections", "message"),
+    [
+        (
+            {"selection": SELECTION},
+            r"selection: needs time\.start, time\.end and time\.periods",
+        ),
+        (
+            {
+                "selection": SELECTION,
+                "time": TIME,
+                "sources": {"kind": "sample", "bbox": [0, 0, 1, 1]},
+            },
+            r"sources\.bbox: \(0\.0, 0\.0, 1\.0, 1\.0\) is not used with selection",
+        ),
+        (
+            {"selection": {**SELECTION, "max_cloud": 30, "cloud_limit": 20}},
+            r"selection: cloud_limit \(20\.0\) is below max_cloud \(30\.0\)",
+        ),
+        (
+            {"selection": {**SELECTION, "cloud_band": "qa:landsat_qa"}},
+            r"selection\.cloud_band: a landsat_qa cloud band needs layout=",
+        ),
+        (
+            {"time": {"periods": "weekly", "start": "2024-01-01", "end": "2024-02-01"}},
+            r"time\.periods: 'weekly' is not allowed; allowed: an integer, 'monthly', 'seasonal', "
+            r"a list",
+        ),
+        (
+            {"time": {"periods": [["2024-03-01", "2024-04-01"], ["2024-02-01", "2024-05-01"]]}},
+            r"time: period 1 starts \(2024-02-01.*before period 0 ends",
+        ),
+        (
+            {"time": {"composite": "best"}},
+            r"time\.composite: 'best' picks the least cloudy scene per pixel and needs masks",
+        ),
+        (
+            {"time": {"gapfill": {"method": "linear", "max_gap": "soon"}}},
+            r"time\.gapfill\.max_gap: max_gap must be a number of steps or a duration",
+        ),
+        ({"grid": {"crs": "EPSG:3035"}}, r"grid\.crs: 'EPSG:3035' needs grid\.resolution"),
+        (
+            {"grid": {"crs": "EPSG:3035", "resolution": 20, "geometries": {"path": "p.geojson"}}},
+            r"grid\.geometries: mode 'patch' needs size",
+        ),
+        (
+            {"grid": {"geometries": {"path": "p.geojson", "size": 8}}},
+            r"grid: geometries need crs and resolution",
+        ),
+        (
+            {"labels": {"kind": "raster", "path": "l.tif", "asset": "label"}},
+            r"labels: kind raster needs path \(one raster\) or asset \(per item\), not both",
+        ),
+        (
+            {"labels": {"kind": "raster", "path": "l.tif", "all_touched": True}},
+            r"labels: all_touched: only for kind vector",
+        ),
+        (
+            {"labels": {"kind": "raster", "path": "l.tif", "classes": {"water": 1}}},
+            r"labels: raster class map keys are raster values \(integers\), got 'water'",
+        ),
+        (
+            {"scale": {"scale": {"swir": 1e-4}}},
+            r"scale\.scale: bands \['swir'\] are not in bands\.names",
+        ),
+        (
+            {"sources": {"kind": "catalog", "path": "x", "sign": "planetary computer"}},
+            r"sources\.sign: sign must be an import path 'package\.module:function'",
+        ),
+        (
+            {"sources": {"kind": "files", "path": "x", "group": "(?P<scene>.*)"}},
+            r"sources\.group: the pattern needs named groups \['band', 'scene'\]",
+        ),
+        (
+            {"engine": {"gdal": {"GDAL_HTTP_TIMOUT": 5}}},
+            r"engine\.gdal: unknown GDAL option 'GDAL_HTTP_TIMOUT' \(did you mean "
+            r"'GDAL_HTTP_TIMEOUT'\?\)",
+        ),
+    ],
+    ids=lambda v: v if isinstance(v, str) and len(v) < 3 else None,
+)
+def test_new_sections_refuse_bad_values_naming_them(sections: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config(with_(**sections))
+
+
+def test_a_header_value_must_name_a_variable_and_is_never_echoed() -> None:
+    source = {"kind": "catalog", "path": "x", "headers_env": {"X-Api-Key": "sk-live-12345"}}
+    with pytest.raises(ConfigError, match=r"sources\.headers_env: .*NAME of an environment") as err:
+        parse_config(with_(sources=source))
+    assert "sk-live-12345" not in str(err.value)
+
+
+def test_stacked_configs_and_flat_ones() -> None:
+    assert not parse_config(BASE).stacked
+    assert parse_config(with_(time=TIME)).stacked
+    assert parse_config(with_(time=TIME, selection=SELECTION, sources={"kind": "sample"})).stacked

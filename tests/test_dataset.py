@@ -12,7 +12,7 @@ import zarr
 from odc.geo.geobox import GeoBox
 from torch.utils.data import DataLoader, default_collate
 
-from geochip.build import build
+from geochip.builder import build
 from geochip.config import parse_config
 from geochip.plan import plan_chips
 from geochip.store import MASK_IGNORE, ArrayReader, ChipSource, Layout, open_store, write_store

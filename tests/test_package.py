@@ -28,6 +28,40 @@ def test_public_names_resolve() -> None:
         geochip.nope  # noqa: B018
 
 
+def test_the_lazy_table_and_all_agree() -> None:
+    assert sorted(geochip._LAZY) == [n for n in geochip.__all__ if n != "__version__"]
+    assert geochip.__all__ == sorted(geochip.__all__)
+    assert dir(geochip) == geochip.__all__
+
+
+def test_every_public_name_is_the_object_its_module_defines() -> None:
+    # a fresh interpreter: each name resolved lazily, in order, from a bare `import geochip`
+    code = (
+        "import importlib, geochip\n"
+        "bad = [n for n in geochip.__all__ if n != '__version__' and getattr(geochip, n) is not "
+        "getattr(importlib.import_module(geochip._LAZY[n]), n)]\n"
+        "print(bad, callable(geochip.build), callable(geochip.load_training_data))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[] True True"
+
+
+def test_build_stays_the_function_after_the_cli_is_imported() -> None:
+    # importing a submodule sets it as an attribute of the package: no public name may
+    # share its name with a submodule (geochip.build is the function, geochip.builder the
+    # module)
+    code = "import geochip.cli, geochip; print(callable(geochip.build))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
+
+
+def test_no_public_name_is_also_a_submodule() -> None:
+    import pkgutil
+
+    submodules = {m.name for m in pkgutil.iter_modules(geochip.__path__)}
+    assert not (set(geochip.__all__) & submodules)
+
+
 def test_every_error_is_a_geochip_error_and_a_builtin() -> None:
     for name in errors.__all__:
         cls = getattr(errors, name)

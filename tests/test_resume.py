@@ -152,3 +152,65 @@ def test_resume_with_another_config_is_refused_naming_the_fields(setup: tuple) -
     assert "unfinished build of another config; fields that differ: chips.size" in result.stderr
     assert not (out / "manifest.json").exists()
     assert _run(first, out).returncode == 0
+
+
+# --------------------------------------------------------------------------- a time stack
+
+
+@pytest.fixture(scope="module")
+def stacked(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, bytes]]:
+    """A selection build over a multi-date catalog: two label tiles, three periods (one
+    empty), SCL masks, gap-filling and scaling; its uninterrupted result."""
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from geochip.testing.catalogs import make_time_catalog
+
+    tmp = tmp_path_factory.mktemp("resume-time")
+    dates = ["2024-01-05", "2024-02-10", "2024-04-15", "2024-05-01", "2024-06-20"]
+    origins = ((500_000.0, 5_000_000.0), (501_280.0, 5_000_000.0))
+    catalog = make_time_catalog(tmp, dates, covers=[30, 5, 20, 12, 8], size=128, origins=origins)
+    tiles = gpd.GeoSeries(
+        [box(500_015, 4_998_735, 501_265, 4_999_985), box(501_295, 4_998_735, 502_545, 4_999_985)],
+        crs=32633,
+    ).to_crs(4326)
+    gpd.GeoDataFrame({"id": ["A", "B"]}, geometry=list(tiles), crs=4326).to_file(
+        tmp / "tiles.geojson"
+    )
+    cfg = {
+        "sources": {"kind": "catalog", "path": str(catalog)},
+        "selection": {"labels": str(tmp / "tiles.geojson"), "cloud_limit": 15},
+        "time": {
+            "start": "2024-01-01",
+            "end": "2024-06-30",
+            "periods": 3,
+            "gapfill": {"method": "linear"},
+        },
+        "bands": ["red", "nir"],
+        "masks": {"kind": "scl", "band": "scl"},
+        "scale": {"clip": [0, 1]},
+        "chips": {"size": 32},
+        "split": {"block_size": 2},
+        "output": {"path": str(tmp / "unused"), "chips_per_shard": 2},
+        "engine": {"threads": 1, "batch_size": 2},
+    }
+    config = tmp / "stacked.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    reference = tmp / "reference"
+    result = _run(config, reference)
+    assert result.returncode == 0, result.stderr
+    files = _files(reference)
+    assert "selection.parquet" in files and "selection.items.json" in files
+    assert len([f for f in files if f.startswith("chips.zarr/image/c/")]) >= 8
+    return tmp, config, files
+
+
+@pytest.mark.parametrize("records", [2, 6])
+def test_a_killed_time_stacked_build_resumes_byte_identical(stacked: tuple, records: int) -> None:
+    tmp, config, reference = stacked
+    out = tmp / f"killed-{records}"
+    assert _interrupt(config, out, records) == -signal.SIGKILL
+    result = _run(config, out)
+    assert result.returncode == 0, result.stderr
+    assert "already done" in result.stdout
+    assert _files(out) == reference

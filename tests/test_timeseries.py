@@ -238,7 +238,9 @@ def test_secrets_in_the_catalog_url_stay_out_of_the_files(
     signed = TimeseriesConfig(**{**_config(cat).__dict__, "catalog": f"{cat}?sig=SECRET123"})
     # a file on disk cannot take a query string: open the real catalog behind the signed href
     real_open = stac.open_catalog
-    monkeypatch.setattr(stac, "open_catalog", lambda href: real_open(str(href).split("?")[0]))
+    monkeypatch.setattr(
+        stac, "open_catalog", lambda href, **kw: real_open(str(href).split("?")[0], **kw)
+    )
     path = tmp_path / "p1.nc"
     status, _, _ = _build("p1", _points().geometry.iloc[0].__geo_interface__, signed, path)
     assert status == "done"

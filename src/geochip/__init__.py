@@ -1,6 +1,8 @@
 """geochip: Earth-observation rasters to deep-learning training data.
 
-The top-level namespace is small and imports nothing heavy: names are loaded on first use.
+The top-level namespace is small and imports nothing heavy: names are loaded on first use
+(``geochip.load_stack`` imports :mod:`geochip.read` then). The table below says which module
+defines each name; ``dir(geochip)`` lists them.
 
 Example:
     >>> import geochip
@@ -24,18 +26,43 @@ _LAZY = {
     "ChipDataset": "geochip.torch",
     "ChipSource": "geochip.store",
     "ChipStore": "geochip.store",
+    "ChipStream": "geochip.stream",
+    "StreamDataset": "geochip.torch",
+    "TimeseriesConfig": "geochip.timeseries",
     "assign_splits": "geochip.plan",
-    "build": "geochip.build",
+    "build": "geochip.builder",
     "check_store": "geochip.check",
+    "collate_chips": "geochip.torch",
+    "composite": "geochip.cube",
     "find_leaks": "geochip.plan",
+    "gapfill": "geochip.cube",
+    "geometry_geobox": "geochip.grid",
+    "get_dataset": "geochip.registry",
+    "label_geobox": "geochip.grid",
     "load_config": "geochip.config",
     "load_cube": "geochip.read",
+    "load_inference_data": "geochip.registry",
+    "load_selection": "geochip.select",
+    "load_stack": "geochip.read",
+    "load_training_data": "geochip.registry",
+    "make_pair": "geochip.pairs",
+    "mask_cube": "geochip.masks",
     "open_catalog": "geochip.sources.stac",
+    "open_cube": "geochip.cubeio",
+    "open_registry": "geochip.registry",
+    "open_scene": "geochip.scenes",
+    "open_scenes": "geochip.scenes",
     "open_store": "geochip.store",
     "plan_chips": "geochip.plan",
+    "plan_scenes": "geochip.stream",
+    "point_geobox": "geochip.grid",
     "rasterize_labels": "geochip.labels",
+    "run_timeseries": "geochip.timeseries",
     "sample_catalog": "geochip.sources.sample",
+    "scale_cube": "geochip.cube",
+    "select_scenes": "geochip.select",
     "show_versions": "geochip._versions",
+    "write_cube": "geochip.cubeio",
     "write_store": "geochip.store",
 }
 
@@ -45,35 +72,70 @@ __all__ = [
     "ChipDataset",
     "ChipSource",
     "ChipStore",
+    "ChipStream",
+    "StreamDataset",
+    "TimeseriesConfig",
     "__version__",
     "assign_splits",
     "build",
     "check_store",
+    "collate_chips",
+    "composite",
     "find_leaks",
+    "gapfill",
+    "geometry_geobox",
+    "get_dataset",
+    "label_geobox",
     "load_config",
     "load_cube",
+    "load_inference_data",
+    "load_selection",
+    "load_stack",
+    "load_training_data",
+    "make_pair",
+    "mask_cube",
     "open_catalog",
+    "open_cube",
+    "open_registry",
+    "open_scene",
+    "open_scenes",
     "open_store",
     "plan_chips",
+    "plan_scenes",
+    "point_geobox",
     "rasterize_labels",
+    "run_timeseries",
     "sample_catalog",
+    "scale_cube",
+    "select_scenes",
     "show_versions",
+    "write_cube",
     "write_store",
 ]
 
 if TYPE_CHECKING:
     from ._versions import show_versions
-    from .build import build
+    from .builder import build
     from .check import check_store
     from .config import BuildConfig, load_config
+    from .cube import composite, gapfill, scale_cube
+    from .cubeio import open_cube, write_cube
+    from .grid import geometry_geobox, label_geobox, point_geobox
     from .labels import rasterize_labels
     from .lightning import ChipDataModule
+    from .masks import mask_cube
+    from .pairs import make_pair
     from .plan import assign_splits, find_leaks, plan_chips
-    from .read import load_cube
+    from .read import load_cube, load_stack
+    from .registry import get_dataset, load_inference_data, load_training_data, open_registry
+    from .scenes import open_scene, open_scenes
+    from .select import load_selection, select_scenes
     from .sources.sample import sample_catalog
     from .sources.stac import open_catalog
     from .store import ChipSource, ChipStore, open_store, write_store
-    from .torch import ChipDataset
+    from .stream import ChipStream, plan_scenes
+    from .timeseries import TimeseriesConfig, run_timeseries
+    from .torch import ChipDataset, StreamDataset, collate_chips
 
 
 def __getattr__(name: str) -> Any:

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from .env import DEFAULTS
 from .errors import InputError, NoCloudInfoError, RasterReadError
 from .masks import QA_LAYOUTS, landsat_qa_fill, landsat_qa_mask, probability_mask, scl_mask
 from .security import HrefPolicy, Signer, redact, sign_href
@@ -69,15 +70,10 @@ _KINDS = ("landsat_qa", "scl", "probability")
 #: thin cirrus (10) - what the Sentinel-2 L2A ``CLOUDY_PIXEL_PERCENTAGE`` counts.
 DEFAULT_SCL_CLOUD_CLASSES: tuple[int, ...] = (8, 9, 10)
 
-#: GDAL options for the small window reads done here (explicit retries and timeouts:
-#: GDAL's defaults are no retry and no timeout).
-GDAL_READ_OPTIONS: Mapping[str, str] = {
-    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-    "GDAL_HTTP_MAX_RETRY": "3",
-    "GDAL_HTTP_RETRY_DELAY": "0.5",
-    "GDAL_HTTP_TIMEOUT": "30",
-    "GDAL_HTTP_CONNECTTIMEOUT": "10",
-}
+#: GDAL options for the small window reads done here: geochip's one set of defaults
+#: (:data:`geochip.env.DEFAULTS`: retries, timeouts that end stalled transfers, no
+#: directory listing on open), as every other reader uses.
+GDAL_READ_OPTIONS: Mapping[str, str] = DEFAULTS
 
 
 @dataclass(frozen=True)

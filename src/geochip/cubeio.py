@@ -31,6 +31,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -40,6 +41,7 @@ import numpy as np
 from .errors import InputError
 
 if TYPE_CHECKING:
+    import netCDF4
     import xarray as xr
 
 __all__ = ["CUBE_FORMATS", "cube_dataset", "open_cube", "write_cube"]
@@ -151,6 +153,48 @@ def _encoding(ds: xr.Dataset, fmt: str, block: tuple[int, int] | None) -> dict[s
 _SPATIAL = ("time", "y", "x")
 
 
+class _ProcessLock:
+    """A re-entrant lock, one per process, that pickles to the receiving process's own lock
+    (so a lazily opened cube can travel to a Dask worker)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return self._lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def locked(self) -> bool:
+        if self._lock.acquire(blocking=False):
+            self._lock.release()
+            return False
+        return True
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return (_netcdf_lock, ())
+
+
+def _netcdf_lock() -> _ProcessLock:
+    return NETCDF_LOCK
+
+
+#: The netCDF-C/HDF5 libraries are not thread-safe and netCDF4-python releases the GIL in its
+#: calls, so two threads writing two different files at once crash the process (and
+#: xarray's own netCDF4 backend locks only file opening and chunk reads, not writes). Every
+#: NetCDF write of this module, every :func:`open_cube` of a NetCDF file and every read of
+#: its lazy arrays holds this lock (one per process: Dask worker processes each have their
+#: own library).
+NETCDF_LOCK = _ProcessLock()
+
+
 def _blocks(ds: xr.Dataset) -> tuple[tuple[int, int] | None, list[tuple[slice, slice]]]:
     """The (y, x) blocks of the lazy spatial variables: their dask chunks."""
     lazy = [v for v in ds.data_vars.values() if v.dims == _SPATIAL and v.chunks is not None]
@@ -220,7 +264,9 @@ def write_cube(
 
 def _write_whole(ds: xr.Dataset, tmp: Path, fmt: str, encoding: dict[str, Any]) -> None:
     if fmt == "nc":
-        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding)
+        ds = ds.compute()  # dask-backed small variables: computed before taking the lock
+        with NETCDF_LOCK:
+            ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding)
     else:
         # Zarr format 2 with consolidated metadata: what GDAL, rioxarray and older xarray read
         ds.to_zarr(tmp, mode="w", encoding=encoding, consolidated=True, zarr_format=2)
@@ -247,22 +293,38 @@ def _write_nc_blocks(
     blocks: list[tuple[slice, slice]],
     workers: int,
 ) -> None:
-    import threading
-
     import netCDF4
 
+    spatial, rest = _split(ds)
+    with NETCDF_LOCK:
+        rest.to_netcdf(
+            tmp,
+            engine="netcdf4",
+            format="NETCDF4",
+            encoding={k: v for k, v in encoding.items() if k not in spatial},
+        )
+    others = [str(c) for c in rest.coords if c not in rest.dims and c != "spatial_ref"]
+    with NETCDF_LOCK:
+        nc = netCDF4.Dataset(tmp, "a")
+    try:
+        _fill_nc_blocks(nc, ds, encoding, spatial, others, blocks, workers)
+    finally:
+        with NETCDF_LOCK:
+            nc.close()
+
+
+def _fill_nc_blocks(
+    nc: netCDF4.Dataset,
+    ds: xr.Dataset,
+    encoding: dict[str, Any],
+    spatial: list[str],
+    others: list[str],
+    blocks: list[tuple[slice, slice]],
+    workers: int,
+) -> None:
     from .engine import run_tasks
 
-    spatial, rest = _split(ds)
-    rest.to_netcdf(
-        tmp,
-        engine="netcdf4",
-        format="NETCDF4",
-        encoding={k: v for k, v in encoding.items() if k not in spatial},
-    )
-    others = [str(c) for c in rest.coords if c not in rest.dims and c != "spatial_ref"]
-    lock = threading.Lock()  # the netCDF/HDF5 library is not thread-safe
-    with netCDF4.Dataset(tmp, "a") as nc:
+    with NETCDF_LOCK:
         for name in spatial:
             var, enc = ds[name], encoding[name]
             fill = enc.get("_FillValue")
@@ -281,15 +343,15 @@ def _write_nc_blocks(
             if others:
                 v.setncattr("coordinates", " ".join(others))
 
-        def task(block: tuple[slice, slice]) -> None:
-            ys, xs = block
-            values = _block_values(ds, spatial, ys, xs)
-            with lock:
-                for name in spatial:
-                    nc[name][:, ys, xs] = values[name]
+    def task(block: tuple[slice, slice]) -> None:
+        ys, xs = block
+        values = _block_values(ds, spatial, ys, xs)
+        with NETCDF_LOCK:
+            for name in spatial:
+                nc[name][:, ys, xs] = values[name]
 
-        for _ in run_tasks(task, blocks, workers=workers):
-            pass
+    for _ in run_tasks(task, blocks, workers=workers):
+        pass
 
 
 def _write_zarr_blocks(
@@ -345,5 +407,12 @@ def open_cube(path: str | Path) -> xr.Dataset:
     if path.suffix == ".zarr" or path.is_dir():
         opened: xr.Dataset = xr.open_zarr(path, decode_coords="all", mask_and_scale=False)
     else:
-        opened = xr.open_dataset(path, engine="netcdf4", decode_coords="all", mask_and_scale=False)
+        with NETCDF_LOCK:  # the reads of the lazy arrays take it too (lock=)
+            opened = xr.open_dataset(
+                path,
+                engine="netcdf4",
+                decode_coords="all",
+                mask_and_scale=False,
+                lock=NETCDF_LOCK,
+            )
     return opened

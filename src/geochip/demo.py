@@ -89,7 +89,7 @@ def run_demo(
     """Run the demo into ``out`` (replacing an earlier demo there) and return its figures."""
     from torch.utils.data import DataLoader
 
-    from .build import build
+    from .builder import build
     from .config import parse_config
     from .select import cloud_cover
     from .sources.sample import sample_catalog
@@ -122,7 +122,7 @@ def run_demo(
                 advance(seen)
     with stages.stage("preview PNG"):
         save_chip_grid(out, out / "chips.png")
-    classes = dict(config.labels.classes) if config.labels else {}
+    classes = dict(config.labels.classes or {}) if config.labels else {}
     names = {str(v): k for k, v in classes.items()} | {str(MASK_IGNORE): "ignore"}
     names["0"] = "background"
     per_class: dict[str, dict[str, int]] = {}

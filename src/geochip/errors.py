@@ -13,6 +13,8 @@ __all__ = [
     "CatalogUnreachableError",
     "ConfigError",
     "CRSMismatchError",
+    "DatasetNotAvailableError",
+    "DatasetNotFoundError",
     "EmptyPeriodError",
     "EmptySearchError",
     "GeochipError",
@@ -137,3 +139,11 @@ class SearchLimitError(InputError):
 
 class EmptyPeriodError(GeochipError, LookupError):
     """A period has no scene up to the cloud limit and strictness was asked for."""
+
+
+class DatasetNotFoundError(GeochipError, LookupError):
+    """No dataset of that tag is registered (names the tags that are)."""
+
+
+class DatasetNotAvailableError(GeochipError, FileNotFoundError):
+    """A registered dataset's files are not on disk (says how to download them)."""

@@ -173,6 +173,9 @@ def asset_geobox(item: pystac.Item, asset: str) -> GeoBox:
     from affine import Affine
     from odc.geo.geobox import GeoBox
 
+    head, _, number = asset.rpartition(".")
+    if asset not in item.assets and number.isdigit() and head in item.assets:
+        asset = head  # "<asset>.<n>": band n of a multi-band asset shares the asset's grid
     if asset not in item.assets:
         from .errors import BandNotFoundError
 

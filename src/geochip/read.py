@@ -43,6 +43,7 @@ __all__ = [
     "band_scaling",
     "categorical_bands",
     "chunk_size",
+    "item_bands",
     "load_cube",
     "load_stack",
     "window",
@@ -68,11 +69,43 @@ def categorical_bands(items: Sequence[pystac.Item], bands: Sequence[str]) -> set
     return out
 
 
+def item_bands(item: pystac.Item) -> list[str]:
+    """The band names :func:`load_cube` accepts for ``item``, in asset order: an asset's key,
+    and for an asset that holds several bands (STAC 1.1 ``bands`` of length N, e.g. one RGB
+    GeoTIFF) also ``<key>.1`` .. ``<key>.N`` (odc-stac's naming, 1-based).
+
+    >>> import datetime as dt, pystac
+    >>> item = pystac.Item("x", None, None, dt.datetime(2024, 1, 1), {})
+    >>> item.add_asset("data", pystac.Asset("a.tif", extra_fields={"bands": [{}, {}, {}]}))
+    >>> item.add_asset("qa", pystac.Asset("qa.tif"))
+    >>> item_bands(item)
+    ['data', 'data.1', 'data.2', 'data.3', 'qa']
+    """
+    out = []
+    for key in item.assets:
+        out.append(key)
+        n = len(_asset_bands(item, key))
+        if n > 1:
+            out.extend(f"{key}.{i}" for i in range(1, n + 1))
+    return out
+
+
+def _has_band(item: pystac.Item, band: str) -> bool:
+    if band in item.assets:
+        return True
+    key, _, index = band.rpartition(".")
+    return (
+        key in item.assets
+        and index.isdigit()
+        and 1 <= int(index) <= max(len(_asset_bands(item, key)), 1)
+    )
+
+
 def _check_bands(items: Sequence[pystac.Item], bands: Sequence[str]) -> None:
     for item in items:
-        missing = [b for b in bands if b not in item.assets]
+        missing = [b for b in bands if not _has_band(item, b)]
         if missing:
-            raise BandNotFoundError(f"item {item.id}", missing, sorted(item.assets))
+            raise BandNotFoundError(f"item {item.id}", missing, sorted(item_bands(item)))
 
 
 #: Bytes one output chunk of one band may take when ``chunks="auto"`` (16 MiB: 2048x2048

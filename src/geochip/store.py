@@ -15,7 +15,7 @@ and the manifest are written last, atomically. Nothing is pickled.
 
 Two writers share this module: :func:`write_store` (chips cut from arrays already in this
 process; builds in ``<name>.partial`` and renames it into place) and ``geochip build``
-(:mod:`geochip.build`: chips read from STAC items by an engine, resumable). Readers:
+(:mod:`geochip.builder`: chips read from STAC items by an engine, resumable). Readers:
 :func:`open_store` and :class:`ChipStore`, whose :class:`ArrayReader` decodes chunk files
 directly (no Zarr call per chip) for the layouts geochip writes.
 
@@ -112,26 +112,33 @@ class ChipStats:
     class_counts: str
     checksum: str
     error: str = ""
+    empty_steps: int | None = None
+    """Time stacks: the chip's time steps without any valid pixel (None: no time axis)."""
 
     def to_json(self) -> dict[str, Any]:
         """Plain data for a batch record."""
-        return {
+        out: dict[str, Any] = {
             "status": self.status,
             "nodata_fraction": self.nodata_fraction,
             "class_counts": self.class_counts,
             "checksum": self.checksum,
             "error": self.error,
         }
+        if self.empty_steps is not None:
+            out["empty_steps"] = self.empty_steps
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ChipStats:
         """The inverse of :meth:`to_json`."""
+        empty = data.get("empty_steps")
         return cls(
             str(data["status"]),
             float(data["nodata_fraction"]),
             str(data["class_counts"]),
             str(data["checksum"]),
             str(data.get("error", "")),
+            None if empty is None else int(empty),
         )
 
 
@@ -382,7 +389,13 @@ class StoreWriter:
         """Remove temporary files left by writes that were interrupted (kill -9): in the
         arrays, and beside the index and the manifest."""
         removed = 0
-        candidates = [*self.zarr_path.rglob("*.partial"), *self.root.glob(".*.partial")]
+        candidates = [
+            *self.zarr_path.rglob("*.partial"),
+            *self.root.glob(".*.partial"),
+            # the selection table's temporary files (geochip.select writes *.part*)
+            *self.root.glob("selection.*.part"),
+            *self.root.glob("selection.*.part2"),
+        ]
         for path in candidates:
             if path.is_file():
                 path.unlink(missing_ok=True)
@@ -436,7 +449,8 @@ def finalize_store(
     """Write ``index.parquet`` then ``manifest.json`` (each atomically); return the manifest.
 
     ``plan`` row ``i`` is chip ``i`` of the arrays; ``stats[i]`` what was read for it;
-    ``sources[grid_id]`` holds its ``item_ids``, ``hrefs`` and ``datetimes``.
+    ``sources[grid_id]`` holds its ``item_ids``, ``hrefs`` and ``datetimes`` (lists), and
+    any other key becomes a column too (e.g. ``steps``, the items of each time step).
     """
     root = Path(root)
     if len(stats) != len(plan):
@@ -445,6 +459,11 @@ def finalize_store(
     index["index"] = np.arange(len(index), dtype=np.int64)
     for key in ("item_ids", "hrefs", "datetimes"):
         index[key] = [list(sources[g].get(key, ())) for g in index["grid_id"]]
+    extra = sorted({k for v in sources.values() for k in v} - {"item_ids", "hrefs", "datetimes"})
+    for key in extra:
+        index[key] = [sources[g].get(key) for g in index["grid_id"]]
+    if any(s.empty_steps is not None for s in stats):
+        index["empty_steps"] = np.array([s.empty_steps or 0 for s in stats], dtype=np.int32)
     index["nodata_fraction"] = np.array([s.nodata_fraction for s in stats], dtype=np.float64)
     index["class_counts"] = [s.class_counts for s in stats]
     index["checksum"] = [s.checksum for s in stats]

@@ -9,7 +9,8 @@ For every geometry (a point or a polygon with an id):
    (:func:`geochip.grid.point_geobox`);
 2. the search: the grid's footprint as a bbox in EPSG:4326, with ``datetime``,
    ``max_cloud`` and ``collections``, through
-   ``geochip.sources.stac.open_catalog(href).search(...)`` (static catalogs and STAC APIs);
+   ``geochip.sources.stac.open_catalog(href).search(...)`` (static catalogs and STAC APIs;
+   requests bounded by ``timeout`` and ``retries``);
 3. the cube: :func:`geochip.read.load_stack` on the grid (nearest for SCL/QA), cloud mask
    (:func:`geochip.masks.mask_cube`), optional gap-filling (:func:`geochip.cube.gapfill`);
 4. the file: ``<out>/<id>.nc`` or ``<out>/<id>.zarr`` with CF/CRS metadata
@@ -25,6 +26,11 @@ re-run after a crash only does what is left. Every geometry ends in one of four 
 ``done``, ``skipped`` (already there), ``empty`` (no scene, or every pixel masked: no
 file is written) or ``failed`` (with the reason). One geometry is one task: on threads, or
 one Dask task each on a ``distributed`` cluster. ``summary.json`` in ``out`` records them.
+
+The catalog is opened once, before any geometry, and shared by the geometries run on
+threads (a Dask task opens its own). When it cannot be reached (a STAC API that is down:
+``retries`` + 1 attempts of at most ``timeout`` seconds), every geometry is ``failed`` with
+that reason, so the time lost does not grow with the number of geometries.
 
 Example:
     >>> cfg = TimeseriesConfig(catalog="catalog.json", bands=("red", "nir"), crs="EPSG:3035",
@@ -49,11 +55,14 @@ if TYPE_CHECKING:
     import geopandas as gpd
     from odc.geo.geobox import GeoBox
 
+    from .sources.stac import Catalog
+
 __all__ = [
     "GeometryResult",
     "TimeseriesConfig",
     "TimeseriesSummary",
     "geometry_grid",
+    "open_timeseries_catalog",
     "process_geometry",
     "read_geometries",
     "run_timeseries",
@@ -103,6 +112,10 @@ class TimeseriesConfig:
     """How scenes become time steps (see geochip.read.load_cube)."""
     chunks: int = 512
     """Spatial chunk of the load (pixels); bounds one read task's memory."""
+    timeout: float = 30.0
+    """Seconds to wait for each catalog request (STAC API or catalog over HTTP)."""
+    retries: int = 3
+    """Retries of a catalog request that failed transiently (429, 5xx, reset, timeout)."""
 
     def __post_init__(self) -> None:
         from .cubeio import CUBE_FORMATS
@@ -138,6 +151,10 @@ class TimeseriesConfig:
             raise ConfigError(f"gapfill must be 'linear' or 'nearest', got {self.gapfill!r}")
         if not self.resolution > 0:
             raise ConfigError(f"resolution must be positive, got {self.resolution}")
+        if not self.timeout > 0:
+            raise ConfigError(f"timeout must be a positive number of seconds, got {self.timeout}")
+        if isinstance(self.retries, bool) or not 0 <= self.retries <= 10:
+            raise ConfigError(f"retries must be 0..10, got {self.retries!r}")
         if self.mask is not None:
             parse_mask(self.mask)
 
@@ -276,10 +293,31 @@ def _output_path(out: Path, gid: str, config: TimeseriesConfig) -> Path:
     return out / f"{gid}.{config.format}"
 
 
+def open_timeseries_catalog(config: TimeseriesConfig) -> Catalog:
+    """The catalog of ``config``, opened with its ``timeout`` and ``retries``.
+
+    Raises :class:`~geochip.errors.CatalogUnreachableError` (after the retries) when a STAC
+    API or a catalog over HTTP cannot be reached, :class:`~geochip.errors.InputError` when
+    a local path does not exist.
+    """
+    from .sources.stac import open_catalog
+
+    return open_catalog(config.catalog, timeout=config.timeout, retries=config.retries)
+
+
 def process_geometry(
-    gid: str, geometry: Mapping[str, Any], config: TimeseriesConfig, out: str | Path
+    gid: str,
+    geometry: Mapping[str, Any],
+    config: TimeseriesConfig,
+    out: str | Path,
+    *,
+    catalog: Catalog | None = None,
 ) -> GeometryResult:
-    """Build and write one geometry's time series; never raises (failures are results)."""
+    """Build and write one geometry's time series; never raises (failures are results).
+
+    ``catalog`` is the opened ``config.catalog`` to search (shared by the geometries run on
+    threads); None opens it here (one Dask task per geometry).
+    """
     import time
 
     from .errors import EmptySearchError
@@ -294,7 +332,7 @@ def process_geometry(
 
         with synchronous_dask():
             try:
-                status, reason, times = _build(gid, geometry, config, path)
+                status, reason, times = _build(gid, geometry, config, path, catalog)
             except EmptySearchError as err:
                 status, reason, times = "empty", f"no scene: {err}", 0
     except Exception as err:
@@ -317,7 +355,11 @@ def process_geometry(
 
 
 def _build(
-    gid: str, geometry: Mapping[str, Any], config: TimeseriesConfig, path: Path
+    gid: str,
+    geometry: Mapping[str, Any],
+    config: TimeseriesConfig,
+    path: Path,
+    catalog: Catalog | None = None,
 ) -> tuple[str, str, int]:
     import numpy as np
 
@@ -327,12 +369,13 @@ def _build(
     from .masks import mask_cube
     from .read import load_stack
     from .security import redact
-    from .sources.stac import open_catalog
 
     grid = geometry_grid(geometry, config)
     bbox = list(grid.footprint("EPSG:4326").boundingbox)
+    if catalog is None:
+        catalog = open_timeseries_catalog(config)
     items = list(
-        open_catalog(config.catalog).search(
+        catalog.search(
             bbox=bbox,
             datetime=config.datetime,
             max_cloud=config.max_cloud,
@@ -403,6 +446,27 @@ def run_timeseries(
         for gid, geom in zip(gdf["id"], gdf.geometry, strict=True)
     ]
     summary = TimeseriesSummary()
+    from .errors import CatalogError
+
+    written = {gid for gid, _ in jobs if _output_path(out, gid, config).exists()}
+    catalog: Catalog | None = None
+    try:  # once, before any geometry: an unreachable API costs its retries once, not N times
+        if len(written) < len(jobs):
+            catalog = open_timeseries_catalog(config)
+    except CatalogError as err:
+        from .security import redact
+
+        reason = redact(f"{type(err).__name__}: {err}")
+        summary.results = [
+            GeometryResult(gid, "skipped", str(_output_path(out, gid, config)), "already written")
+            if gid in written
+            else GeometryResult(gid, "failed", None, reason)
+            for gid, _ in jobs
+        ]
+        if on_done is not None:
+            on_done(len(jobs))
+        _write_summary(out, summary)
+        return summary
     if client is not None:
         summary.results = _run_on_cluster(client, jobs, config, out, on_done)
     else:
@@ -410,7 +474,7 @@ def run_timeseries(
 
         results: list[GeometryResult | None] = [None] * len(jobs)
         for i, result in run_tasks(
-            lambda job: process_geometry(job[0], job[1], config, out),
+            lambda job: process_geometry(job[0], job[1], config, out, catalog=catalog),
             jobs,
             workers=workers,
             on_done=on_done,

@@ -89,6 +89,7 @@ def versions() -> None:
 # Command modules register on `app` when imported (keep one import per line).
 from . import build as _build  # noqa: E402,F401
 from . import chips  # noqa: E402, F401
+from . import datasets as _datasets  # noqa: E402, F401
 from . import search as _search_commands  # noqa: E402, F401
 from . import store as _store  # noqa: E402,F401
 from . import timeseries as _timeseries  # noqa: E402, F401

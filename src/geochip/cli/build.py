@@ -43,8 +43,8 @@ def build(
     ] = False,
 ) -> None:
     """Build a chip dataset from a config; run it again to resume an interrupted build."""
-    from ..build import build as run_build
-    from ..build import summarize
+    from ..builder import build as run_build
+    from ..builder import summarize
     from ..config import describe_config, load_config
 
     if help_config:

@@ -76,6 +76,13 @@ def timeseries(
             min=1, help="1: threads in this process; N>1: a local Dask cluster of N workers."
         ),
     ] = 1,
+    timeout: Annotated[
+        float, typer.Option(min=0.001, help="Seconds to wait for each catalog request.")
+    ] = 30.0,
+    retries: Annotated[
+        int,
+        typer.Option(min=0, max=10, help="Retries of a catalog request that failed transiently."),
+    ] = 3,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Build a time series cube per geometry: search, load, mask clouds, gap-fill, write.
@@ -110,6 +117,8 @@ def timeseries(
         format=format,
         resampling=resampling,
         groupby=groupby,
+        timeout=timeout,
+        retries=retries,
     )
     gdf = read_geometries(geoms, id_column)
     stages = Stages(enabled=progress, console=console)

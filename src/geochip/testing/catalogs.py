@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from odc.geo.geobox import GeoBox
 
 from . import make_catalog, make_cog, make_item, pixel_pattern
 
-__all__ = ["make_scene_catalog", "scene_config", "scene_grid"]
+__all__ = ["make_scene_catalog", "make_time_catalog", "scene_config", "scene_grid"]
 
 
 def scene_grid(scene: int, size: int, *, resolution: float = 10.0) -> GeoBox:
@@ -80,3 +81,36 @@ def scene_config(
     }
     config.update(sections)
     return config
+
+
+def make_time_catalog(
+    root: Path,
+    dates: Sequence[str],
+    *,
+    covers: Sequence[float | None] | None = None,
+    size: int = 64,
+    bands: Sequence[str] = ("red", "nir", "scl"),
+    origins: Sequence[tuple[float, float]] = ((500_000.0, 5_000_000.0),),
+    seed: int = 0,
+) -> Path:
+    """Write Sentinel-2-like scenes (:func:`geochip.testing.cubes.make_s2_scene`: 10 m
+    reflectance with ``raster:scale`` 1e-4 / ``offset`` -0.1, a 20 m SCL band with seeded
+    clouds) of every date at every origin (tile), and a static catalog over them; return the
+    path of catalog.json. ``covers[i]`` is the ``eo:cloud_cover`` of date ``i`` (None: no
+    such property). Item ids: ``s2-<date>-EPSG32633-<x>-<y>`` (``-0-0`` for the first
+    origin)."""
+    from .cubes import make_s2_scene
+
+    items = []
+    for x, y in origins:
+        for n, date in enumerate(dates):
+            item = make_s2_scene(
+                root / "scenes", date, origin=(x, y), size=size, seed=seed, bands=bands, tile=size
+            )
+            cover = covers[n] if covers is not None else None
+            if cover is None:
+                item.properties.pop("eo:cloud_cover", None)
+            else:
+                item.properties["eo:cloud_cover"] = float(cover)
+            items.append(item)
+    return make_catalog(root / "catalog", items, collection="s2")

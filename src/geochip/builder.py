@@ -2,25 +2,33 @@
 
 The build runs in the pipeline's one direction::
 
-    config ─► items ─► grids ─► plan (chips) ─► split (+ buffer) ─► batches ─► engine ─► store
+    config ─► grids (+ time steps) ─► plan (chips) ─► split (+ buffer) ─► batches ─► engine ─► store
 
-1. **Items**: the config's source (sample catalog, or a static catalog) searched by ids,
-   collections, bbox, datetime and cloud cover, in (datetime, id) order.
-2. **Grids**: one per item: the reference band's grid (``asset_geobox``), optionally at
-   another resolution (``target_geobox``). No pixel is read.
-3. **Plan**: chips over every grid (``plan_chips``), then the split (blocks, regions,
+1. **Grids** (:mod:`geochip.stacks`): from the config's source (the sample catalog, any
+   catalog :func:`geochip.open_catalog` opens - STAC API with API keys from environment
+   variables, static catalog, ItemCollection, stac-geoparquet - or a folder of rasters):
+   one grid per item (its reference band's grid, at another resolution or in another
+   CRS); with ``time``, the items sharing a grid stacked per period; with ``selection``,
+   one grid per label holding the scenes chosen per period; with ``grid.geometries``, one
+   grid per point or polygon holding the scenes found over it. No pixel is read (the
+   selection may count clouds over label footprints).
+2. **Plan**: chips over every grid (``plan_chips``), then the split (blocks, regions,
    random or none) and the buffer, all before any read; a random split of overlapping
    chips is refused unless the config insists.
-4. **Batches**: runs of whole chunk files (shards) of the arrays, each a small plain-data
-   task (:class:`BatchTask`: the chips' windows, the item as a STAC dict with unsigned
-   hrefs, the label shapes near those chips, GDAL options without credentials).
-5. **Engine**: threads, a local Dask cluster or a remote scheduler run
+3. **Batches**: runs of whole chunk files (shards) of the arrays, each a small plain-data
+   task (:class:`BatchTask`: the chips' windows, the grids with their items as STAC dicts
+   with unsigned hrefs, the label shapes near those chips, GDAL options without
+   credentials, how to read: masks, composite, gap-filling, scaling, the signer's import
+   path).
+4. **Engine**: threads, a local Dask cluster or a remote scheduler run
    :func:`run_batch`: it loads each row of chips of a batch with odc-stac onto the chips'
-   own grid (retrying transient errors), masks clouds, burns the labels, writes the batch's
+   own grid (retrying transient errors, signing hrefs just before the read), masks
+   clouds, builds time stacks chip by chip, burns or aligns the labels, writes the batch's
    chunk files (one writer per chunk) and then a batch record (atomic JSON) with the
    hashes of those files. A chip whose read still fails is recorded as ``failed`` with its
    error, never as silent nodata, and the build ends with a non-zero status.
-6. **Store**: the index and the manifest are written last, from the records.
+5. **Store**: the selection table (with ``selection``), the index and the manifest are
+   written last, from the records.
 
 **Resume.** The build keeps its state in ``<out>/.geochip/`` (the config, the plan's
 fingerprint, one record per finished batch). Run the same command again (or with
@@ -52,7 +60,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,7 +68,8 @@ import numpy as np
 import numpy.typing as npt
 
 from .config import BuildConfig, diff_fields
-from .errors import ConfigError, InputError, StoreError
+from .errors import InputError, StoreError
+from .stacks import GridSpec, ReadOptions, StepSpec, read_chips, read_label_rows, resolve_items
 from .store import (
     MASK_IGNORE,
     ChipStats,
@@ -77,13 +86,16 @@ if TYPE_CHECKING:
     import pystac
     from odc.geo.geobox import GeoBox
 
+    from .grid import Window
     from .plan import SplitResult
+    from .select import Period, Selection
 
 __all__ = [
     "STATE_DIR",
     "BatchTask",
     "BuildResult",
     "GridSpec",
+    "StepSpec",
     "build",
     "plan_build",
     "resolve_items",
@@ -92,32 +104,11 @@ __all__ = [
 
 #: Where a build keeps its resumable state inside the output folder.
 STATE_DIR = ".geochip"
+#: The selection table (and its items, beside it) inside a store built with selection.
+SELECTION_FILE = "selection.parquet"
 
 
 # --------------------------------------------------------------------------- plain-data tasks
-
-
-@dataclass(frozen=True)
-class GridSpec:
-    """Everything a worker needs to read chips of one grid (plain data, cheap to ship)."""
-
-    grid_id: str
-    item: dict[str, Any]
-    bands: tuple[str, ...]
-    mask_band: str | None
-    crs: str
-    affine: tuple[float, ...]
-    shape: tuple[int, int]
-    resampling: str
-    nodata: float | int
-    dtype: str
-
-    def geobox(self) -> GeoBox:
-        """The grid as a GeoBox."""
-        from affine import Affine
-        from odc.geo.geobox import GeoBox
-
-        return GeoBox(self.shape, Affine(*self.affine), self.crs)
 
 
 @dataclass(frozen=True)
@@ -144,7 +135,6 @@ class BatchTask:
     fingerprint: str
     chips: tuple[ChipRow, ...]
     grids: dict[str, GridSpec]
-    mask: dict[str, Any] | None
     labels: dict[str, tuple[tuple[bytes, ...], tuple[int, ...]]] | None
     label_options: dict[str, Any]
     with_mask: bool
@@ -155,77 +145,10 @@ class BatchTask:
     gdal: dict[str, str | int]
     retries: int
     retry_delay: float
+    read: ReadOptions
 
 
 # --------------------------------------------------------------------------- items and plan
-
-
-def resolve_items(config: BuildConfig) -> list[pystac.Item]:
-    """The items the config's source yields, in (datetime, id) order."""
-    from .sources.stac import open_catalog
-
-    src = config.sources
-    if src.kind == "sample":
-        from .sources.sample import sample_catalog
-
-        catalog = open_catalog(sample_catalog())
-    else:
-        catalog = open_catalog(src.path)
-    found = catalog.search(
-        collections=src.collections,
-        bbox=src.bbox,
-        datetime=src.datetime,
-        max_cloud=src.max_cloud,
-        ids=src.ids,
-    )
-    items = list(found)
-    if src.ids:
-        missing = sorted(set(src.ids) - {i.id for i in items})
-        if missing:
-            raise InputError(
-                f"sources.ids {missing} were not found (or were filtered out) in {catalog!r}"
-            )
-    if src.max_items is not None:
-        items = items[: src.max_items]
-    return items
-
-
-def _grid_for(item: pystac.Item, config: BuildConfig) -> GeoBox:
-    from .grid import asset_geobox, target_geobox
-
-    band = config.grid.reference_band or config.bands.names[0]
-    return target_geobox(asset_geobox(item, band), config.grid.resolution)
-
-
-def _source_meta(item: pystac.Item, config: BuildConfig, grid: GeoBox) -> tuple[str, Any]:
-    """(dtype, nodata) of the image bands, from metadata (no pixel is read)."""
-    from .read import load_cube
-
-    bands = list(config.bands.names)
-    extra = [config.masks.band] if config.masks is not None else []
-    cube = load_cube([item], [*bands, *extra], grid, chunks=min(512, *grid.shape.yx))
-    dtypes = {np.dtype(cube[b].dtype) for b in bands}
-    if len(dtypes) > 1:
-        raise InputError(
-            f"item {item.id}: bands {bands} have different dtypes "
-            f"{sorted(d.name for d in dtypes)}; one store holds one dtype, choose bands "
-            "that share it"
-        )
-    dtype = dtypes.pop()
-    if config.bands.nodata is not None:
-        nodata: Any = config.bands.nodata
-    else:
-        values = {cube[b].attrs.get("nodata") for b in bands}
-        values = {v for v in values if v is not None}
-        clean = {("nan" if isinstance(v, float) and np.isnan(v) else v) for v in values}
-        if len(clean) > 1:
-            raise ConfigError(
-                f"bands.nodata: the bands of item {item.id} have different nodata values "
-                f"{sorted(map(str, clean))}; set bands.nodata to the one to use"
-            )
-        nodata = values.pop() if values else (float("nan") if dtype.kind == "f" else 0)
-    nodata = np.asarray(nodata, dtype=dtype).item()
-    return dtype.name, nodata
 
 
 def _read_vector(path: str, layer: str | None) -> gpd.GeoDataFrame:
@@ -252,75 +175,64 @@ class BuildPlan:
     planned: int
     labels: gpd.GeoDataFrame | None
     label_report: dict[str, int] = field(default_factory=dict)
+    dtype: str = ""
+    nodata: float | int = 0
+    read: ReadOptions | None = None
+    periods: list[Period] = field(default_factory=list)
+    selection: Selection | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
 
     @property
     def plan(self) -> gpd.GeoDataFrame:
         """The chips kept, in array order."""
         return self.split.plan
 
+    @property
+    def steps(self) -> int | None:
+        """Time steps per chip (None: no time axis)."""
+        first = next(iter(self.grids.values()))
+        return None if first.steps is None else len(first.steps)
+
     def fingerprint(self) -> str:
-        """A hash of the chips, their splits and their sources' hrefs."""
+        """A hash of the chips, their splits, their sources' hrefs and time steps."""
         digest = hashlib.sha256()
         for chip, split in zip(self.plan["chip_id"], self.plan["split"], strict=False):
             digest.update(f"{chip}:{split};".encode())
         for gid in sorted(self.grids):
             spec = self.grids[gid]
-            assets = spec.item.get("assets", {})
-            hrefs = [assets[b]["href"] for b in (*spec.bands, spec.mask_band) if b in assets]
-            digest.update(json.dumps([gid, hrefs, spec.dtype, str(spec.nodata)]).encode())
+            steps = [[s.name, s.time, list(s.item_ids)] for s in spec.steps or ()]
+            digest.update(
+                json.dumps(
+                    [gid, spec.hrefs(), spec.dtype, str(spec.nodata), steps, spec.label_href]
+                ).encode()
+            )
+        digest.update(json.dumps([self.dtype, str(self.nodata)]).encode())
         return digest.hexdigest()
 
 
 def plan_build(config: BuildConfig) -> BuildPlan:
-    """Items, grids, chips and splits for ``config``; reads no pixel."""
+    """Items, grids, time steps, chips and splits for ``config``; reads no pixel."""
+    from .stacks import apply_registry
+
+    config = apply_registry(config)
     import pandas as pd
 
     from .plan import assign_random, assign_regions, assign_splits, drop_buffer, plan_chips
+    from .stacks import output_dtype, plan_grids, read_options
 
-    items = resolve_items(config)
-    if not items:
-        raise InputError("the sources yield no item")
-    grids: dict[str, GridSpec] = {}
+    gp = plan_grids(config)
+    grids = gp.grids
     plans = []
     size = config.chips.size
-    dtype_seen: tuple[str, Any] | None = None
-    for item in items:
-        grid = _grid_for(item, config)
-        dtype, nodata = _source_meta(item, config, grid)
-        if dtype_seen is not None and dtype_seen[0] != dtype:
-            raise InputError(
-                f"item {item.id} has dtype {dtype}, the earlier items {dtype_seen[0]}; one "
-                "store holds one dtype"
-            )
-        dtype_seen = (dtype, nodata)
-        from .security import redact
-
-        item_dict = item.to_dict(include_self_link=False, transform_hrefs=False)
-        for key, asset in item.assets.items():
-            # absolute (workers may run elsewhere), unsigned, and never a secret
-            href = asset.get_absolute_href() or asset.href
-            item_dict["assets"][key]["href"] = redact(href)
-        item_dict.pop("links", None)
-        grids[item.id] = GridSpec(
-            grid_id=item.id,
-            item=item_dict,
-            bands=tuple(config.bands.names),
-            mask_band=config.masks.band if config.masks is not None else None,
-            crs=str(grid.crs.to_wkt()) if grid.crs is not None else "",
-            affine=tuple(grid.affine)[:6],
-            shape=(int(grid.shape.y), int(grid.shape.x)),
-            resampling=config.grid.resampling,
-            nodata=nodata,
-            dtype=dtype,
-        )
+    for gid, spec in grids.items():
         plans.append(
             plan_chips(
-                grid,
+                spec.geobox(),
                 size,
                 stride=config.chips.stride,
                 overlap=config.chips.overlap,
                 edge=config.chips.edge,
-                grid_id=item.id,
+                grid_id=gid,
             )
         )
     chips = pd.concat(plans, ignore_index=True) if len(plans) > 1 else plans[0]
@@ -369,26 +281,48 @@ def plan_build(config: BuildConfig) -> BuildPlan:
             "blocks, a smaller buffer or other regions"
         )
     labels, report = _prepare_labels(config, grids)
-    return BuildPlan(items, grids, split, planned, labels, report)
+    first = next(iter(grids.values()))
+    dtype, nodata = output_dtype(config, first.dtype, first.nodata)
+    return BuildPlan(
+        gp.items,
+        grids,
+        split,
+        planned,
+        labels,
+        report,
+        dtype=dtype,
+        nodata=nodata,
+        read=read_options(config, dtype, nodata),
+        periods=gp.periods,
+        selection=gp.selection,
+        skipped=gp.skipped,
+    )
 
 
 def _prepare_labels(
     config: BuildConfig, grids: Mapping[str, GridSpec]
 ) -> tuple[gpd.GeoDataFrame | None, dict[str, int]]:
-    """Read and check the labels once; class ids replace the attribute values."""
-    if config.labels is None:
+    """Read and check vector labels once; class ids replace the attribute values."""
+    if config.labels is None or config.labels.kind != "vector":
         return None, {}
     from .labels import rasterize_labels
 
     cfg = config.labels
+    assert cfg.path is not None
+    assert cfg.classes is not None
     shapes = _read_vector(cfg.path, cfg.layer)
+    # YAML keys are strings; an integer attribute column matches them by value too
+    classes: dict[Any, int] = dict(cfg.classes)
+    for key, value in cfg.classes.items():
+        if key.lstrip("-").isdigit():
+            classes.setdefault(int(key), value)
     first = next(iter(grids.values())).geobox()
     # rasterize_labels checks the column, the class map, the CRS and invalid geometries;
     # a one-pixel grid makes that check cheap.
     _, report = rasterize_labels(
         shapes,
         first[0:1, 0:1],
-        cfg.classes,
+        classes,
         attribute=cfg.attribute,
         background=cfg.background,
         all_touched=cfg.all_touched,
@@ -399,7 +333,7 @@ def _prepare_labels(
     if cfg.skip_invalid:
         keep &= geoms.is_valid
     shapes = shapes[keep].copy()
-    shapes["_class"] = [int(cfg.classes[v]) for v in shapes[cfg.attribute]]
+    shapes["_class"] = [int(classes[v]) for v in shapes[cfg.attribute]]
     return shapes[["_class", "geometry"]].reset_index(drop=True), {
         "shapes": len(shapes),
         "empty": report.empty,
@@ -408,35 +342,6 @@ def _prepare_labels(
 
 
 # --------------------------------------------------------------------------- the worker side
-
-
-def _mask_pixels(kind: str, qa: npt.NDArray[Any], conf: Mapping[str, Any]) -> npt.NDArray[np.bool_]:
-    from .masks import landsat_qa_fill, landsat_qa_mask, probability_mask, scl_mask
-
-    if kind == "landsat_qa":
-        out = landsat_qa_mask(qa, conf["layout"], conf["flags"])
-        return np.asarray(out | landsat_qa_fill(qa, conf["layout"]))
-    if kind == "scl":
-        return np.asarray(scl_mask(qa, conf["classes"]))
-    return np.asarray(probability_mask(qa, conf["threshold"]))
-
-
-def _load_rows(
-    spec: GridSpec, window_rows: tuple[int, int, int, int], task: BatchTask
-) -> tuple[npt.NDArray[Any], npt.NDArray[Any] | None]:
-    """Load bands (and the quality band) on grid rows/cols ``(r0, r1, c0, c1)``."""
-    import pystac
-
-    from .read import load_cube
-
-    r0, r1, c0, c1 = window_rows
-    geobox = spec.geobox()[r0:r1, c0:c1]
-    item = pystac.Item.from_dict(spec.item)
-    bands = list(spec.bands) + ([spec.mask_band] if spec.mask_band else [])
-    cube = load_cube([item], bands, geobox, resampling=spec.resampling, chunks=None)
-    image = np.stack([cube[b].values[0] for b in spec.bands])
-    qa = cube[spec.mask_band].values[0] if spec.mask_band else None
-    return image, qa
 
 
 def _burn(task: BatchTask, spec: GridSpec, geobox: GeoBox) -> npt.NDArray[np.uint8] | None:
@@ -472,7 +377,7 @@ def _record_path(store: str | Path, batch: int) -> Path:
 
 
 def _describe_failure(err: BaseException, spec: GridSpec, bounds: tuple[int, ...]) -> str:
-    """The error, its causes, and where: the item, the window and the files read."""
+    """The error, its causes, and where: the item(s), the window and the files read."""
     parts: list[str] = []
     seen: BaseException | None = err
     while seen is not None and len(parts) < 4:
@@ -480,13 +385,51 @@ def _describe_failure(err: BaseException, spec: GridSpec, bounds: tuple[int, ...
         if text not in parts:
             parts.append(text)
         seen = seen.__cause__ or seen.__context__
-    assets = spec.item.get("assets", {})
-    files = [assets[b]["href"] for b in (*spec.bands, spec.mask_band) if b in assets]
+    files = spec.hrefs()
     r0, r1, c0, c1 = bounds
-    return (
-        f"item {spec.grid_id}, grid rows {r0}:{r1} cols {c0}:{c1}, files {files}: "
-        + " <- ".join(parts)
+    what = (
+        f"item {spec.grid_id}"
+        if spec.steps is None
+        else f"grid {spec.grid_id} ({len(spec.items)} items)"
     )
+    return f"{what}, grid rows {r0}:{r1} cols {c0}:{c1}, files {files[:8]}: " + " <- ".join(parts)
+
+
+def _chip_stats(
+    task: BatchTask,
+    chip: ChipRow,
+    chip_image: npt.NDArray[Any],
+    missing: npt.NDArray[np.bool_],
+    labels: npt.NDArray[np.uint8] | None,
+    win: Window,
+) -> tuple[npt.NDArray[np.uint8] | None, ChipStats]:
+    """A chip's mask and stats, from its image and where its values are missing."""
+    from .read import window
+
+    # a pixel carries no label when it has no valid value (in any time step)
+    invalid: npt.NDArray[np.bool_] = missing if missing.ndim == 2 else np.all(missing, axis=0)
+    chip_mask = None
+    if task.with_mask:
+        if labels is not None:
+            chip_mask = window(labels, win, MASK_IGNORE).astype(np.uint8)
+        else:
+            chip_mask = np.zeros((chip.height, chip.width), dtype=np.uint8)
+        chip_mask[invalid] = MASK_IGNORE
+    if missing.ndim == 2:
+        stats = chip_stats(
+            chip_image,
+            chip_mask,
+            task.nodata,
+            max_nodata_fraction=task.max_nodata_fraction,
+            invalid=invalid,
+        )
+    else:  # a time stack: the share of pixel-steps missing, and the empty steps
+        base = chip_stats(chip_image, chip_mask, task.nodata)
+        fraction = float(missing.mean())
+        empty = int(missing.reshape(len(missing), -1).all(axis=1).sum())
+        status = "nodata" if fraction > task.max_nodata_fraction else "ok"
+        stats = replace(base, status=status, nodata_fraction=fraction, empty_steps=empty)
+    return chip_mask, stats
 
 
 def run_batch(task: BatchTask) -> dict[str, Any]:
@@ -497,7 +440,7 @@ def run_batch(task: BatchTask) -> dict[str, Any]:
     error. The record is written after the chunk files, atomically.
     """
     from .engine import gdal_env, retry
-    from .read import window
+    from .grid import Window
     from .security import redact
 
     n = task.stop - task.start
@@ -517,57 +460,37 @@ def run_batch(task: BatchTask) -> dict[str, Any]:
             c0 = max(min(c.col for c in chips), 0)
             c1 = min(max(c.col + c.width for c in chips), gw)
             bounds = (r0, r1, c0, c1)
+            windows = [Window(c.row - r0, c.col - c0, c.height, c.width) for c in chips]
 
             def load(
-                spec: GridSpec = spec, bounds: tuple[int, int, int, int] = bounds
-            ) -> tuple[npt.NDArray[Any], npt.NDArray[Any] | None]:
-                return _load_rows(spec, bounds, task)
+                spec: GridSpec = spec,
+                bounds: tuple[int, int, int, int] = bounds,
+                windows: list[Window] = windows,
+            ) -> tuple[list[tuple[Any, Any]], npt.NDArray[np.uint8] | None]:
+                pixels = read_chips(spec, bounds, windows, task.read)
+                if spec.label_href is not None:
+                    return pixels, read_label_rows(spec, bounds, task.read)
+                r0, r1, c0, c1 = bounds
+                return pixels, _burn(task, spec, spec.geobox()[r0:r1, c0:c1])
 
             try:
-                rows_image, qa = retry(load, retries=task.retries, delay=task.retry_delay)
-                labels = _burn(task, spec, spec.geobox()[r0:r1, c0:c1])
+                pixels, labels = retry(load, retries=task.retries, delay=task.retry_delay)
             except Exception as err:
                 message = redact(_describe_failure(err, spec, bounds))[:2000]
                 for chip in chips:
-                    stats[chip.index - task.start] = ChipStats("failed", 1.0, "{}", "", message)
+                    stats[chip.index - task.start] = ChipStats(
+                        "failed", 1.0, "{}", "", message, empty_steps=_empty(task)
+                    )
                 continue
-            from .grid import Window
-
-            for chip in chips:
+            for chip, win, (chip_image, missing) in zip(chips, windows, pixels, strict=True):
                 k = chip.index - task.start
-                win = Window(chip.row - r0, chip.col - c0, chip.height, chip.width)
-                chip_image = window(rows_image, win, task.nodata)
-                outside = window(np.zeros(rows_image.shape[-2:], dtype=bool), win, True)
-                # pixels past the grid's edge (edge: pad) are nodata and ignored
-                invalid = outside.copy()
-                if qa is not None and task.mask is not None:
-                    cloud = window(_mask_pixels(task.mask["kind"], qa, task.mask), win, False)
-                    chip_image[..., cloud] = task.nodata
-                    invalid |= cloud
-                chip_mask = None
-                if mask is not None:
-                    if labels is not None:
-                        chip_mask = window(labels, win, MASK_IGNORE).astype(np.uint8)
-                    else:
-                        chip_mask = np.zeros((chip.height, chip.width), dtype=np.uint8)
-                    from .store import nodata_pixels
-
-                    chip_mask[invalid | nodata_pixels(chip_image, task.nodata)] = MASK_IGNORE
-                chip_stat = chip_stats(
-                    chip_image,
-                    chip_mask,
-                    task.nodata,
-                    max_nodata_fraction=task.max_nodata_fraction,
-                    invalid=invalid,
-                )
+                chip_mask, chip_stat = _chip_stats(task, chip, chip_image, missing, labels, win)
                 if chip_stat.status == "ok":
                     image[k] = chip_image
                     if mask is not None and chip_mask is not None:
                         mask[k] = chip_mask
                 else:
-                    chip_stat = ChipStats(
-                        chip_stat.status, chip_stat.nodata_fraction, chip_stat.class_counts, ""
-                    )
+                    chip_stat = replace(chip_stat, checksum="")
                 stats[k] = chip_stat
     writer = StoreWriter(task.store)
     files = writer.write(task.start, image, mask)
@@ -583,6 +506,11 @@ def run_batch(task: BatchTask) -> dict[str, Any]:
         _record_path(task.store, task.batch), json.dumps(record, sort_keys=True).encode()
     )
     return record
+
+
+def _empty(task: BatchTask) -> int | None:
+    """Empty steps recorded for a chip that could not be read (every step: no pixel)."""
+    return task.lead[0] if len(task.lead) == 2 else None
 
 
 # --------------------------------------------------------------------------- the build
@@ -664,12 +592,10 @@ def _batch_tasks(
     them (so memory does not grow with the number of batches)."""
     import shapely
 
-    from .engine import safe_gdal_options
-
     chips = plan.plan
     rows = chips[["chip_id", "grid_id", "row", "col", "height", "width"]].to_dict("records")
-    gdal = safe_gdal_options(config.engine.gdal)
-    mask_conf = config.masks.model_dump(mode="json") if config.masks is not None else None
+    gdal = config.engine.gdal_options()
+    assert plan.read is not None
     label_index: dict[str, tuple[Any, Any, Any]] = {}
     if plan.labels is not None:
         for gid, spec in plan.grids.items():
@@ -722,7 +648,6 @@ def _batch_tasks(
             fingerprint=fingerprint,
             chips=batch_rows,
             grids={gid: plan.grids[gid] for gid in sorted(grid_ids)},
-            mask=mask_conf,
             labels=labels,
             label_options=(
                 {
@@ -733,14 +658,22 @@ def _batch_tasks(
                 else {}
             ),
             with_mask=with_mask,
-            lead=(len(config.bands.names),),
+            lead=_lead(plan, config),
             dtype=dtype,
             nodata=nodata,
             max_nodata_fraction=config.chips.max_nodata_fraction,
             gdal=gdal,
             retries=config.engine.retries,
             retry_delay=config.engine.retry_delay,
+            read=plan.read,
         )
+
+
+def _lead(plan: BuildPlan, config: BuildConfig) -> tuple[int, ...]:
+    """The image's dimensions before (y, x): (C,) or (T, C)."""
+    steps = plan.steps
+    bands = len(config.bands.names)
+    return (bands,) if steps is None else (steps, bands)
 
 
 def build(
@@ -760,7 +693,9 @@ def build(
     in ``result.failed`` and in the index (status ``failed`` with the error).
     """
     from .progress import Stages
+    from .stacks import apply_registry
 
+    config = apply_registry(config)
     t0 = time.perf_counter()
     out = Path(config.output.path)
     stages = Stages(enabled=progress, console=console)
@@ -785,8 +720,8 @@ def build(
         )
     with stages.stage("plan"):
         bp = plan_build(config)
-    first = next(iter(bp.grids.values()))
-    dtype, nodata = first.dtype, first.nodata
+    dtype, nodata = bp.dtype, bp.nodata
+    lead = _lead(bp, config)
     with_mask = config.labels is not None or config.masks is not None
     fingerprint = bp.fingerprint()
     layout = Layout(config.output.codec, config.output.level, config.output.chips_per_shard)
@@ -814,14 +749,14 @@ def build(
     if mode == "fresh" or not writer.exists(with_mask):
         writer.create(
             n=n,
-            lead=(len(config.bands.names),),
+            lead=lead,
             height=height,
             width=width,
             dtype=dtype,
             nodata=nodata,
             bands=config.bands.names,
             with_mask=with_mask,
-            classes=config.labels.classes if config.labels is not None else None,
+            classes=(config.labels.classes or {}) if config.labels is not None else None,
             layout=layout,
         )
     per_file = layout.chips_per_shard
@@ -879,35 +814,30 @@ def build(
         stats: list[ChipStats] = []
         for b in range(len(spans)):
             stats += [ChipStats.from_json(c) for c in records[b]["chips"]]
-        sources = {}
-        for item in bp.items:
-            spec = bp.grids[item.id]
-            assets = spec.item["assets"]
-            sources[item.id] = {
-                "item_ids": [item.id],
-                "hrefs": [assets[b]["href"] for b in (*spec.bands, spec.mask_band) if b in assets],
-                "datetimes": [item.datetime.isoformat() if item.datetime else ""],
-            }
         summary = bp.split.summary()
+        if bp.selection is not None:
+            # provenance: the table and the chosen items (unsigned hrefs), atomically
+            bp.selection.save(out / SELECTION_FILE)
         manifest = finalize_store(
             out,
             bp.plan,
             stats,
-            sources=sources,
+            sources=_grid_sources(bp),
             manifest={
                 "config": config.dataset_fields(),
                 "layout": layout.describe(),
                 "items": [i.id for i in bp.items],
                 "image": {
-                    "shape": [n, len(config.bands.names), height, width],
+                    "shape": [n, *lead, height, width],
                     "dtype": dtype,
                     "bands": list(config.bands.names),
                     "nodata": _jsonable(nodata),
+                    "dims": ["chip", *(["time"] if len(lead) == 2 else []), "band", "y", "x"],
                 },
                 "mask": (
                     {
                         "dtype": "uint8",
-                        "classes": dict(config.labels.classes) if config.labels else {},
+                        "classes": dict(config.labels.classes or {}) if config.labels else {},
                         "ignore": MASK_IGNORE,
                     }
                     if with_mask
@@ -920,6 +850,7 @@ def build(
                     **summary,
                 },
                 "labels": bp.label_report,
+                **_time_manifest(bp, config),
             },
         )
         failed = [
@@ -942,6 +873,55 @@ def build(
         failed=failed,
         timings=dict(stages.timings),
     )
+
+
+def _grid_sources(bp: BuildPlan) -> dict[str, dict[str, Any]]:
+    """What the index records per grid: its items, files and dates (and time steps)."""
+    out: dict[str, dict[str, Any]] = {}
+    for gid, spec in bp.grids.items():
+        row: dict[str, Any] = {
+            "item_ids": [i["id"] for i in spec.items],
+            "hrefs": spec.hrefs(),
+        }
+        if spec.steps is None:
+            row["datetimes"] = [spec.item["properties"].get("datetime") or ""]
+        else:
+            row["datetimes"] = [s.time for s in spec.steps]
+            # the items of each time step, best first ([] for an empty period)
+            row["steps"] = json.dumps([list(s.item_ids) for s in spec.steps])
+        out[gid] = row
+    return out
+
+
+def _time_manifest(bp: BuildPlan, config: BuildConfig) -> dict[str, Any]:
+    """The manifest's ``time`` (and ``selection``) sections, for time stacks."""
+    if bp.steps is None:
+        return {}
+    first = next(iter(bp.grids.values()))
+    assert first.steps is not None
+    empty = sum(1 for spec in bp.grids.values() for s in spec.steps or () if not s.item_ids)
+    out: dict[str, Any] = {
+        "time": {
+            "steps": len(first.steps),
+            "periods": [{"name": s.name, "start": s.start, "end": s.end} for s in first.steps],
+            "composite": config.time.composite if config.time is not None else "first",
+            "gapfill": (
+                config.time.gapfill.model_dump(mode="json")
+                if config.time is not None and config.time.gapfill is not None
+                else None
+            ),
+            "empty_steps": empty,
+            "grids": len(bp.grids),
+            "skipped": dict(sorted(bp.skipped.items())),
+        }
+    }
+    if bp.selection is not None:
+        out["selection"] = {
+            "table": SELECTION_FILE,
+            "items": SELECTION_FILE.replace(".parquet", ".items.json"),
+            **bp.selection.summary(),
+        }
+    return out
 
 
 def _jsonable(value: Any) -> Any:
