@@ -17,8 +17,8 @@ Every method runs in its own process (peak RSS is per process) and stops after
 ``--max-seconds`` (its rate is then over the chips it read, and says so). Prints chips/s,
 MB/s, the ratio to the floor and peak RSS. Run it alone on the machine:
 
-    flock /work/wt/bench.lock .venv/bin/python benchmarks/chips.py          # full scale
-    .venv/bin/python benchmarks/chips.py --quick                              # 2048 x 2048
+    .venv/bin/python benchmarks/chips.py           # full scale
+    .venv/bin/python benchmarks/chips.py --quick   # 2048 x 2048
 """
 
 from __future__ import annotations

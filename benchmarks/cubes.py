@@ -16,11 +16,11 @@ Measured in one run, each in a fresh process (peak RSS = that process's VmHWM):
   written to Zarr block by block on 2 threads;
 * ``geochip-load``: the same block loop with nothing written (the pure load).
 
-Ratios are ``floor seconds / seconds`` (1.0 = as fast as the floor). Run it serialised with
-other benchmarks::
+Ratios are ``floor seconds / seconds`` (1.0 = as fast as the floor). Run it alone on the
+machine::
 
-    flock /work/wt/bench.lock .venv/bin/python benchmarks/cubes.py            # full scale
-    .venv/bin/python benchmarks/cubes.py --quick                              # 1024 x 1024
+    .venv/bin/python benchmarks/cubes.py           # full scale
+    .venv/bin/python benchmarks/cubes.py --quick   # 1024 x 1024
 """
 
 from __future__ import annotations

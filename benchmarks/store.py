@@ -1,8 +1,8 @@
 """Benchmark the chip store: training reads, layouts and codecs, build scaling, peak RSS.
 
-Run (serialised with other benchmarks on a shared machine):
+Run it alone on the machine:
 
-    flock /work/wt/bench.lock .venv/bin/python benchmarks/store.py [--quick]
+    .venv/bin/python benchmarks/store.py [--quick]
 
 What it measures, in one run, on 4x512x512 uint16 chips of seeded land-cover-like texture:
 
