@@ -352,8 +352,8 @@ def test_reader_threads_outlive_streams(cogs: list[Path]) -> None:
     # (a DataLoader right after a stream) could copy a held SQLite lock into the worker
     import threading
 
-    def readers() -> set[int]:
-        return {t.ident or 0 for t in threading.enumerate() if t.name.startswith("geochip-read")}
+    def readers() -> set[int]:  # the threads of the process's 2-thread pool
+        return {t.ident or 0 for t in threading.enumerate() if t.name.startswith("geochip-read-2_")}
 
     scene = open_scene(cogs[0])
     plan = plan_scenes([scene], 128)

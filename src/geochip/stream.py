@@ -485,7 +485,9 @@ def _reader_pool(threads: int) -> ThreadPoolExecutor:
     with _POOLS_LOCK:
         pool = _POOLS.get(key)
         if pool is None:
-            pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="geochip-read")
+            pool = ThreadPoolExecutor(
+                max_workers=threads, thread_name_prefix=f"geochip-read-{threads}"
+            )
             _POOLS[key] = pool
         return pool
 
