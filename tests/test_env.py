@@ -243,3 +243,59 @@ def test_a_reader_thread_takes_the_options_of_each_stream_it_serves() -> None:
     thread.start()
     thread.join()
     assert [str(v) for v in seen] == ["7", "7", "9"]
+
+
+def test_an_error_gdal_signals_but_does_not_raise_fails_the_read(tmp_path: Path) -> None:
+    # GDAL can log a failure and still return data (a truncated tile index read over HTTP
+    # leaves tiles "missing", read as zeros): such a read counts as failed, and is retried
+    import logging
+
+    from geochip.env import call_with_retries
+
+    calls = []
+
+    def read() -> str:
+        calls.append(1)
+        if len(calls) == 1:  # rasterio's own record of a signalled, unraised error
+            logging.getLogger("rasterio._err").info(
+                "GDAL signalled an error: err_no=%r, msg=%r", 1, "Cannot read offset/size"
+            )
+        return "pixels"
+
+    with pytest.raises(OSError, match="GDAL reported an error but returned data"):
+        call_with_retries(read, str(tmp_path / "a.tif"), FAST)  # local: not retried
+    calls.clear()
+    url = "/vsicurl/http://127.0.0.1:9/a.tif"
+    assert call_with_retries(read, url, FAST, sleep=lambda _: None, known_raster=True) == "pixels"
+    assert len(calls) == 2
+
+
+def test_the_gdal_error_tap_passes_on_nothing_new() -> None:
+    # the tap lowers rasterio._err to INFO to see signalled errors; a handler on the root
+    # logger (at WARNING, the default) must still get none of those INFO records
+    import logging
+
+    from geochip.env import call_with_retries
+
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    root = logging.getLogger()
+    handler, level = Keep(), root.level
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    try:
+        err = logging.getLogger("rasterio._err")
+        with pytest.raises(OSError):
+            call_with_retries(lambda: err.info("GDAL signalled an error: x"), "local.tif", FAST)
+        err.info("GDAL signalled an error: outside any read")
+        err.warning("a warning still gets through")
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    assert [r.getMessage() for r in seen if r.name == "rasterio._err"] == [
+        "a warning still gets through"
+    ]

@@ -384,6 +384,64 @@ def set_block_cache(megabytes: int) -> None:
         lib.GDALSetCacheMax64(wanted)
 
 
+class _GdalErrorTap(logging.Filter):
+    """Collects the GDAL errors rasterio logs on the calling thread without raising them.
+
+    GDAL can signal a failure and still return success: a truncated transfer of a COG's
+    tile index leaves some tiles without an offset, and GDAL then reads them as empty
+    tiles, i.e. zeros (seen with HTTP bodies cut short). rasterio logs every signalled
+    error at INFO; this filter sees those records (the logger is lowered to INFO for it)
+    and passes on only what the logger would have passed before, so nothing new is
+    printed.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__()
+        self.logger = logger
+        self.level = logger.level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        box = getattr(_ERRORS, "box", None)
+        if box is not None and str(record.msg).startswith("GDAL signalled an error"):
+            box.append(record.getMessage())
+        before = self.level
+        if before == logging.NOTSET:
+            before = self.logger.parent.getEffectiveLevel() if self.logger.parent else 0
+        return record.levelno >= before
+
+
+_ERRORS = threading.local()
+_TAP: list[_GdalErrorTap] = []
+_TAP_LOCK = threading.Lock()
+
+
+def _tap_gdal_errors() -> None:
+    if _TAP:
+        return
+    with _TAP_LOCK:
+        if not _TAP:
+            logger = logging.getLogger("rasterio._err")
+            tap = _GdalErrorTap(logger)
+            logger.addFilter(tap)
+            if logger.getEffectiveLevel() > logging.INFO:
+                logger.setLevel(logging.INFO)
+            _TAP.append(tap)
+
+
+def _checked(fn: Callable[[], T]) -> T:
+    """``fn()``, failing when GDAL signalled an error on this thread meanwhile."""
+    outer = getattr(_ERRORS, "box", None)
+    box: list[str] = []
+    _ERRORS.box = box
+    try:
+        result = fn()
+    finally:
+        _ERRORS.box = outer
+    if box:
+        raise OSError(f"GDAL reported an error but returned data: {box[-1]}")
+    return result
+
+
 def call_with_retries(
     fn: Callable[[], T],
     path: str,
@@ -401,10 +459,11 @@ def call_with_retries(
     does not recognise is tried twice more (a truncated transfer looks like that), or with
     the full budget when ``known_raster`` (it was opened before).
     """
+    _tap_gdal_errors()
     attempt = 0
     while True:
         try:
-            return fn()
+            return _checked(fn)
         except Exception as caught:
             err = _explain(caught, path, env)
             if attempt >= _retry_budget(err, path, env, known_raster):
