@@ -361,42 +361,36 @@ _GDAL_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9_]*:(?!//)")
 
 def _host_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The IP address a host name stands for literally (no DNS), including the legacy
-    IPv4 spellings curl and libc accept (``2852039166``, ``0xA9FEA9FE``, ``0251.0376...``)."""
-    host = host.strip("[]").lower()
+    IPv4 spellings curl and libc accept (``2852039166``, ``0xA9FEA9FE``, ``0251.0376...``);
+    an IPv4-mapped IPv6 address gives its IPv4 address."""
+    host = host.strip("[]").lower().rstrip(".")
     try:
-        return ipaddress.ip_address(host)
+        addr: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(host)
     except ValueError:
-        pass
-    if re.fullmatch(r"[0-9a-fx.]+", host) and re.search(r"\d", host):
+        if not (re.fullmatch(r"[0-9a-fx.]+", host) and re.search(r"\d", host)):
+            return None
         try:
             return ipaddress.IPv4Address(socket.inet_aton(host))
         except OSError:
             return None
-    return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
 
 
 def _is_link_local(host: str) -> bool:
-    host = host.strip("[]").lower().rstrip(".")
-    if host in _METADATA_HOSTS:
+    if host.strip("[]").lower().rstrip(".") in _METADATA_HOSTS:
         return True
     addr = _host_address(host)
-    if addr is None:
-        return False
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return addr.is_link_local or str(addr) in _METADATA_HOSTS
+    return addr is not None and (addr.is_link_local or str(addr) in _METADATA_HOSTS)
 
 
 def _is_private(host: str) -> bool:
-    host = host.strip("[]").lower().rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
+    name = host.strip("[]").lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
         return True
     addr = _host_address(host)
-    if addr is None:
-        return False
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return bool(
+    return addr is not None and bool(
         addr.is_private
         or addr.is_loopback
         or addr.is_unspecified

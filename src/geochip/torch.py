@@ -348,20 +348,25 @@ _TRAILER = 64  # bytes after the pixels: the release counter (int64)
 _RELEASE_LOCK = threading.Lock()
 
 
-class _SharedBatchTensor(torch.Tensor):
-    """A worker's batch tensor over a :class:`_SharedSlot` (pickled by reference there)."""
+class _SentTensor(torch.Tensor):
+    """A tensor that multiprocessing sends its own way (a reducer registered for the
+    subclass); operations on it give plain tensors (which torch sends the usual way), and
+    ordinary pickling (torch.save, pickle.dumps) a plain tensor, by value."""
 
-    # operations on it give plain tensors (which torch sends the usual way)
     __torch_function__ = torch._C._disabled_torch_function_impl  # type: ignore[assignment]
-    _geochip_slot: _SharedSlot
 
     def __reduce_ex__(self, protocol: Any) -> Any:
-        # ordinary pickling (torch.save, pickle.dumps): a plain tensor, by value
         return (_identity, (self.as_subclass(torch.Tensor),))
 
 
 def _identity(value: Any) -> Any:
     return value
+
+
+class _SharedBatchTensor(_SentTensor):
+    """A worker's batch tensor over a :class:`_SharedSlot` (sent by reference to it)."""
+
+    _geochip_slot: _SharedSlot
 
 
 class _SharedSlot:
@@ -475,15 +480,10 @@ def _release_shared_batch(mm: mmap.mmap, nbytes: int) -> None:
         mm.close()
 
 
-class _InlineTensor(torch.Tensor):
+class _InlineTensor(_SentTensor):
     """A small tensor of a worker's batch (bounds, indexes) that multiprocessing sends by
     value, in the pickle, instead of in a shared-memory file of its own (one fewer file
     descriptor to pass per tensor)."""
-
-    __torch_function__ = torch._C._disabled_torch_function_impl  # type: ignore[assignment]
-
-    def __reduce_ex__(self, protocol: Any) -> Any:
-        return (_identity, (self.as_subclass(torch.Tensor),))
 
 
 def _reduce_inline(tensor: _InlineTensor) -> Any:

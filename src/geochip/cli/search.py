@@ -27,6 +27,17 @@ _CATALOG_HELP = (
     "stac-geoparquet file, or a folder/glob of rasters."
 )
 
+# the request options of both commands
+_Header = Annotated[
+    list[str] | None, typer.Option(help="A non-secret header 'Name: value' (repeatable).")
+]
+_HeaderEnv = Annotated[
+    list[str] | None, typer.Option(help="A header from the environment: 'Name=VAR'.")
+]
+_ApiKeyEnv = Annotated[
+    str | None, typer.Option(help="Environment variable holding the API key (x-api-key).")
+]
+
 
 def _split(values: list[str] | None) -> list[str] | None:
     if not values:
@@ -118,15 +129,9 @@ def search(
         ),
     ] = None,
     max_items: Annotated[int, typer.Option(min=1, help="Stop with an error past this.")] = 10_000,
-    header: Annotated[
-        list[str] | None, typer.Option(help="A non-secret header 'Name: value' (repeatable).")
-    ] = None,
-    header_env: Annotated[
-        list[str] | None, typer.Option(help="A header from the environment: 'Name=VAR'.")
-    ] = None,
-    api_key_env: Annotated[
-        str | None, typer.Option(help="Environment variable holding the API key (x-api-key).")
-    ] = None,
+    header: _Header = None,
+    header_env: _HeaderEnv = None,
+    api_key_env: _ApiKeyEnv = None,
 ) -> None:
     """Search a catalog (API, static, stac-geoparquet or rasters) and list the items."""
     from ..security import redact, unsign_href
@@ -235,15 +240,9 @@ def select(
     ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Labels searched at once.")] = 4,
     max_requests: Annotated[int, typer.Option(min=1, help="HTTP requests open at once.")] = 4,
-    header: Annotated[
-        list[str] | None, typer.Option(help="A non-secret header 'Name: value' (repeatable).")
-    ] = None,
-    header_env: Annotated[
-        list[str] | None, typer.Option(help="A header from the environment: 'Name=VAR'.")
-    ] = None,
-    api_key_env: Annotated[
-        str | None, typer.Option(help="Environment variable holding the API key (x-api-key).")
-    ] = None,
+    header: _Header = None,
+    header_env: _HeaderEnv = None,
+    api_key_env: _ApiKeyEnv = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar over labels.")] = True,
 ) -> None:
     """Choose the least cloudy scene per label and period (bounded relaxation); write the
