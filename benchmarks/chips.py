@@ -105,7 +105,7 @@ def m_floor(path: str, stride: int, clock: Clock, cache_mb: int | None) -> int:
     import rasterio
     from rasterio.windows import Window
 
-    from geochip.env import _gdal
+    from geochip.core.gdal import _gdal
 
     with rasterio.open(path) as ds:
         if cache_mb is not None:
@@ -127,7 +127,7 @@ def m_ceiling(path: str, stride: int, clock: Clock) -> int:
     import rasterio
     from rasterio.windows import Window
 
-    from geochip.env import _gdal
+    from geochip.core.gdal import _gdal
 
     _gdal().GDALSetCacheMax64(64 << 20)
     with rasterio.open(path) as ds:
@@ -155,15 +155,15 @@ def m_ceiling(path: str, stride: int, clock: Clock) -> int:
 
 
 def _plan(path: str, stride: int):  # type: ignore[no-untyped-def]
-    from geochip.scenes import open_scene
-    from geochip.stream import plan_scenes
+    from geochip.plan.scenes import plan_scenes
+    from geochip.read.open import open_scene
 
     scene = open_scene(path)
     return scene, plan_scenes([scene], CHIP, stride=stride)
 
 
 def m_geochip(path: str, stride: int, clock: Clock, threads: int, mode: str) -> int:
-    from geochip.stream import ChipStream
+    from geochip.read.stream import ChipStream
 
     scene, plan = _plan(path, stride)
     stream = ChipStream(plan, [scene], threads=threads, read_ahead=threads > 0)
@@ -183,7 +183,7 @@ def m_geochip(path: str, stride: int, clock: Clock, threads: int, mode: str) -> 
 
 
 def m_zen3geo(path: str, stride: int, clock: Clock, mode: str) -> int:
-    from geochip.compat.zen3geo import IterableWrapper
+    from geochip.ml.zen3geo import IterableWrapper
 
     slicer = (
         IterableWrapper([path])
@@ -227,8 +227,8 @@ def xr_collate_fn(samples):  # type: ignore[no-untyped-def]
 def m_dataloader(path: str, stride: int, clock: Clock) -> int:
     from torch.utils.data import DataLoader
 
-    from geochip.stream import ChipStream
-    from geochip.torch import StreamDataset
+    from geochip.ml.stream import StreamDataset
+    from geochip.read.stream import ChipStream
 
     scene, plan = _plan(path, stride)
     loader = DataLoader(

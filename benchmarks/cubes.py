@@ -12,8 +12,9 @@ Measured in one run, each in a fresh process (peak RSS = that process's VmHWM):
   target grid for every source that is not already on it (the 20 m bands, the UTM 34N
   tiles), first-valid fusing, results discarded;
 * ``odc-stac``: ``odc.stac.load(...)`` with its defaults (no chunks, no pool);
-* ``geochip``: :func:`geochip.read.load_stack` + :func:`geochip.cubeio.write_cube`, the cube
-  written to Zarr block by block on 2 threads;
+* ``geochip``: :func:`geochip.read.load.load_stack` +
+  :func:`geochip.store.cubes.write_cube`, the cube written to Zarr block by block on 2
+  threads;
 * ``geochip-load``: the same block loop with nothing written (the pure load).
 
 Ratios are ``floor seconds / seconds`` (1.0 = as fast as the floor). Run it alone on the
@@ -106,7 +107,7 @@ def build_catalog(root: Path, quick: bool) -> Path:
 
 
 def _items(catalog: Path) -> list[Any]:
-    from geochip.sources.stac import open_catalog
+    from geochip.sources.open import open_catalog
 
     return list(open_catalog(catalog).items())
 
@@ -199,9 +200,9 @@ def run_odc(items: list[Any], grid: Any, chunk: int) -> int:
 
 def run_geochip(items: list[Any], grid: Any, chunk: int, out: Path | None) -> int:
     """geochip: load_stack, written block by block (or, without ``out``, computed only)."""
-    from geochip.cubeio import cube_dataset, write_cube
-    from geochip.engine import run_tasks
-    from geochip.read import load_stack, synchronous_dask
+    from geochip.core.engine import run_tasks, synchronous_dask
+    from geochip.read.load import load_stack
+    from geochip.store.cubes import cube_dataset, write_cube
 
     cube = load_stack(items, BANDS, grid, resampling=RESAMPLING, chunks=chunk, groupby="solar_day")
     if out is not None:
@@ -228,9 +229,6 @@ def child(name: str, catalog: Path, quick: bool, out_dir: Path) -> None:
     import rasterio.vrt  # noqa: F401
     import xarray  # noqa: F401
     import zarr  # noqa: F401
-
-    import geochip.cubeio
-    import geochip.read  # noqa: F401
 
     scale = _scale(quick)
     items = _items(catalog)

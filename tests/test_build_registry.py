@@ -11,10 +11,10 @@ import rasterio
 import yaml
 from rasterio.windows import Window
 
-from geochip.builder import build
-from geochip.config import load_config, parse_config
+from geochip.builder.config import load_config, parse_config
+from geochip.builder.run import build
 from geochip.errors import ConfigError, DatasetNotFoundError
-from geochip.store import open_store
+from geochip.store.reader import open_store
 
 ROOT = Path(__file__).parents[1]
 
@@ -83,7 +83,7 @@ def test_explicit_labels_win_over_the_registry_masks(
     monkeypatch.setenv("GEOCHIP_CACHE_DIR", str(tmp_path / "cache"))
     labels = {"path": "sample", "attribute": "class", "classes": {"water": 1}}
     config = load_config(_tiles_config(tmp_path, "tiles-raster", labels=labels))
-    from geochip.stacks import apply_registry
+    from geochip.builder.catalog import apply_registry
 
     assert apply_registry(config).labels == config.labels
 

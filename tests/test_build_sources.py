@@ -18,14 +18,18 @@ import rasterio.warp
 from affine import Affine
 from odc.geo.geobox import GeoBox
 
-from geochip.builder import _batch_tasks, build, plan_build
-from geochip.config import parse_config
+from geochip.builder.config import parse_config
+from geochip.builder.plan import plan_build
+from geochip.builder.run import build
+from geochip.builder.tasks import batch_tasks as _batch_tasks
 from geochip.errors import ConfigError, GridMismatchError
-from geochip.store import MASK_IGNORE, open_store
+from geochip.store.format import MASK_IGNORE
+from geochip.store.reader import open_store
 from geochip.testing import make_cog
 from geochip.testing.catalogs import make_scene_catalog, scene_config, scene_grid
+from geochip.testing.rustac import RustacServer
 from geochip.testing.signing import TOKEN_ENV
-from geochip.testing.stac_api import RustacServer, StacApiServer
+from geochip.testing.stac_api import StacApiServer
 
 SIG = "Pl4ntedBuildSasSig"
 KEY = "planted-build-api-key-77"
@@ -197,7 +201,7 @@ def test_a_signer_that_cannot_be_imported_is_named(catalog: Path, tmp_path: Path
 def test_workers_get_the_gdal_defaults_merged_with_the_config(
     catalog: Path, tmp_path: Path
 ) -> None:
-    from geochip.env import DEFAULTS
+    from geochip.core.env import DEFAULTS
 
     cfg = scene_config(catalog, tmp_path / "ds", engine={"gdal": {"GDAL_HTTP_TIMEOUT": 5}})
     config = parse_config(cfg)
@@ -205,7 +209,7 @@ def test_workers_get_the_gdal_defaults_merged_with_the_config(
         iter(_batch_tasks(tmp_path, plan_build(config), config, "f", "u4", 0, False, 1, {0}))
     )
     assert task.gdal == {**DEFAULTS, "GDAL_HTTP_TIMEOUT": "5", "GDAL_CACHEMAX": 256}
-    from geochip.engine import probe_gdal
+    from geochip.core.env import probe_gdal
 
     seen = probe_gdal(task.gdal, ["GDAL_HTTP_TIMEOUT", "GDAL_HTTP_LOW_SPEED_TIME"])
     assert {k: str(v) for k, v in seen.items()} == {

@@ -23,9 +23,10 @@ import numpy as np
 import pytest
 import rasterio
 
-from geochip.builder import build
-from geochip.config import parse_config
-from geochip.store import MASK_IGNORE, open_store
+from geochip.builder.config import parse_config
+from geochip.builder.run import build
+from geochip.store.format import MASK_IGNORE
+from geochip.store.reader import open_store
 from geochip.testing.catalogs import make_time_catalog
 
 DATES = ["2024-01-05", "2024-02-10", "2024-02-20", "2024-04-15", "2024-05-01"]
@@ -219,7 +220,7 @@ def test_selection_stacks_each_labels_chosen_scenes_on_the_scenes_pixels(
 ) -> None:
     import geopandas as gpd
 
-    from geochip.select import load_selection
+    from geochip.select.table import load_selection
 
     tiles = gpd.GeoDataFrame(
         {"id": ["A"]}, geometry=[utm_box(500_105, 4_999_455, 500_455, 4_999_805)], crs=4326
@@ -321,7 +322,7 @@ def test_points_become_patches_centred_on_them_stacked_and_gap_filled(
     import pystac
     from shapely.geometry import Point
 
-    from geochip.grid import point_geobox
+    from geochip.core.grid import point_geobox
 
     utm = [(500_203.0, 4_999_611.0), (500_488.0, 4_999_420.0)]
     points = gpd.GeoSeries([Point(p) for p in utm], crs=32633).to_crs(4326)
@@ -414,7 +415,7 @@ def example(name: str, catalog: Path, out: Path, **sections: Any) -> Any:
 def test_the_landcovernet_example_on_a_multi_date_catalog(catalog: Path, tmp_path: Path) -> None:
     import geopandas as gpd
 
-    from geochip.select import load_selection
+    from geochip.select.table import load_selection
 
     gpd.GeoDataFrame(
         {"id": ["A"], "class": ["water"]},
@@ -519,7 +520,7 @@ def test_k_scenes_per_period_are_composited_best_first(catalog: Path, tmp_path: 
 def test_strict_selection_refuses_an_empty_period(catalog: Path, tmp_path: Path) -> None:
     import geopandas as gpd
 
-    from geochip.builder import plan_build
+    from geochip.builder.plan import plan_build
     from geochip.errors import EmptyPeriodError
 
     gpd.GeoDataFrame(
@@ -537,7 +538,7 @@ def test_polygons_become_their_buffered_boxes_on_the_resolution_lattice(
     import geopandas as gpd
     from odc.geo.geom import Geometry
 
-    from geochip.grid import geometry_geobox
+    from geochip.core.grid import geometry_geobox
 
     field = utm_box(500_153, 4_999_402, 500_361, 4_999_555)
     gpd.GeoDataFrame({"name": ["field-1"]}, geometry=[field], crs=4326).to_file(

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from geochip.builder import build
-from geochip.check import check_store
-from geochip.config import parse_config
-from geochip.store import open_store
+from geochip.builder.config import parse_config
+from geochip.builder.run import build
+from geochip.store.check import check_store
+from geochip.store.reader import open_store
 from geochip.testing.catalogs import make_scene_catalog, scene_config
 
 

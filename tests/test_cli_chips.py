@@ -11,7 +11,7 @@ from odc.geo.geobox import GeoBox
 from typer.testing import CliRunner
 
 from geochip.cli import app
-from geochip.store import open_store
+from geochip.store.reader import open_store
 from geochip.testing import make_cog, make_item
 
 runner = CliRunner()

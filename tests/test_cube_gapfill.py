@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from geochip.cube import composite, count_missing, gapfill, scale_cube
 from geochip.errors import InputError
+from geochip.read.cube import composite, count_missing, gapfill, scale_cube
 
 # uneven revisits, as real acquisitions are
 DATES = pd.to_datetime(

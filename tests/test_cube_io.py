@@ -13,7 +13,7 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
 
-from geochip.cubeio import open_cube, write_cube
+from geochip.store.cubes import open_cube, write_cube
 
 GRID = GeoBox.from_bbox((600_000, 5_000_000, 600_700, 5_000_500), "EPSG:32633", resolution=10)
 

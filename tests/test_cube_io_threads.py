@@ -22,7 +22,7 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import assign_crs
 
-from geochip.cubeio import open_cube, write_cube
+from geochip.store.cubes import open_cube, write_cube
 
 out = Path(sys.argv[1])
 gbox = GeoBox.from_bbox((0, 0, 320, 320), "EPSG:32633", resolution=10)

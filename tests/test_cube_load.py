@@ -15,9 +15,9 @@ import rasterio
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import point
 
+from geochip.core.grid import asset_geobox
 from geochip.errors import InputError
-from geochip.grid import asset_geobox
-from geochip.read import chunk_size, load_stack
+from geochip.read.load import chunk_size, load_stack
 from geochip.testing.cubes import make_s2_scene
 
 BANDS = ["red", "nir", "swir16", "scl"]
@@ -137,8 +137,8 @@ MEMORY_SCRIPT = textwrap.dedent(
     import numpy as np
     from odc.geo.geobox import GeoBox
     from geochip.testing import make_cog, make_item
-    from geochip.read import load_stack
-    from geochip.cubeio import write_cube
+    from geochip.read.load import load_stack
+    from geochip.store.cubes import write_cube
     import dask, zarr, xarray.backends.zarr  # imported before the baseline is taken
     mode, root = sys.argv[1], pathlib.Path(sys.argv[2])
     grid = GeoBox.from_bbox((500_000, 0, 540_960, 40_960), "EPSG:32633", resolution=10)

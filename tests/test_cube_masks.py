@@ -8,10 +8,11 @@ import pytest
 import rasterio
 import xarray as xr
 
+from geochip.core.grid import asset_geobox
+from geochip.core.masks import DEFAULT_SCL_CLASSES, parse_mask
 from geochip.errors import BandNotFoundError, InputError
-from geochip.grid import asset_geobox
-from geochip.masks import DEFAULT_SCL_CLASSES, mask_cube, parse_mask
-from geochip.read import load_stack
+from geochip.read.cube import mask_cube
+from geochip.read.load import load_stack
 
 RNG = np.random.default_rng(42)
 

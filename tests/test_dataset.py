@@ -12,13 +12,15 @@ import zarr
 from odc.geo.geobox import GeoBox
 from torch.utils.data import DataLoader, default_collate
 
-from geochip.builder import build
-from geochip.config import parse_config
-from geochip.plan import plan_chips
-from geochip.store import MASK_IGNORE, ArrayReader, ChipSource, Layout, open_store, write_store
+from geochip.builder.config import parse_config
+from geochip.builder.run import build
+from geochip.ml.torch import ChipDataset, collate_chips
+from geochip.plan.chips import plan_chips
+from geochip.store.format import MASK_IGNORE, Layout
+from geochip.store.reader import ArrayReader, open_store
+from geochip.store.writer import ChipSource, write_store
 from geochip.testing import pixel_pattern
 from geochip.testing.catalogs import make_scene_catalog, scene_config
-from geochip.torch import ChipDataset, collate_chips
 
 LAYOUTS = [Layout(c, None, k) for c in ("none", "lz4", "zstd") for k in (1, 3)]
 
@@ -124,7 +126,7 @@ def test_negative_indices_and_out_of_range(built: Path) -> None:
 
 def test_chip_data_module() -> None:
     from geochip.errors import MissingExtraError
-    from geochip.lightning import ChipDataModule, lightning_available
+    from geochip.ml.lightning import ChipDataModule, lightning_available
 
     if lightning_available():  # the extra is installed: it builds the three loaders
         dm = ChipDataModule("unused")

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from geochip.demo import DEMO, run_demo
-from geochip.store import MASK_IGNORE, open_store
+from geochip.store.format import MASK_IGNORE
+from geochip.store.reader import open_store
+from geochip.workflows.demo import DEMO, run_demo
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from geochip.engine import is_transient, open_engine, probe_gdal, retry, safe_gdal_options
+from geochip.core.engine import open_engine
+from geochip.core.env import probe_gdal, safe_gdal_options
+from geochip.core.retry import is_transient, retry
 from geochip.errors import InputError
 from geochip.testing.catalogs import make_scene_catalog, scene_config
 
@@ -194,7 +196,7 @@ def test_a_time_stacked_signed_build_on_a_real_scheduler_is_byte_identical(
 
 
 def test_gdal_options_reach_the_workers(cluster: Cluster) -> None:
-    from geochip.config import EngineConfig
+    from geochip.builder.config import EngineConfig
 
     # what a build ships: geochip's defaults (env.DEFAULTS) merged with the config's
     options = EngineConfig(gdal={"GDAL_CACHEMAX": 64, "GDAL_HTTP_MAX_RETRY": 4}).gdal_options()
@@ -282,8 +284,9 @@ def test_a_local_cluster_build_is_byte_identical(job: tuple, tmp_path: Path) -> 
 
 
 def test_tasks_carry_no_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from geochip.builder import _batch_tasks, plan_build
-    from geochip.config import parse_config
+    from geochip.builder.config import parse_config
+    from geochip.builder.plan import plan_build
+    from geochip.builder.tasks import batch_tasks as _batch_tasks
     from geochip.testing import make_catalog, make_cog, make_item
     from geochip.testing.catalogs import scene_grid
 

@@ -8,16 +8,13 @@ import numpy as np
 import pytest
 from odc.geo.geobox import GeoBox
 
-from geochip.env import (
-    DEFAULTS,
-    GdalEnv,
-    call_with_retries,
-    is_transient,
-    set_block_cache,
-)
+from geochip.core.env import DEFAULTS, GdalEnv
+from geochip.core.gdal import set_block_cache
+from geochip.core.retry import call_with_retries, is_transient
 from geochip.errors import ConfigError, RasterReadError
-from geochip.scenes import open_scene, open_scenes
-from geochip.stream import ChipStream, plan_scenes
+from geochip.plan.scenes import plan_scenes
+from geochip.read.open import open_scene, open_scenes
+from geochip.read.stream import ChipStream
 from geochip.testing import make_cog
 from geochip.testing.http import RangeServer
 
@@ -140,13 +137,13 @@ def test_truncated_header_on_open_is_retried(cogs: list[Path]) -> None:
 def test_curl_cache_is_cleared_in_rasterio_gdal_even_with_pyogrio_loaded() -> None:
     import pyogrio  # noqa: F401 - loads a second libgdal in the process
 
-    from geochip.env import _gdal
+    from geochip.core.gdal import _gdal
 
     assert "rasterio" in str(_gdal()._name)
 
 
 def test_block_cache_is_capped() -> None:
-    from geochip.env import _gdal
+    from geochip.core.gdal import _gdal
 
     lib = _gdal()
     before = lib.GDALGetCacheMax64()
@@ -250,7 +247,7 @@ def test_an_error_gdal_signals_but_does_not_raise_fails_the_read(tmp_path: Path)
     # leaves tiles "missing", read as zeros): such a read counts as failed, and is retried
     import logging
 
-    from geochip.env import call_with_retries
+    from geochip.core.retry import call_with_retries
 
     calls = []
 
@@ -275,7 +272,7 @@ def test_the_gdal_error_tap_passes_on_nothing_new() -> None:
     # logger (at WARNING, the default) must still get none of those INFO records
     import logging
 
-    from geochip.env import call_with_retries
+    from geochip.core.retry import call_with_retries
 
     seen: list[logging.LogRecord] = []
 

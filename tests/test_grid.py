@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from odc.geo.geobox import GeoBox
 
+from geochip.core.grid import chip_windows, count_windows, target_geobox, yx
 from geochip.errors import InputError, NoChipsError
-from geochip.grid import chip_windows, count_windows, target_geobox, yx
 
 dims = st.integers(min_value=1, max_value=300)
 sizes = st.integers(min_value=1, max_value=64)

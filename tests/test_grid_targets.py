@@ -14,8 +14,8 @@ from odc.geo.geobox import GeoBox
 from odc.geo.geom import point
 from shapely.geometry import Polygon
 
+from geochip.core.grid import buffer_geometry, geometry_geobox, label_geobox, point_geobox
 from geochip.errors import InputError
-from geochip.grid import buffer_geometry, geometry_geobox, label_geobox, point_geobox
 from geochip.testing import make_cog, make_item
 
 # (lon, lat, UTM EPSG) in four zones, both hemispheres

@@ -11,8 +11,9 @@ import rasterio.warp
 from affine import Affine
 from odc.geo.geobox import GeoBox
 
+from geochip.core.grid import grid_offset
 from geochip.errors import GridMismatchError
-from geochip.labels import align_label, grid_offset
+from geochip.read.labels import align_label
 from geochip.testing import make_cog, make_item
 
 GRID = GeoBox((40, 50), Affine(10, 0, 500_000, 0, -10, 4_000_400), "EPSG:32633")

@@ -13,7 +13,7 @@ from odc.geo.geobox import GeoBox
 from shapely.geometry import Polygon, box
 
 from geochip.errors import CRSMismatchError, InputError
-from geochip.labels import rasterize_vector_labels, read_vector_labels
+from geochip.read.labels import rasterize_vector_labels, read_vector_labels
 
 GRID = GeoBox((60, 80), Affine(10, 0, 500_000, 0, -10, 4_000_600), "EPSG:32633")
 CLASSES = {"water": 1, "forest": 2, "urban": 3}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from geochip.core.masks import cloud_fraction, landsat_qa_mask, probability_mask, scl_mask
 from geochip.errors import InputError
-from geochip.masks import cloud_fraction, landsat_qa_mask, probability_mask, scl_mask
 
 RNG = np.random.default_rng(0)
 QA = RNG.integers(0, 2**16, size=5000, dtype=np.uint16)

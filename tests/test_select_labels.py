@@ -30,10 +30,13 @@ from odc.geo.geobox import GeoBox
 from shapely.geometry import box
 
 from geochip.errors import EmptyPeriodError, InputError, NoCloudInfoError
-from geochip.select import SELECTION_COLUMNS, load_labels, load_selection, select_scenes
-from geochip.sources.stac import open_catalog
+from geochip.select.labels import load_labels
+from geochip.select.search import select_scenes
+from geochip.select.table import SELECTION_COLUMNS, load_selection
+from geochip.sources.open import open_catalog
 from geochip.testing import make_catalog, make_cog, make_collection, make_item
-from geochip.testing.stac_api import RustacServer, StacApiServer
+from geochip.testing.rustac import RustacServer
+from geochip.testing.stac_api import StacApiServer
 
 W = GeoBox.from_bbox((500_000, 0, 500_640, 640), "EPSG:32633", resolution=10)
 E = GeoBox.from_bbox((600_000, 0, 600_640, 640), "EPSG:32633", resolution=10)
@@ -183,7 +186,7 @@ def test_selection_survives_429s_and_stays_within_the_request_bound(
         cat = open_catalog(api.url, max_requests=2, backoff=0.01)
         api.inject(429, 2, retry_after=0)
         api.inject(503, 1)
-        from geochip.security import HrefPolicy
+        from geochip.core.hrefs import HrefPolicy
 
         cat.href_policy = HrefPolicy()  # the QA file is local; this API is ours
         selection = select_scenes(cat, LABELS, **ARGS, workers=3)

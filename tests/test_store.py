@@ -11,12 +11,15 @@ import rasterio
 from odc.geo.geobox import GeoBox
 from rasterio.windows import Window as RioWindow
 
+from geochip.core.grid import asset_geobox
 from geochip.errors import InputError, RasterReadError, StoreError
-from geochip.grid import asset_geobox
-from geochip.plan import assign_splits, plan_chips
-from geochip.read import load_cube
+from geochip.plan.chips import plan_chips
+from geochip.plan.splits import assign_splits
+from geochip.read.load import load_cube
 from geochip.sources.sample import LANDSAT_ITEM
-from geochip.store import MASK_IGNORE, ChipSource, open_store, write_store
+from geochip.store.format import MASK_IGNORE
+from geochip.store.reader import open_store
+from geochip.store.writer import ChipSource, write_store
 from geochip.testing import make_cog, make_item
 
 BANDS = ["blue", "green", "red", "nir08"]

@@ -11,17 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from odc.geo.geobox import GeoBox
 
+from geochip.core.grid import YX
 from geochip.errors import InputError, NoChipsError, RasterReadError
-from geochip.grid import YX
-from geochip.plan import load_plan, save_plan
-from geochip.scenes import Scene, ScenePart, open_scene, open_scenes
-from geochip.stream import (
-    ChipStream,
-    filter_nodata,
-    plan_random,
-    plan_scenes,
-    sample_chips,
-)
+from geochip.plan.chips import load_plan, save_plan
+from geochip.plan.scenes import filter_nodata, plan_random, plan_scenes, sample_chips
+from geochip.read.open import open_scene, open_scenes
+from geochip.read.scene import Scene, ScenePart
+from geochip.read.stream import ChipStream
 from geochip.testing import make_cog
 from geochip.testing.http import RangeServer
 
@@ -193,7 +189,7 @@ def test_batches_cross_scene_boundaries_in_one_preallocated_array(cogs: list[Pat
 def test_overlapping_chips_decode_each_tile_once(
     cogs: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import geochip.stream as stream_module
+    import geochip.read.tiles as stream_module
 
     calls: list[tuple] = []
     real = stream_module.read_part
@@ -366,7 +362,7 @@ def test_reader_threads_outlive_streams(cogs: list[Path]) -> None:
 def test_closing_a_stream_early_leaves_no_read_running(cogs: list[Path]) -> None:
     from concurrent.futures import Future
 
-    import geochip.stream as stream_module
+    import geochip.read.tiles as stream_module
 
     scene = open_scene(cogs[0])
     plan = plan_scenes([scene], 128)

@@ -9,10 +9,11 @@ from odc.geo.geobox import GeoBox
 from torch.utils.data import DataLoader
 
 from geochip.errors import InputError
-from geochip.scenes import open_scenes
-from geochip.stream import ChipStream, plan_scenes
+from geochip.ml.stream import StreamDataset
+from geochip.plan.scenes import plan_scenes
+from geochip.read.open import open_scenes
+from geochip.read.stream import ChipStream
 from geochip.testing import make_cog
-from geochip.torch import StreamDataset
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +152,7 @@ def test_bad_arguments_are_named(stream: ChipStream) -> None:
 def test_a_shared_batch_pickles_by_value_outside_multiprocessing() -> None:
     import pickle
 
-    from geochip.torch import _SharedBatches
+    from geochip.ml.sharing import SharedBatches as _SharedBatches
 
     alloc = _SharedBatches(keep=1)
     array, tensor = alloc((2, 3), np.dtype("int32"))  # (torch cannot unpickle uint16)
@@ -166,7 +167,7 @@ def test_a_shared_batch_pickles_by_value_outside_multiprocessing() -> None:
 def test_a_shared_batch_is_reused_only_after_the_receiver_lets_go() -> None:
     from multiprocessing.reduction import ForkingPickler
 
-    from geochip.torch import _SharedBatches
+    from geochip.ml.sharing import SharedBatches as _SharedBatches
 
     alloc = _SharedBatches(keep=1)
     array, tensor = alloc((4,), np.dtype("int32"))

@@ -15,10 +15,10 @@ import pytest
 import xarray as xr
 from shapely.geometry import Point, box
 
-from geochip.grid import point_geobox
+from geochip.core.grid import point_geobox
 from geochip.testing import make_catalog
 from geochip.testing.cubes import make_s2_series
-from geochip.timeseries import TimeseriesConfig, geometry_grid, run_timeseries
+from geochip.workflows.timeseries import TimeseriesConfig, geometry_grid, run_timeseries
 
 DATES = ["2024-05-01", "2024-05-11", "2024-05-21", "2024-05-31"]
 BANDS = ("red", "nir", "swir16")
@@ -74,7 +74,7 @@ def test_masked_values_match_an_independent_load(catalog: tuple, tmp_path: Path)
     cat, items = catalog
     config = _config(cat)
     run_timeseries(_points().iloc[:1], config, tmp_path)
-    from geochip.cubeio import open_cube
+    from geochip.store.cubes import open_cube
 
     got = open_cube(tmp_path / "p1.nc")
     grid = geometry_grid(_points().geometry.iloc[0].__geo_interface__, config)
@@ -231,15 +231,15 @@ def test_patch_mode_needs_a_size() -> None:
 def test_secrets_in_the_catalog_url_stay_out_of_the_files(
     catalog: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from geochip.sources import stac
-    from geochip.timeseries import _build
+    from geochip.workflows import timeseries
+    from geochip.workflows.timeseries import _build
 
     cat, _ = catalog
     signed = TimeseriesConfig(**{**_config(cat).__dict__, "catalog": f"{cat}?sig=SECRET123"})
     # a file on disk cannot take a query string: open the real catalog behind the signed href
-    real_open = stac.open_catalog
+    real_open = timeseries.open_catalog
     monkeypatch.setattr(
-        stac, "open_catalog", lambda href, **kw: real_open(str(href).split("?")[0], **kw)
+        timeseries, "open_catalog", lambda href, **kw: real_open(str(href).split("?")[0], **kw)
     )
     path = tmp_path / "p1.nc"
     status, _, _ = _build("p1", _points().geometry.iloc[0].__geo_interface__, signed, path)

@@ -22,10 +22,11 @@ import pystac
 import pytest
 from shapely.geometry import Point
 
-from geochip.cubeio import open_cube
+from geochip.store.cubes import open_cube
 from geochip.testing.cubes import make_s2_series
-from geochip.testing.stac_api import RustacServer, StacApiServer, free_port
-from geochip.timeseries import TimeseriesConfig, geometry_grid, run_timeseries
+from geochip.testing.rustac import RustacServer, free_port
+from geochip.testing.stac_api import StacApiServer
+from geochip.workflows.timeseries import TimeseriesConfig, geometry_grid, run_timeseries
 
 DATES = ["2024-05-01", "2024-05-11", "2024-05-21"]
 BANDS = ("red", "nir")

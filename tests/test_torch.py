@@ -11,10 +11,12 @@ from odc.geo.geobox import GeoBox
 from torch.utils.data import DataLoader
 
 from geochip.errors import InputError
-from geochip.plan import assign_splits, plan_chips
-from geochip.store import ChipSource, open_store, write_store
+from geochip.ml.torch import ChipDataset, collate_chips
+from geochip.plan.chips import plan_chips
+from geochip.plan.splits import assign_splits
+from geochip.store.reader import open_store
+from geochip.store.writer import ChipSource, write_store
 from geochip.testing import pixel_pattern
-from geochip.torch import ChipDataset, collate_chips
 
 
 @pytest.fixture(scope="module")

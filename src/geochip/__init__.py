@@ -17,53 +17,53 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 # name -> module that defines it
 _LAZY = {
-    "BuildConfig": "geochip.config",
-    "ChipDataModule": "geochip.lightning",
-    "ChipDataset": "geochip.torch",
-    "ChipSource": "geochip.store",
-    "ChipStore": "geochip.store",
-    "ChipStream": "geochip.stream",
-    "StreamDataset": "geochip.torch",
-    "TimeseriesConfig": "geochip.timeseries",
-    "assign_splits": "geochip.plan",
-    "build": "geochip.builder",
-    "check_store": "geochip.check",
-    "collate_chips": "geochip.torch",
-    "composite": "geochip.cube",
-    "find_leaks": "geochip.plan",
-    "gapfill": "geochip.cube",
-    "geometry_geobox": "geochip.grid",
-    "get_dataset": "geochip.registry",
-    "label_geobox": "geochip.grid",
-    "load_config": "geochip.config",
-    "load_cube": "geochip.read",
-    "load_inference_data": "geochip.registry",
-    "load_selection": "geochip.select",
-    "load_stack": "geochip.read",
-    "load_training_data": "geochip.registry",
-    "make_pair": "geochip.pairs",
-    "mask_cube": "geochip.masks",
-    "open_catalog": "geochip.sources.stac",
-    "open_cube": "geochip.cubeio",
-    "open_registry": "geochip.registry",
-    "open_scene": "geochip.scenes",
-    "open_scenes": "geochip.scenes",
-    "open_store": "geochip.store",
-    "plan_chips": "geochip.plan",
-    "plan_scenes": "geochip.stream",
-    "point_geobox": "geochip.grid",
-    "rasterize_labels": "geochip.labels",
-    "run_timeseries": "geochip.timeseries",
+    "BuildConfig": "geochip.builder.config.model",
+    "ChipDataModule": "geochip.ml.lightning",
+    "ChipDataset": "geochip.ml.torch",
+    "ChipSource": "geochip.store.writer",
+    "ChipStore": "geochip.store.reader",
+    "ChipStream": "geochip.read.stream",
+    "StreamDataset": "geochip.ml.stream",
+    "TimeseriesConfig": "geochip.workflows.timeseries",
+    "assign_splits": "geochip.plan.splits",
+    "build": "geochip.builder.run",
+    "check_store": "geochip.store.check",
+    "collate_chips": "geochip.ml.torch",
+    "composite": "geochip.read.cube",
+    "find_leaks": "geochip.plan.splits",
+    "gapfill": "geochip.read.cube",
+    "geometry_geobox": "geochip.core.grid",
+    "get_dataset": "geochip.registry.catalog",
+    "label_geobox": "geochip.core.grid",
+    "load_config": "geochip.builder.config.parse",
+    "load_cube": "geochip.read.load",
+    "load_inference_data": "geochip.registry.samples",
+    "load_selection": "geochip.select.table",
+    "load_stack": "geochip.read.load",
+    "load_training_data": "geochip.registry.samples",
+    "make_pair": "geochip.workflows.pairs",
+    "mask_cube": "geochip.read.cube",
+    "open_catalog": "geochip.sources.open",
+    "open_cube": "geochip.store.cubes",
+    "open_registry": "geochip.registry.catalog",
+    "open_scene": "geochip.read.open",
+    "open_scenes": "geochip.read.open",
+    "open_store": "geochip.store.reader",
+    "plan_chips": "geochip.plan.chips",
+    "plan_scenes": "geochip.plan.scenes",
+    "point_geobox": "geochip.core.grid",
+    "rasterize_labels": "geochip.read.labels",
+    "run_timeseries": "geochip.workflows.timeseries",
     "sample_catalog": "geochip.sources.sample",
-    "scale_cube": "geochip.cube",
-    "select_scenes": "geochip.select",
-    "show_versions": "geochip._versions",
-    "write_cube": "geochip.cubeio",
-    "write_store": "geochip.store",
+    "scale_cube": "geochip.read.cube",
+    "select_scenes": "geochip.select.search",
+    "show_versions": "geochip.core.versions",
+    "write_cube": "geochip.store.cubes",
+    "write_store": "geochip.store.writer",
 }
 
 __all__ = [
@@ -114,28 +114,34 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from ._versions import show_versions
-    from .builder import build
-    from .check import check_store
-    from .config import BuildConfig, load_config
-    from .cube import composite, gapfill, scale_cube
-    from .cubeio import open_cube, write_cube
-    from .grid import geometry_geobox, label_geobox, point_geobox
-    from .labels import rasterize_labels
-    from .lightning import ChipDataModule
-    from .masks import mask_cube
-    from .pairs import make_pair
-    from .plan import assign_splits, find_leaks, plan_chips
-    from .read import load_cube, load_stack
-    from .registry import get_dataset, load_inference_data, load_training_data, open_registry
-    from .scenes import open_scene, open_scenes
-    from .select import load_selection, select_scenes
+    from .builder.config.model import BuildConfig
+    from .builder.config.parse import load_config
+    from .builder.run import build
+    from .core.grid import geometry_geobox, label_geobox, point_geobox
+    from .core.versions import show_versions
+    from .ml.lightning import ChipDataModule
+    from .ml.stream import StreamDataset
+    from .ml.torch import ChipDataset, collate_chips
+    from .plan.chips import plan_chips
+    from .plan.scenes import plan_scenes
+    from .plan.splits import assign_splits, find_leaks
+    from .read.cube import composite, gapfill, mask_cube, scale_cube
+    from .read.labels import rasterize_labels
+    from .read.load import load_cube, load_stack
+    from .read.open import open_scene, open_scenes
+    from .read.stream import ChipStream
+    from .registry.catalog import get_dataset, open_registry
+    from .registry.samples import load_inference_data, load_training_data
+    from .select.search import select_scenes
+    from .select.table import load_selection
+    from .sources.open import open_catalog
     from .sources.sample import sample_catalog
-    from .sources.stac import open_catalog
-    from .store import ChipSource, ChipStore, open_store, write_store
-    from .stream import ChipStream, plan_scenes
-    from .timeseries import TimeseriesConfig, run_timeseries
-    from .torch import ChipDataset, StreamDataset, collate_chips
+    from .store.check import check_store
+    from .store.cubes import open_cube, write_cube
+    from .store.reader import ChipStore, open_store
+    from .store.writer import ChipSource, write_store
+    from .workflows.pairs import make_pair
+    from .workflows.timeseries import TimeseriesConfig, run_timeseries
 
 
 def __getattr__(name: str) -> Any:

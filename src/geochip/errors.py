@@ -9,10 +9,10 @@ from __future__ import annotations
 
 __all__ = [
     "BandNotFoundError",
+    "CRSMismatchError",
     "CatalogError",
     "CatalogUnreachableError",
     "ConfigError",
-    "CRSMismatchError",
     "DatasetNotAvailableError",
     "DatasetNotFoundError",
     "EmptyPeriodError",

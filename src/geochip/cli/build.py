@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from . import app, console, err_console
+from .app import app, console, err_console
 
 #: Exit status when the dataset was written but some chips failed (they are in the index).
 EXIT_FAILED_CHIPS = 3
@@ -43,9 +43,9 @@ def build(
     ] = False,
 ) -> None:
     """Build a chip dataset from a config; run it again to resume an interrupted build."""
-    from ..builder import build as run_build
-    from ..builder import summarize
-    from ..config import describe_config, load_config
+    from ..builder.config import describe_config, load_config
+    from ..builder.run import build as run_build
+    from ..builder.run import summarize
 
     if help_config:
         console.print(describe_config(), markup=False, highlight=False)

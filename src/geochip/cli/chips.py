@@ -6,16 +6,15 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
+import pystac
 import typer
 
 from ..errors import InputError
-from . import app, console, err_console
+from .app import app, console, err_console
 
 
 def _sources(values: list[str]) -> list[Any]:
     """Paths and URLs as they are; ``.json`` files as STAC Items or ItemCollections."""
-    import pystac
-
     out: list[Any] = []
     for value in values:
         if value.lower().endswith(".json"):
@@ -89,8 +88,8 @@ def chips(
     workers: Annotated[int, typer.Option(min=1, help="Threads that read and write.")] = 2,
 ) -> None:
     """Plan the chips of scenes from their headers; print the count or write a store."""
-    from ..scenes import open_scenes
-    from ..stream import plan_scenes
+    from ..plan.scenes import plan_scenes
+    from ..read.open import open_scenes
 
     if not count and out is None:
         raise InputError("say what to do: --count, --out DIR, or both")
@@ -105,7 +104,7 @@ def chips(
         console.print(len(plan))
     if out is None:
         return
-    from ..store import ChipSource, write_store
+    from ..store.writer import ChipSource, write_store
 
     sources_by_id = {}
     for scene in scenes:

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
-from . import app, console
+from .app import app, console
 
 datasets_app = typer.Typer(
     help="Named datasets of image/mask pairs: the built-ins and registry files.",
@@ -27,7 +28,7 @@ RegistryOption = Annotated[
 
 
 def _registry(files: list[Path] | None) -> Any:
-    from ..registry import open_registry
+    from ..registry.catalog import open_registry
 
     return open_registry(files or None)
 
@@ -49,8 +50,6 @@ def list_datasets(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """List the registered datasets: tag, image files, masks, resolution, download."""
-    from rich.table import Table
-
     reg = _registry(registry)
     rows = []
     for dataset in reg:

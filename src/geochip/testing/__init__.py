@@ -34,25 +34,13 @@ import rasterio.shutil
 from odc.geo.geobox import GeoBox
 from rasterio.enums import Resampling
 
-from ..sources.files import raster_fields as _raster_fields
+from ..sources.files import COG_MEDIA_TYPE, item_from_rasters
+from ..sources.items import STAC_EXTENSIONS
+from ..sources.static import make_catalog, make_collection
 
-__all__ = [
-    "make_catalog",
-    "make_cog",
-    "make_collection",
-    "make_item",
-    "pixel_pattern",
-    "texture",
-]
+__all__ = ["make_catalog", "make_cog", "make_collection", "make_item", "pixel_pattern", "texture"]
 
 Pattern = Literal["rowcol", "random", "texture", "constant"]
-
-STAC_EXTENSIONS = {
-    "proj": "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
-    "eo": "https://stac-extensions.github.io/eo/v2.0.0/schema.json",
-    "raster": "https://stac-extensions.github.io/raster/v2.0.0/schema.json",
-}
-COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 
 
 def texture(shape: tuple[int, int], seed: int = 0, scale: float = 1.0) -> npt.NDArray[np.float32]:
@@ -215,162 +203,65 @@ def make_item(
     proj_version: Literal[1, 2] = 2,
     bands_style: Literal["bands", "eo:bands"] = "bands",
 ) -> pystac.Item:
-    """Build a ``pystac.Item`` whose geometry, ``proj`` and band fields are read from files.
+    """Build a ``pystac.Item`` whose geometry, ``proj`` and band fields are read from files
+    (:func:`geochip.sources.files.item_from_rasters`), as a COG catalog publishes it.
 
-    ``assets`` maps asset keys to raster paths (headers only are read). ``proj_version=1``
-    writes the old ``proj:epsg`` form and ``bands_style="eo:bands"`` the pre-STAC-1.1
-    ``eo:bands``/``raster:bands`` form, for testing normalisation.
+    ``assets`` maps asset keys to raster paths (headers only are read); a single-band
+    asset's band is named after its key. ``proj_version=1`` writes the old ``proj:epsg``
+    form and ``bands_style="eo:bands"`` the pre-STAC-1.1 ``eo:bands``/``raster:bands``
+    form, for testing normalisation.
     """
-    from odc.geo.geom import box
-
     if isinstance(datetime, str):
         datetime = dt.datetime.fromisoformat(datetime.replace("Z", "+00:00"))
         if datetime.tzinfo is None:
             datetime = datetime.replace(tzinfo=dt.UTC)
-    fields = {key: _raster_fields(Path(path)) for key, path in assets.items()}
-    if not fields:
+    if not assets:
         raise ValueError("make_item needs at least one asset")
-    first = next(iter(fields.values()))
-    bounds = first["bounds"]
-    footprint = box(bounds.left, bounds.bottom, bounds.right, bounds.top, first["crs"])
-    footprint = footprint.to_crs("EPSG:4326")
     props: dict[str, Any] = {}
     if cloud_cover is not None:
         props["eo:cloud_cover"] = float(cloud_cover)
-    if proj_version == 2:
-        props["proj:code"] = first["code"]
-        if first["wkt2"]:
-            props["proj:wkt2"] = first["wkt2"]
-    else:
-        props["proj:epsg"] = int(first["code"].split(":")[1]) if first["code"] else None
     props.update(properties or {})
-    item = pystac.Item(
-        id=item_id,
-        geometry=footprint.json,
-        bbox=list(footprint.boundingbox),
+    item = item_from_rasters(
+        item_id,
+        assets,
         datetime=datetime,
         properties=props,
         collection=collection,
+        roles=roles,
+        media_type=COG_MEDIA_TYPE,
     )
-    extensions = [STAC_EXTENSIONS["proj"], STAC_EXTENSIONS["raster"]]
-    if proj_version == 1:
-        extensions[0] = "https://stac-extensions.github.io/projection/v1.1.0/schema.json"
-    if bands_style == "eo:bands" or cloud_cover is not None or common_names:
-        extensions.append(
-            "https://stac-extensions.github.io/eo/v1.1.0/schema.json"
-            if bands_style == "eo:bands"
-            else STAC_EXTENSIONS["eo"]
-        )
-    if bands_style == "eo:bands":
-        extensions[1] = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
-    item.stac_extensions = sorted(set(extensions))
-    for key, path in assets.items():
-        info = fields[key]
-        extra: dict[str, Any] = {"proj:shape": info["shape"], "proj:transform": info["transform"]}
-        if info["code"] != first["code"]:
-            extra["proj:code" if proj_version == 2 else "proj:epsg"] = (
-                info["code"] if proj_version == 2 else int(info["code"].split(":")[1])
-            )
-        bands = [dict(b) for b in info["bands"]]
+    for key, asset in item.assets.items():
+        asset.href = str(assets[key])
+        bands = asset.extra_fields["bands"]
         if common_names and key in common_names:
             for band in bands:
                 band["eo:common_name"] = common_names[key]
         if len(bands) == 1:
             bands[0]["name"] = key
-        if bands_style == "bands":
-            for band in bands:
-                band["raster:spatial_resolution"] = info["resolution"]
-            extra["bands"] = bands
-        else:
-            extra["raster:bands"] = [
+    extensions = [STAC_EXTENSIONS["proj"], STAC_EXTENSIONS["raster"]]
+    if bands_style == "eo:bands" or cloud_cover is not None or common_names:
+        extensions.append(STAC_EXTENSIONS["eo"])
+    if proj_version == 1:
+        extensions[0] = "https://stac-extensions.github.io/projection/v1.1.0/schema.json"
+        for fields in [item.properties, *(a.extra_fields for a in item.assets.values())]:
+            code = fields.pop("proj:code", None)
+            fields.pop("proj:wkt2", None)
+            if code is not None or fields is item.properties:
+                fields["proj:epsg"] = int(code.split(":")[1]) if code else None
+    if bands_style == "eo:bands":
+        extensions[1] = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
+        extensions[2] = "https://stac-extensions.github.io/eo/v1.1.0/schema.json"
+        for asset in item.assets.values():
+            bands = asset.extra_fields.pop("bands")
+            asset.extra_fields["raster:bands"] = [
                 {k: v for k, v in b.items() if k in {"data_type", "nodata"}}
-                | {"spatial_resolution": info["resolution"]}
+                | {"spatial_resolution": b["raster:spatial_resolution"]}
                 for b in bands
             ]
-            extra["eo:bands"] = [
+            asset.extra_fields["eo:bands"] = [
                 {"name": b["name"]}
                 | ({"common_name": b["eo:common_name"]} if "eo:common_name" in b else {})
                 for b in bands
             ]
-        item.add_asset(
-            key,
-            pystac.Asset(
-                href=str(path),
-                media_type=COG_MEDIA_TYPE,
-                roles=list(roles[key]) if roles and key in roles else ["data"],
-                extra_fields=extra,
-            ),
-        )
+    item.stac_extensions = sorted(set(extensions))
     return item
-
-
-def make_collection(
-    collection_id: str,
-    items: Sequence[pystac.Item],
-    *,
-    description: str | None = None,
-    title: str | None = None,
-    license: str = "other",
-) -> pystac.Collection:
-    """An in-memory ``pystac.Collection`` holding clones of ``items``, its extent covering them."""
-    bboxes = [item.bbox for item in items if item.bbox]
-    times = [item.datetime for item in items if item.datetime]
-    if not bboxes or not times:
-        raise ValueError("a collection needs items with a bbox and a datetime")
-    extent = pystac.Extent(
-        pystac.SpatialExtent(
-            [
-                [
-                    min(b[0] for b in bboxes),
-                    min(b[1] for b in bboxes),
-                    max(b[2] for b in bboxes),
-                    max(b[3] for b in bboxes),
-                ]
-            ]
-        ),
-        pystac.TemporalExtent([[min(times), max(times)]]),
-    )
-    coll = pystac.Collection(
-        id=collection_id,
-        description=description or collection_id,
-        title=title,
-        extent=extent,
-        license=license,
-    )
-    for item in items:
-        clone = item.clone()
-        clone.collection_id = collection_id
-        coll.add_item(clone)
-    return coll
-
-
-def make_catalog(
-    root: str | Path,
-    items: Sequence[pystac.Item] = (),
-    *,
-    catalog_id: str = "geochip-test",
-    collection: str | None = None,
-    collections: Sequence[pystac.Collection] = (),
-    description: str = "geochip test catalog",
-    title: str | None = None,
-) -> Path:
-    """Write a self-contained static catalog under ``root`` and return its catalog.json.
-
-    ``items`` go straight under the catalog, or into one new collection named
-    ``collection``; ``collections`` (see :func:`make_collection`) are added as they are.
-    Asset hrefs are made relative where the files lie under ``root``.
-    """
-    root = Path(root)
-    catalog = pystac.Catalog(id=catalog_id, description=description, title=title)
-    if collection:
-        catalog.add_child(make_collection(collection, items))
-    else:
-        for item in items:
-            catalog.add_item(item.clone())
-    for coll in collections:
-        catalog.add_child(coll)
-    # a trailing slash: pystac takes a last path part with a dot in it for a file name
-    catalog.normalize_hrefs(root.resolve().as_posix() + "/")
-    catalog.make_all_asset_hrefs_relative()
-    catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
-    return root / "catalog.json"

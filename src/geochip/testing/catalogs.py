@@ -19,9 +19,16 @@ from typing import Any
 
 from odc.geo.geobox import GeoBox
 
-from . import make_catalog, make_cog, make_item, pixel_pattern
+from ..sources.static import make_catalog
+from . import make_cog, make_item, pixel_pattern
+from .cubes import make_s2_scene
 
-__all__ = ["make_scene_catalog", "make_time_catalog", "scene_config", "scene_grid"]
+__all__ = [
+    "make_scene_catalog",
+    "make_time_catalog",
+    "scene_config",
+    "scene_grid",
+]
 
 
 def scene_grid(scene: int, size: int, *, resolution: float = 10.0) -> GeoBox:
@@ -99,8 +106,6 @@ def make_time_catalog(
     path of catalog.json. ``covers[i]`` is the ``eo:cloud_cover`` of date ``i`` (None: no
     such property). Item ids: ``s2-<date>-EPSG32633-<x>-<y>`` (``-0-0`` for the first
     origin)."""
-    from .cubes import make_s2_scene
-
     items = []
     for x, y in origins:
         for n, date in enumerate(dates):

@@ -29,7 +29,12 @@ from odc.geo.geobox import GeoBox
 
 from . import make_cog, make_item, texture
 
-__all__ = ["S2_BANDS", "make_s2_scene", "make_s2_series", "scl_pattern"]
+__all__ = [
+    "S2_BANDS",
+    "make_s2_scene",
+    "make_s2_series",
+    "scl_pattern",
+]
 
 #: Band -> native resolution (m) of the generated scenes.
 S2_BANDS: dict[str, int] = {
@@ -40,6 +45,7 @@ S2_BANDS: dict[str, int] = {
     "swir16": 20,
     "scl": 20,
 }
+
 _COMMON = {"blue": "blue", "green": "green", "red": "red", "nir": "nir", "swir16": "swir16"}
 
 

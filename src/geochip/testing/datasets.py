@@ -28,19 +28,22 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import geopandas as gpd
 import numpy as np
 import numpy.typing as npt
+import rasterio
 from affine import Affine
 from odc.geo.geobox import GeoBox
+from shapely.geometry import Polygon, box
 
 from . import make_cog, texture
 
-if TYPE_CHECKING:
-    import geopandas as gpd
-
-__all__ = ["TILES_CLASSES", "tiles_geoboxes", "write_tiles_dataset"]
+__all__ = [
+    "TILES_CLASSES",
+    "tiles_geoboxes",
+    "write_tiles_dataset",
+]
 
 #: Class map of the tiles' masks and labels.
 TILES_CLASSES: dict[str, int] = {"water": 1, "field": 2, "forest": 3}
@@ -61,8 +64,6 @@ def _classes(shape: tuple[int, int], seed: int) -> npt.NDArray[np.uint8]:
 
 
 def _write_jp2(path: Path, geobox: GeoBox, data: npt.NDArray[np.uint16]) -> Path:
-    import rasterio
-
     with rasterio.open(
         path,
         "w",
@@ -81,9 +82,6 @@ def _write_jp2(path: Path, geobox: GeoBox, data: npt.NDArray[np.uint16]) -> Path
 
 
 def _labels(geoboxes: dict[str, GeoBox], seed: int) -> gpd.GeoDataFrame:
-    import geopandas as gpd
-    from shapely.geometry import Polygon, box
-
     rng = np.random.default_rng(seed)
     names = sorted(TILES_CLASSES)
     shapes, classes = [], []

@@ -51,9 +51,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["FaultRule", "RangeServer", "RequestRecord"]
+__all__ = [
+    "FaultKind",
+    "FaultRule",
+    "RangeServer",
+    "RequestRecord",
+]
 
 FaultKind = Literal["status", "reset", "truncate", "stall", "delay"]
+
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 

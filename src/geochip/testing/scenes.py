@@ -29,10 +29,15 @@ from odc.geo.geobox import GeoBox
 
 from . import make_cog, pixel_pattern
 
-__all__ = ["S1_FACTORS", "S1_SHAPE", "make_s1_like"]
+__all__ = [
+    "S1_FACTORS",
+    "S1_SHAPE",
+    "make_s1_like",
+]
 
 #: Full-resolution (height, width) of :func:`make_s1_like` scenes; level 3 is 1044 x 1569.
 S1_SHAPE = (5220, 7845)
+
 #: Overview decimation factors of :func:`make_s1_like` scenes (level 3 = factor 5).
 S1_FACTORS = (2, 3, 4, 5)
 

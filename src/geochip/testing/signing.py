@@ -22,7 +22,10 @@ import os
 
 from ..errors import ConfigError
 
-__all__ = ["TOKEN_ENV", "sign"]
+__all__ = [
+    "TOKEN_ENV",
+    "sign",
+]
 
 #: The environment variable holding the token :func:`sign` appends.
 TOKEN_ENV = "GEOCHIP_TEST_SAS_TOKEN"

@@ -1,16 +1,11 @@
-"""Real STAC API servers on loopback for tests, benchmarks and docs.
+"""A small conforming STAC API on loopback, for what ``rustac serve`` cannot do.
 
-* :class:`RustacServer` runs ``rustac serve`` (the PyPI package ``rustac``, a real STAC
-  API in Rust) on a free loopback port with the given items and collections, and stops it
-  on exit. Its memory backend conforms to core, collections, features and item-search,
-  but not to the query or filter extensions (it answers a filter with an empty page), so
-  it exercises geochip's client-side filtering.
-* :class:`StacApiServer` is a small STAC API written here, on the standard library's HTTP
-  server, for what rustac cannot do: it conforms (as asked) to the **query** and
-  **filter** (CQL2 JSON) extensions, records every request (method, path, headers, body),
-  counts requests in flight, injects faults (429/5xx with ``Retry-After``), can lie about
-  its conformance (ignore filters, or answer them with nothing), and serves files with HTTP
-  range requests, optionally behind a SAS-like ``sig`` token.
+:class:`StacApiServer` is written here, on the standard library's HTTP server: it conforms
+(as asked) to the **query** and **filter** (CQL2 JSON) extensions, records every request
+(method, path, headers, body), counts requests in flight, injects faults (429/5xx with
+``Retry-After``), can lie about its conformance (ignore filters, or answer them with
+nothing), and serves files with HTTP range requests, optionally behind a SAS-like ``sig``
+token. The real server, ``rustac serve``, is :class:`geochip.testing.rustac.RustacServer`.
 
 Example:
     >>> import datetime as dt, pystac
@@ -19,7 +14,7 @@ Example:
     >>> items = [pystac.Item(f"s{i}", geom, [1, 2, 1, 2], t, {"eo:cloud_cover": 10.0 * i},
     ...                      collection="c") for i in range(3)]
     >>> with StacApiServer(items) as api:
-    ...     from geochip.sources.stac import open_catalog
+    ...     from geochip.sources.open import open_catalog
     ...     cat = open_catalog(api.url)
     ...     [i.id for i in cat.search(max_cloud=15)], api.requests[-1].body["filter"]["op"]
     (['s0', 's1'], '<=')
@@ -29,30 +24,26 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pystac
+import shapely.geometry
+
+from .rustac import as_dicts, collection_dicts, wait_until_up
 
 __all__ = [
+    "CORE",
+    "FILTER",
+    "QUERY",
     "RecordedRequest",
-    "RustacServer",
     "StacApiServer",
-    "free_port",
-    "rustac_executable",
 ]
 
 CORE = [
@@ -63,178 +54,15 @@ CORE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
 ]
+
 QUERY = ["https://api.stacspec.org/v1.0.0/item-search#query"]
+
 FILTER = [
     "https://api.stacspec.org/v1.0.0-rc.2/item-search#filter",
     "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/filter",
     "http://www.opengis.net/spec/cql2/1.0/conf/cql2-json",
     "http://www.opengis.net/spec/cql2/1.0/conf/basic-cql2",
 ]
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def rustac_executable() -> str:
-    """Path of the ``rustac`` command (next to the running Python, else on PATH)."""
-    here = Path(sys.executable).parent / "rustac"
-    if here.exists():
-        return str(here)
-    found = shutil.which("rustac")
-    if found is None:
-        raise FileNotFoundError(
-            "the `rustac` command is not installed; install the dev group (pip install rustac)"
-        )
-    return found
-
-
-def _as_dicts(items: Iterable[pystac.Item | Mapping[str, Any]]) -> list[dict[str, Any]]:
-    out = []
-    for item in items:
-        if isinstance(item, pystac.Item):
-            clone = item.clone()
-            clone.make_asset_hrefs_absolute() if clone.get_self_href() else None
-            d = clone.to_dict(include_self_link=False, transform_hrefs=False)
-        else:
-            d = json.loads(json.dumps(item))
-        d["links"] = []
-        out.append(d)
-    return out
-
-
-def _collection_dicts(
-    items: Sequence[Mapping[str, Any]], collections: Iterable[pystac.Collection] | None
-) -> list[dict[str, Any]]:
-    given = {c.id: c for c in collections or []}
-    out = []
-    for cid in sorted(
-        {str(i.get("collection")) for i in items if i.get("collection")} | set(given)
-    ):
-        if cid in given:
-            d = given[cid].to_dict(include_self_link=False, transform_hrefs=False)
-        else:
-            d = {
-                "type": "Collection",
-                "stac_version": "1.1.0",
-                "id": cid,
-                "description": cid,
-                "license": "other",
-                "extent": {
-                    "spatial": {"bbox": [[-180, -90, 180, 90]]},
-                    "temporal": {"interval": [[None, None]]},
-                },
-            }
-        d["links"] = []
-        out.append(d)
-    return out
-
-
-def _wait_until_up(url: str, deadline: float, proc: subprocess.Popen[bytes] | None) -> None:
-    while True:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"the server exited with status {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no answer from {url}")
-        time.sleep(0.05)
-
-
-class RustacServer:
-    """``rustac serve`` on a free loopback port, loaded with ``items`` (a context manager).
-
-    ``collections`` are loaded as given; a collection named by an item but not given is
-    made up with a world extent. ``url`` ends with a slash.
-
-    Items served by an API get a self link on the server, so an absolute local path such as
-    ``/tmp/x.tif`` in an asset href resolves to ``http://127.0.0.1:<port>/tmp/x.tif``
-    (URL semantics, and the href policy: a network catalog does not read local files).
-    To read pixels through an API in a test, serve the files with
-    ``StacApiServer(files_root=...)`` and use its :meth:`StacApiServer.file_url` as hrefs.
-    """
-
-    def __init__(
-        self,
-        items: Iterable[pystac.Item | Mapping[str, Any]],
-        collections: Iterable[pystac.Collection] | None = None,
-        *,
-        startup_timeout: float = 30.0,
-    ) -> None:
-        self.items = _as_dicts(items)
-        self.collections = _collection_dicts(self.items, collections)
-        self.startup_timeout = startup_timeout
-        self.url = ""
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._dir: str | None = None
-
-    def start(self) -> RustacServer:
-        """Write the items to a temporary folder and start the server (3 tries at a port)."""
-        self._dir = tempfile.mkdtemp(prefix="geochip-rustac-")
-        files = []
-        for n, coll in enumerate(self.collections):
-            path = Path(self._dir) / f"collection-{n}.json"
-            path.write_text(json.dumps(coll))
-            files.append(str(path))
-        if self.items:
-            path = Path(self._dir) / "items.json"
-            path.write_text(json.dumps({"type": "FeatureCollection", "features": self.items}))
-            files.append(str(path))
-        last: Exception | None = None
-        for _ in range(3):
-            port = free_port()
-            log_path = Path(self._dir) / "serve.log"
-            with log_path.open("wb") as log_file:
-                self._proc = subprocess.Popen(
-                    [rustac_executable(), "serve", "--addr", f"127.0.0.1:{port}", *files],
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                )
-            self.url = f"http://127.0.0.1:{port}/"
-            try:
-                _wait_until_up(self.url, time.monotonic() + self.startup_timeout, self._proc)
-                return self
-            except (RuntimeError, TimeoutError) as err:
-                last = err
-                self._terminate()
-        log = (Path(self._dir) / "serve.log").read_text(errors="replace")[-2000:]
-        self.stop()
-        raise RuntimeError(f"rustac serve did not start: {last}\n{log}")
-
-    def _terminate(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(timeout=10)
-        self._proc = None
-
-    def stop(self) -> None:
-        """Stop the server and remove its folder."""
-        self._terminate()
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
-
-    def __enter__(self) -> RustacServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-# --------------------------------------------------------------------------------------
-# A small conforming STAC API
 
 
 @dataclass
@@ -306,8 +134,6 @@ def _cql2(expr: Any, item: Mapping[str, Any]) -> Any:
             left = _cql2(args[0], item)
             return left is not None and left in args[1]
         if op == "s_intersects":
-            import shapely.geometry
-
             geom = args[1] if "property" in args[0] else args[0]
             return item.get("geometry") is not None and shapely.geometry.shape(
                 item["geometry"]
@@ -388,10 +214,10 @@ class StacApiServer:
             conforms += QUERY
         if "filter" in conformance:
             conforms += FILTER
-        item_dicts = _as_dicts(items)
+        item_dicts = as_dicts(items)
         self.state = _State(
             items=item_dicts,
-            collections=_collection_dicts(item_dicts, collections),
+            collections=collection_dicts(item_dicts, collections),
             conforms_to=conforms,
             ignore_filters=ignore_filters,
             empty_on_filter=empty_on_filter,
@@ -447,7 +273,7 @@ class StacApiServer:
         Handler.base = self.url
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
-        _wait_until_up(self.url + "_ping", time.monotonic() + 10, None)
+        wait_until_up(self.url + "_ping", time.monotonic() + 10, None)
         with state.lock:
             state.requests.clear()
         return self
@@ -599,8 +425,6 @@ class _Handler(BaseHTTPRequestHandler):
         }
 
     def _matches(self, item: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
-        import shapely.geometry
-
         if params.get("collections") and item.get("collection") not in params["collections"]:
             return False
         if params.get("ids") and item.get("id") not in params["ids"]:
@@ -670,8 +494,6 @@ class _Handler(BaseHTTPRequestHandler):
                         }
                     )
                 else:
-                    from urllib.parse import urlencode
-
                     flat = {
                         k: (
                             ",".join(map(str, v))

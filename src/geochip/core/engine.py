@@ -1,0 +1,274 @@
+"""Run many tasks: a bounded thread pool (the default), a local Dask cluster, or an existing
+Dask scheduler.
+
+GDAL, numpy and the codecs release the GIL, so threads are the right default on one machine.
+:func:`open_engine` gives the same interface for the three: ``engine.map(fn, tasks)`` yields
+``(position, result)`` as tasks finish, with at most ``engine.max_in_flight`` tasks
+submitted at any time, so neither memory nor the Dask graph grows with the number of tasks
+(a task is a batch of chips: the scheduler holds at most ``max_in_flight`` small tasks).
+
+Tasks retry their own reads (:mod:`geochip.core.retry`) and carry their GDAL options
+(:func:`geochip.core.env.worker_options`). :func:`synchronous_dask` computes a task's dask
+graphs in the thread that runs it.
+
+Example:
+    >>> sorted(run_tasks(lambda x: x * x, [1, 2, 3], workers=2))
+    [(0, 1), (1, 4), (2, 9)]
+    >>> with open_engine(threads=2) as engine:
+    ...     sorted(engine.map(abs, [-1, -2]))
+    [(0, 1), (1, 2)]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any, TypeVar
+
+from ..errors import InputError
+from .security import redact
+
+__all__ = [
+    "Engine",
+    "open_engine",
+    "run_tasks",
+    "synchronous_dask",
+]
+
+T = TypeVar("T")
+
+R = TypeVar("R")
+
+
+def run_tasks(
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    *,
+    workers: int = 2,
+    on_done: Callable[[int], None] | None = None,
+) -> Iterator[tuple[int, R]]:
+    """Apply ``fn`` to every item on ``workers`` threads; yield ``(position, result)``.
+
+    At most ``workers * 4`` tasks are in flight. The first exception stops submitting new
+    work, waits for the running tasks, and is re-raised. ``on_done(n)`` is called with the
+    number of tasks finished so far.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    if workers == 1:
+        for n, (i, item) in enumerate(enumerate(items), start=1):
+            result = fn(item)
+            if on_done:
+                on_done(n)
+            yield i, result
+        return
+    iterator = iter(enumerate(items))
+    pending: dict[Future[R], int] = {}
+    done_count = 0
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="geochip") as pool:
+
+        def fill() -> None:
+            while len(pending) < workers * 4:
+                try:
+                    i, item = next(iterator)
+                except StopIteration:
+                    return
+                pending[pool.submit(fn, item)] = i
+
+        fill()
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                i = pending.pop(future)
+                error = future.exception()
+                if error is not None:
+                    for other in pending:
+                        other.cancel()
+                    raise error
+                done_count += 1
+                if on_done:
+                    on_done(done_count)
+                yield i, future.result()
+            fill()
+
+
+class Engine:
+    """Where tasks run. Use :func:`open_engine`; call :meth:`map` inside the ``with``."""
+
+    kind = "threads"
+    description = ""
+    dashboard: str | None = None
+    max_in_flight = 1
+
+    def map(self, fn: Callable[[T], R], tasks: Iterable[T]) -> Iterator[tuple[int, R]]:
+        """Run ``fn`` on every task; yield ``(position, result)`` as they finish."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the pool or the cluster."""
+
+
+class _ThreadEngine(Engine):
+    def __init__(self, threads: int, max_in_flight: int | None) -> None:
+        self.threads = threads
+        self.max_in_flight = max_in_flight or 2 * threads
+        self.description = f"{threads} thread{'s' if threads > 1 else ''}"
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="geochip")
+
+    def map(self, fn: Callable[[T], R], tasks: Iterable[T]) -> Iterator[tuple[int, R]]:
+        iterator = iter(enumerate(tasks))
+        pending: dict[Future[R], int] = {}
+
+        def fill() -> None:
+            while len(pending) < self.max_in_flight:
+                try:
+                    i, task = next(iterator)
+                except StopIteration:
+                    return
+                pending[self._pool.submit(fn, task)] = i
+
+        fill()
+        try:
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    i = pending.pop(future)
+                    yield i, future.result()
+                fill()
+        finally:
+            for future in pending:
+                future.cancel()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _DaskEngine(Engine):
+    kind = "dask"
+
+    def __init__(
+        self,
+        *,
+        workers: int | None,
+        scheduler: str | None,
+        threads_per_worker: int,
+        memory_limit: str,
+        max_in_flight: int | None,
+    ) -> None:
+        from distributed import Client, LocalCluster  # lazy: ~0.9 s, only Dask engines
+
+        self._cluster = None
+        if scheduler is None:
+            self._cluster = LocalCluster(  # type: ignore[no-untyped-call]
+                n_workers=workers or 1,
+                threads_per_worker=threads_per_worker,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",
+                memory_limit=memory_limit,
+                silence_logs=40,
+            )
+            self.client = Client(self._cluster)  # type: ignore[no-untyped-call]
+            where = "a local Dask cluster on 127.0.0.1"
+        else:
+            self.client = Client(scheduler, timeout="20s")  # type: ignore[no-untyped-call]
+
+            where = f"the Dask scheduler at {redact(scheduler)}"
+        info = self.client.scheduler_info()
+        nthreads = sum(int(w.get("nthreads", 1)) for w in info.get("workers", {}).values())
+        self.threads = max(nthreads, 1)
+        self.max_in_flight = max_in_flight or 2 * self.threads
+        self.description = (
+            f"{where}, {len(info.get('workers', {}))} workers, {self.threads} threads"
+        )
+        services = info.get("services", {})
+        self.dashboard = self.client.dashboard_link if "dashboard" in services else None
+
+    def map(self, fn: Callable[[T], R], tasks: Iterable[T]) -> Iterator[tuple[int, R]]:
+        from distributed import as_completed  # lazy: see above
+
+        iterator = iter(enumerate(tasks))
+        position: dict[Any, int] = {}
+        done = as_completed()  # type: ignore[no-untyped-call]
+        in_flight = 0
+        token = f"{time.time_ns():x}"
+
+        def submit() -> bool:
+            try:
+                i, task = next(iterator)
+            except StopIteration:
+                return False
+            future = self.client.submit(fn, task, key=f"geochip-batch-{token}-{i}", pure=False)
+            position[future.key] = i
+            done.add(future)  # type: ignore[no-untyped-call]
+            return True
+
+        while in_flight < self.max_in_flight and submit():
+            in_flight += 1
+        try:
+            for future in done:
+                i = position.pop(future.key)
+                in_flight -= 1
+                try:
+                    result = future.result()
+                finally:
+                    future.release()
+                yield i, result
+                if submit():
+                    in_flight += 1
+        finally:
+            for key in list(position):
+                with contextlib.suppress(Exception):
+                    self.client.cancel([key])  # type: ignore[no-untyped-call]
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.close()  # type: ignore[no-untyped-call]
+        if self._cluster is not None:
+            with contextlib.suppress(Exception):
+                self._cluster.close()
+
+
+@contextlib.contextmanager
+def open_engine(
+    *,
+    threads: int = 4,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    threads_per_worker: int = 1,
+    memory_limit: str = "auto",
+    max_in_flight: int | None = None,
+) -> Iterator[Engine]:
+    """Threads by default; ``workers=N`` starts a ``distributed.LocalCluster`` of N
+    processes bound to 127.0.0.1; ``scheduler="tcp://HOST:PORT"`` uses an existing one.
+
+    ``max_in_flight`` bounds the tasks submitted at once (default: 2 per thread).
+    """
+    if workers is not None and scheduler is not None:
+        raise InputError("give workers (a local cluster) or scheduler (an existing one), not both")
+    engine: Engine
+    if workers is None and scheduler is None:
+        engine = _ThreadEngine(threads, max_in_flight)
+    else:
+        engine = _DaskEngine(
+            workers=workers,
+            scheduler=scheduler,
+            threads_per_worker=threads_per_worker,
+            memory_limit=memory_limit,
+            max_in_flight=max_in_flight,
+        )
+    try:
+        yield engine
+    finally:
+        engine.close()
+
+
+@contextlib.contextmanager
+def synchronous_dask() -> Iterator[None]:
+    """Compute dask graphs in the calling thread (inside geochip's own worker threads)."""
+    import dask  # lazy: ~1 s; only Dask computations need it
+
+    with dask.config.set(scheduler="synchronous"):
+        yield

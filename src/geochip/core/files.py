@@ -1,0 +1,69 @@
+"""Files that appear complete or not at all, and their checksums.
+
+Every file geochip writes goes through :func:`atomic_path`: it is written under a hidden
+temporary name in the same folder (``.<name>.<pid>.<n>.partial``, so the same file
+system) and renamed onto its final name only once it is complete, so an interrupted
+write never leaves a file with the final name (RELIABILITY.md). Stores remove leftover
+``.*.partial`` files when a build resumes.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "manifest.json"
+    >>> atomic_write_text(path, "{}")
+    >>> path.read_text(), sha256_file(path)[:12], sorted(p.name for p in path.parent.iterdir())
+    ('{}', '44136fa355b3', ['manifest.json'])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = [
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "sha256_file",
+]
+
+_COUNTER = itertools.count()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write into; renamed onto ``path`` when the block
+    ends without an error, removed when it raises."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{next(_COUNTER)}.partial")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (flushed to disk before the rename)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def sha256_file(path: str | Path) -> str | None:
+    """The sha256 of a file's bytes (hex), or None when it does not exist."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,132 @@
+"""Items in the one form geochip uses inside, and the item properties every stage reads.
+
+* :func:`normalize_item`: projection v1 (``proj:epsg``) becomes v2 (``proj:code``),
+  ``eo:bands``/``raster:bands`` become STAC 1.1 ``bands``;
+* :func:`item_time_range` and :func:`item_time` (a range's middle) read ``datetime`` or
+  ``start_datetime``/``end_datetime``;
+* :func:`eo_cloud_cover` reads ``eo:cloud_cover`` (None when missing or not a number).
+
+Example:
+    >>> import datetime as dt, pystac
+    >>> item = pystac.Item("a", None, None, None, {
+    ...     "start_datetime": "2024-01-01T00:00:00Z", "end_datetime": "2024-01-03T00:00:00Z",
+    ...     "eo:cloud_cover": "n/a"})
+    >>> item_time(item).isoformat(), eo_cloud_cover(item)
+    ('2024-01-02T00:00:00+00:00', None)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+from typing import Any
+
+import pystac
+
+__all__ = [
+    "STAC_EXTENSIONS",
+    "eo_cloud_cover",
+    "item_time",
+    "item_time_range",
+    "normalize_item",
+]
+
+log = logging.getLogger(__name__)
+
+#: The STAC extension versions geochip writes and upgrades older items to.
+STAC_EXTENSIONS = {
+    "proj": "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
+    "eo": "https://stac-extensions.github.io/eo/v2.0.0/schema.json",
+    "raster": "https://stac-extensions.github.io/raster/v2.0.0/schema.json",
+}
+_EXTENSION_NAMES = {"proj": "projection", "eo": "eo", "raster": "raster"}
+
+
+def item_time_range(item: pystac.Item) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """(start, end) of the item: its ``datetime`` twice, else ``start_datetime`` and
+    ``end_datetime`` (either may be None)."""
+    if item.datetime is not None:
+        return item.datetime, item.datetime
+    props = item.properties
+    start = props.get("start_datetime")
+    end = props.get("end_datetime")
+    return (
+        dt.datetime.fromisoformat(start.replace("Z", "+00:00")) if start else None,
+        dt.datetime.fromisoformat(end.replace("Z", "+00:00")) if end else None,
+    )
+
+
+def item_time(item: pystac.Item) -> dt.datetime | None:
+    """When the item was taken: its ``datetime``, else the middle of its range (or the one
+    end it has); None when it has no time at all."""
+    start, end = item_time_range(item)
+    if start is not None and end is not None:
+        return start + (end - start) / 2
+    return start or end
+
+
+def eo_cloud_cover(item: pystac.Item) -> float | None:
+    """The item's ``eo:cloud_cover`` (percent), or None when it is missing, NaN or not a
+    number (said at DEBUG level): such an item is treated as having no cloud information
+    (counted from a cloud band, skipped or refused, as the caller's policy says)."""
+    value = item.properties.get("eo:cloud_cover")
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        log.debug("item %s: eo:cloud_cover %r is not a number; taken as missing", item.id, value)
+        return None
+    return None if math.isnan(number) else number
+
+
+def normalize_item(item: pystac.Item) -> pystac.Item:
+    """Return a copy of ``item`` in the one form geochip uses inside.
+
+    * ``proj:epsg`` (projection v1) becomes ``proj:code = "EPSG:<n>"`` (projection v2), on
+      the item and on its assets;
+    * ``eo:bands`` and ``raster:bands`` are merged into STAC 1.1 ``bands``
+      (``common_name`` becomes ``eo:common_name``, raster fields keep their ``raster:``
+      prefix, ``nodata``/``data_type``/``unit`` become common metadata).
+    """
+    item = item.clone()
+    for fields in [item.properties, *(a.extra_fields for a in item.assets.values())]:
+        epsg = fields.pop("proj:epsg", None)
+        if epsg is not None and "proj:code" not in fields:
+            fields["proj:code"] = f"EPSG:{int(epsg)}"
+    item_eo = item.properties.pop("eo:bands", None)
+    for asset in item.assets.values():
+        extra = asset.extra_fields
+        eo_bands = extra.pop("eo:bands", None)
+        raster_bands = extra.pop("raster:bands", None)
+        if eo_bands is None and item_eo is not None and raster_bands is None:
+            continue
+        if "bands" in extra or (eo_bands is None and raster_bands is None):
+            continue
+        count = max(len(eo_bands or []), len(raster_bands or []))
+        bands: list[dict[str, Any]] = [{} for _ in range(count)]
+        for i, band in enumerate(eo_bands or []):
+            for key, value in band.items():
+                if key == "name":
+                    bands[i]["name"] = value
+                else:
+                    bands[i][f"eo:{key}"] = value
+        for i, band in enumerate(raster_bands or []):
+            for key, value in band.items():
+                if key in {"nodata", "data_type", "unit", "statistics"}:
+                    bands[i][key] = value
+                else:
+                    bands[i][f"raster:{key}"] = value
+        extra["bands"] = bands
+    item.stac_extensions = [
+        _upgrade_extension(uri) for uri in item.stac_extensions if uri is not None
+    ]
+    return item
+
+
+def _upgrade_extension(uri: str) -> str:
+    for key, name in _EXTENSION_NAMES.items():
+        if uri.startswith(f"https://stac-extensions.github.io/{name}/v1."):
+            return STAC_EXTENSIONS[key]
+    return uri

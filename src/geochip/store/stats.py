@@ -1,0 +1,108 @@
+"""What the index records about each chip once it is read (:class:`ChipStats`): status,
+nodata fraction, pixels per class, and a checksum of its bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "ChipStats",
+    "chip_checksum",
+    "chip_stats",
+    "nodata_pixels",
+]
+
+
+@dataclass(frozen=True)
+class ChipStats:
+    """What the index records about one chip after it was read."""
+
+    status: str
+    nodata_fraction: float
+    class_counts: str
+    checksum: str
+    error: str = ""
+    empty_steps: int | None = None
+    """Time stacks: the chip's time steps without any valid pixel (None: no time axis)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for a batch record."""
+        out: dict[str, Any] = {
+            "status": self.status,
+            "nodata_fraction": self.nodata_fraction,
+            "class_counts": self.class_counts,
+            "checksum": self.checksum,
+            "error": self.error,
+        }
+        if self.empty_steps is not None:
+            out["empty_steps"] = self.empty_steps
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ChipStats:
+        """The inverse of :meth:`to_json`."""
+        empty = data.get("empty_steps")
+        return cls(
+            str(data["status"]),
+            float(data["nodata_fraction"]),
+            str(data["class_counts"]),
+            str(data["checksum"]),
+            str(data.get("error", "")),
+            None if empty is None else int(empty),
+        )
+
+
+def nodata_pixels(image: npt.NDArray[Any], nodata: float | int | None) -> npt.NDArray[np.bool_]:
+    """(y, x) booleans: pixels where any band (any time step) is nodata (or NaN)."""
+    if nodata is None or (isinstance(nodata, float) and np.isnan(nodata)):
+        bad = (
+            np.isnan(image)
+            if np.issubdtype(image.dtype, np.floating)
+            else np.zeros_like(image, bool)
+        )
+    else:
+        bad = image == nodata
+        if np.issubdtype(image.dtype, np.floating):
+            bad |= np.isnan(image)
+    return np.asarray(bad.reshape(-1, *image.shape[-2:]).any(axis=0))
+
+
+def chip_checksum(image: npt.NDArray[Any], mask: npt.NDArray[Any] | None) -> str:
+    """sha256 of the chip's image bytes, then its mask bytes (C order)."""
+    digest = hashlib.sha256(np.ascontiguousarray(image).tobytes())
+    if mask is not None:
+        digest.update(np.ascontiguousarray(mask).tobytes())
+    return digest.hexdigest()
+
+
+def chip_stats(
+    image: npt.NDArray[Any],
+    mask: npt.NDArray[Any] | None,
+    nodata: float | int | None,
+    *,
+    max_nodata_fraction: float = 1.0,
+    invalid: npt.NDArray[np.bool_] | None = None,
+) -> ChipStats:
+    """Nodata fraction, class counts and checksum of one chip; status ``nodata`` when the
+    nodata fraction exceeds ``max_nodata_fraction``. ``invalid`` adds pixels to count as
+    nodata (e.g. padding)."""
+    bad = nodata_pixels(image, nodata)
+    if invalid is not None:
+        bad = bad | invalid
+    fraction = float(bad.mean())
+    counts = "{}"
+    if mask is not None:
+        values, n = np.unique(mask, return_counts=True)
+        counts = json.dumps(
+            {str(int(v)): int(c) for v, c in zip(values, n, strict=False)}, sort_keys=True
+        )
+    status = "nodata" if fraction > max_nodata_fraction else "ok"
+    return ChipStats(status, fraction, counts, chip_checksum(image, mask))

@@ -1,0 +1,412 @@
+"""Writing a store: :class:`StoreWriter` creates the arrays and writes batches of chips (one
+writer per chunk file, each batch returning the sha256 of its files for resume);
+:func:`finalize_store` writes the index and then the manifest; :func:`write_store` writes a
+whole store from arrays already in this process (built in ``<name>.partial`` and renamed
+into place). ``geochip build`` (:mod:`geochip.builder`) writes with the same writer, from
+tasks.
+
+Example:
+    >>> import tempfile, pathlib, numpy as np
+    >>> from odc.geo.geobox import GeoBox
+    >>> from geochip.plan.chips import plan_chips
+    >>> from geochip.store.reader import open_store
+    >>> gbox = GeoBox.from_bbox((500_000, 0, 500_640, 640), "EPSG:32633", resolution=10)
+    >>> plan = plan_chips(gbox, 32, grid_id="g")
+    >>> image = np.arange(2 * 64 * 64, dtype="uint16").reshape(2, 64, 64)
+    >>> src = ChipSource(image=image, bands=["a", "b"], nodata=0)
+    >>> out = write_store(pathlib.Path(tempfile.mkdtemp()) / "ds", plan, {"g": src})
+    >>> store = open_store(out)
+    >>> len(store), store.image.shape, bool((store.read(3)[0] == image[:, 32:, 32:]).all())
+    (4, (4, 2, 32, 32), True)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+import zarr
+
+from ..core.engine import run_tasks, synchronous_dask
+from ..core.files import atomic_path, atomic_write_text, sha256_file
+from ..core.grid import Window, array_window
+from ..errors import InputError, RasterReadError, StoreError
+from .format import FORMAT, FORMAT_VERSION, MASK_IGNORE, Layout, iter_batches, store_versions
+from .stats import ChipStats, chip_stats
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+
+__all__ = [
+    "ChipSource",
+    "StoreWriter",
+    "finalize_store",
+    "write_store",
+]
+
+
+@dataclass(frozen=True)
+class ChipSource:
+    """The pixels of one grid that chips are cut from.
+
+    ``image`` is (band, y, x) or (time, band, y, x) on the grid (numpy, dask or xarray; lazy
+    is fine, only chip windows are computed). ``mask`` is an optional (y, x) label array on
+    the same grid. The lists say where the pixels came from and go into the index.
+    """
+
+    image: Any
+    bands: Sequence[str]
+    nodata: float | int
+    mask: Any = None
+    item_ids: Sequence[str] = ()
+    hrefs: Sequence[str] = ()
+    datetimes: Sequence[str] = ()
+
+
+class StoreWriter:
+    """Creates the Zarr arrays of a store and writes batches of chips into them.
+
+    One batch is a run of whole chunks (or shards) ``[start, stop)``: a batch is written by
+    one task, so every chunk file has one writer. :meth:`write` returns the sha256 of every
+    chunk file the batch owns (None where the chunk is all fill and so not stored), which
+    a resumed build checks before it skips the batch.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.zarr_path = self.root / "chips.zarr"
+        self._arrays: dict[str, Any] = {}
+
+    def create(
+        self,
+        *,
+        n: int,
+        lead: tuple[int, ...],
+        height: int,
+        width: int,
+        dtype: Any,
+        nodata: float | int,
+        bands: Sequence[str],
+        with_mask: bool,
+        classes: Mapping[str, int] | None,
+        layout: Layout,
+    ) -> None:
+        """Create (or replace) the group and its arrays; no chunk is written."""
+        group = zarr.open_group(self.zarr_path, mode="w", zarr_format=3)
+        k = layout.chips_per_shard
+        image_chunks = (1, *lead, height, width)
+        group.create_array(
+            "image",
+            shape=(n, *lead, height, width),
+            chunks=image_chunks,
+            shards=(k, *lead, height, width) if k > 1 else None,
+            dtype=np.dtype(dtype),
+            compressors=layout.compressors(),
+            fill_value=nodata,
+            dimension_names=("chip", *(("time",) if len(lead) == 2 else ()), "band", "y", "x"),
+            attributes={"bands": list(bands), "nodata": _json_number(nodata)},
+        )
+        if with_mask:
+            group.create_array(
+                "mask",
+                shape=(n, height, width),
+                chunks=(1, height, width),
+                shards=(k, height, width) if k > 1 else None,
+                dtype="uint8",
+                compressors=layout.compressors(),
+                fill_value=MASK_IGNORE,
+                dimension_names=("chip", "y", "x"),
+                attributes={"classes": dict(classes or {}), "ignore": MASK_IGNORE},
+            )
+
+    def exists(self, with_mask: bool = False) -> bool:
+        """Whether the group's and the arrays' metadata is all there."""
+        names = ["zarr.json", "image/zarr.json"] + (["mask/zarr.json"] if with_mask else [])
+        return all((self.zarr_path / name).exists() for name in names)
+
+    def _array(self, name: str) -> Any:
+        if name not in self._arrays:
+            self._arrays[name] = zarr.open_array(self.zarr_path / name, mode="r+")
+        return self._arrays[name]
+
+    def chips_per_file(self) -> int:
+        """Chips per chunk file (the shard size, or 1)."""
+        meta = json.loads((self.zarr_path / "image" / "zarr.json").read_text())
+        return int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
+
+    def keys(self, start: int, stop: int) -> list[str]:
+        """Paths (relative to chips.zarr) of the chunk files holding chips [start, stop)."""
+        out = []
+        for name in ("image", "mask"):
+            meta_path = self.zarr_path / name / "zarr.json"
+            if not meta_path.exists():
+                continue
+            meta = json.loads(meta_path.read_text())
+            per = int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
+            ndim = len(meta["shape"])
+            for c in range(start // per, (stop - 1) // per + 1):
+                out.append("/".join([name, "c", str(c), *(["0"] * (ndim - 1))]))
+        return out
+
+    def write(
+        self, start: int, image: npt.NDArray[Any], mask: npt.NDArray[Any] | None
+    ) -> dict[str, str | None]:
+        """Write chips ``start .. start + len(image)`` and hash the chunk files they own."""
+        stop = start + len(image)
+        # The batch owns these files whole: remove what an interrupted run left, so that
+        # Zarr never merges into (or trips over) a damaged shard.
+        for key in self.keys(start, stop):
+            (self.zarr_path / key).unlink(missing_ok=True)
+        self._array("image")[start:stop] = image
+        if mask is not None:
+            self._array("mask")[start:stop] = mask
+        return {key: sha256_file(self.zarr_path / key) for key in self.keys(start, stop)}
+
+    def verify(self, files: Mapping[str, str | None]) -> bool:
+        """Whether every chunk file still has the recorded hash (or is still absent)."""
+        return all(sha256_file(self.zarr_path / key) == digest for key, digest in files.items())
+
+    def clean_temporary(self) -> int:
+        """Remove temporary files left by writes that were interrupted (kill -9): in the
+        arrays, and beside the index and the manifest."""
+        removed = 0
+        candidates = [
+            *self.zarr_path.rglob("*.partial"),
+            *self.root.glob(".*.partial"),  # geochip.core.files.atomic_path's names
+            # the selection table's temporary names before geochip 0.1 used atomic_path
+            *self.root.glob("selection.*.part"),
+            *self.root.glob("selection.*.part2"),
+        ]
+        for path in candidates:
+            if path.is_file():
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+
+def _json_number(value: float | int | None) -> float | int | str | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and np.isnan(value):
+        return "nan"
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def _counts(index: gpd.GeoDataFrame) -> dict[str, Any]:
+    classes: dict[str, int] = {}
+    per_split: dict[str, dict[str, int]] = {}
+    ok = index[index["status"] == "ok"]
+    for split, text in zip(
+        ok["split"] if "split" in ok else ["all"] * len(ok), ok["class_counts"], strict=False
+    ):
+        bucket = per_split.setdefault(str(split), {})
+        for key, value in json.loads(text).items():
+            classes[key] = classes.get(key, 0) + int(value)
+            bucket[key] = bucket.get(key, 0) + int(value)
+
+    def ordered(d: dict[str, int]) -> dict[str, int]:
+        return dict(sorted(d.items(), key=lambda kv: int(kv[0])))
+
+    splits = ok.groupby("split").size().to_dict() if "split" in ok else {}
+    return {
+        "chips": len(index),
+        "ok": len(ok),
+        "splits": {str(k): int(v) for k, v in splits.items()},
+        "pixels_per_class": ordered(classes),
+        "pixels_per_class_per_split": {k: ordered(v) for k, v in sorted(per_split.items())},
+        "nodata": int((index["status"] == "nodata").sum()),
+        "failed": int((index["status"] == "failed").sum()),
+    }
+
+
+def finalize_store(
+    root: str | Path,
+    plan: gpd.GeoDataFrame,
+    stats: Sequence[ChipStats],
+    *,
+    sources: Mapping[str, Mapping[str, Sequence[str]]],
+    manifest: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Write ``index.parquet`` then ``manifest.json`` (each atomically); return the manifest.
+
+    ``plan`` row ``i`` is chip ``i`` of the arrays; ``stats[i]`` what was read for it;
+    ``sources[grid_id]`` holds its ``item_ids``, ``hrefs`` and ``datetimes`` (lists), and
+    any other key becomes a column too (e.g. ``steps``, the items of each time step).
+    """
+    root = Path(root)
+    if len(stats) != len(plan):
+        raise StoreError(f"{len(stats)} chip records for a plan of {len(plan)} chips")
+    index = plan.reset_index(drop=True).copy()
+    index["index"] = np.arange(len(index), dtype=np.int64)
+    for key in ("item_ids", "hrefs", "datetimes"):
+        index[key] = [list(sources[g].get(key, ())) for g in index["grid_id"]]
+    extra = sorted({k for v in sources.values() for k in v} - {"item_ids", "hrefs", "datetimes"})
+    for key in extra:
+        index[key] = [sources[g].get(key) for g in index["grid_id"]]
+    if any(s.empty_steps is not None for s in stats):
+        index["empty_steps"] = np.array([s.empty_steps or 0 for s in stats], dtype=np.int32)
+    index["nodata_fraction"] = np.array([s.nodata_fraction for s in stats], dtype=np.float64)
+    index["class_counts"] = [s.class_counts for s in stats]
+    index["checksum"] = [s.checksum for s in stats]
+    index["status"] = [s.status for s in stats]
+    index["error"] = [s.error for s in stats]
+    with atomic_path(root / "index.parquet") as tmp:
+        index.to_parquet(tmp, index=False, write_covering_bbox=False)
+    out = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "versions": store_versions(),
+        **manifest,
+        "counts": _counts(index),
+    }
+    atomic_write_text(root / "manifest.json", json.dumps(out, indent=2, sort_keys=True) + "\n")
+    return out
+
+
+def write_store(
+    path: str | Path,
+    plan: gpd.GeoDataFrame,
+    sources: Mapping[str, ChipSource],
+    *,
+    classes: Mapping[str, int] | None = None,
+    config: Mapping[str, Any] | None = None,
+    workers: int = 2,
+    overwrite: bool = False,
+    on_chip: Callable[[int], None] | None = None,
+    layout: Layout | None = None,
+) -> Path:
+    """Read every chip of ``plan`` from its grid's source and write the store at ``path``.
+
+    Chip ``i`` of the arrays is row ``i`` of the plan. Every chip is checked before it is
+    written: a read error raises :class:`~geochip.errors.RasterReadError` naming the chip.
+    ``on_chip(n)`` reports progress. An existing store is replaced only with ``overwrite``.
+    For datasets described by a config, with resume and Dask, use ``geochip build``.
+    """
+    path = Path(path)
+    if (path / "manifest.json").exists() and not overwrite:
+        raise StoreError(f"{path} already holds a chip dataset; pass overwrite=True to replace it")
+    if path.exists() and not (path / "manifest.json").exists() and any(path.iterdir()):
+        raise StoreError(f"{path} exists and is not a geochip store; choose another path")
+    if len(plan) == 0:
+        raise InputError("the plan has no chips; nothing to write")
+    missing = sorted(set(plan["grid_id"]) - set(sources))
+    if missing:
+        raise InputError(f"no source for grids {missing}; sources cover {sorted(sources)}")
+    layout = layout or Layout()
+    plan = plan.reset_index(drop=True)
+    first = sources[plan["grid_id"].iloc[0]]
+    height, width = int(plan["height"].iloc[0]), int(plan["width"].iloc[0])
+    if ((plan["height"] != height) | (plan["width"] != width)).any():
+        raise InputError("all chips of a store must have the same size")
+    lead = tuple(int(s) for s in first.image.shape[:-2])
+    dtype = np.dtype(first.image.dtype)
+    for gid, src in sources.items():
+        if tuple(src.image.shape[:-2]) != lead or np.dtype(src.image.dtype) != dtype:
+            raise InputError(
+                f"grid {gid!r} has image shape {tuple(src.image.shape)} / {src.image.dtype}; "
+                f"every grid must match {lead} / {dtype}"
+            )
+    with_mask = first.mask is not None
+
+    partial = path.with_name(f"{path.name}.partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    writer = StoreWriter(partial)
+    n = len(plan)
+    writer.create(
+        n=n,
+        lead=lead,
+        height=height,
+        width=width,
+        dtype=dtype,
+        nodata=first.nodata,
+        bands=first.bands,
+        with_mask=with_mask,
+        classes=classes,
+        layout=layout,
+    )
+    rows = plan[["grid_id", "chip_id", "row", "col", "height", "width"]].to_dict("records")
+    batches = list(iter_batches(n, 8, layout.chips_per_shard))
+
+    def task(bounds: tuple[int, int]) -> list[ChipStats]:
+        start, stop = bounds
+        images = np.empty((stop - start, *lead, height, width), dtype=dtype)
+        masks = np.empty((stop - start, height, width), dtype="uint8") if with_mask else None
+        out = []
+        for k, i in enumerate(range(start, stop)):
+            row = rows[i]
+            src = sources[row["grid_id"]]
+            win = Window(row["row"], row["col"], row["height"], row["width"])
+            try:
+                with synchronous_dask():
+                    image = array_window(src.image, win, src.nodata)
+                    mask = (
+                        array_window(src.mask, win, MASK_IGNORE) if src.mask is not None else None
+                    )
+            except Exception as err:
+                raise RasterReadError(
+                    f"chip {row['chip_id']} (rows {win.row}:{win.row + win.height}, cols "
+                    f"{win.col}:{win.col + win.width} of grid {row['grid_id']}): {err}"
+                ) from err
+            images[k] = image
+            if masks is not None:
+                masks[k] = MASK_IGNORE if mask is None else mask
+            out.append(chip_stats(images[k], None if masks is None else masks[k], src.nodata))
+        writer.write(start, images, masks)
+        if on_chip is not None:
+            done[0] += stop - start
+            on_chip(done[0])
+        return out
+
+    done = [0]
+    stats: list[ChipStats | None] = [None] * n
+    for b, result in run_tasks(task, batches, workers=workers):
+        for k, s in enumerate(result):
+            stats[batches[b][0] + k] = s
+
+    source_info = {
+        gid: {
+            "item_ids": list(src.item_ids),
+            "hrefs": list(src.hrefs),
+            "datetimes": list(src.datetimes),
+        }
+        for gid, src in sources.items()
+    }
+    finalize_store(
+        partial,
+        plan,
+        [s for s in stats if s is not None],
+        sources=source_info,
+        manifest={
+            "config": dict(config or {}),
+            "layout": layout.describe(),
+            "image": {
+                "shape": [n, *lead, height, width],
+                "dtype": dtype.name,
+                "bands": list(first.bands),
+                "nodata": _json_number(first.nodata),
+            },
+            "mask": (
+                {"dtype": "uint8", "classes": dict(classes or {}), "ignore": MASK_IGNORE}
+                if with_mask
+                else None
+            ),
+        },
+    )
+    if path.exists():
+        old = path.with_name(f"{path.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        path.rename(old)
+        partial.rename(path)
+        shutil.rmtree(old)
+    else:
+        partial.rename(path)
+    return path

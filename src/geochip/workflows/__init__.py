@@ -1,0 +1,3 @@
+"""Whole jobs built from the stages: the demo, time series per geometry (SITS) and image/label
+pairs (LandCoverNet).
+"""
