@@ -25,11 +25,18 @@ COMMAND_MODULES = (demo, build, chips, datasets, search, store, timeseries)
 
 
 def main() -> None:
-    """Entry point: geochip errors become one red line and exit status 1, not a traceback."""
+    """Entry point: geochip errors become one red line and exit status 1, not a traceback.
+
+    The line names the error (``error: BandNotFoundError: ...``) so that scripts and bug
+    reports can tell one refusal from another; the message is redacted and on one line.
+    """
     try:
         app()
     except GeochipError as err:
-        err_console.print(f"[red]error:[/] {redact(str(err))}", highlight=False, soft_wrap=True)
+        message = " ".join(redact(str(err)).split())
+        err_console.print(
+            f"[red]error:[/] {type(err).__name__}: {message}", highlight=False, soft_wrap=True
+        )
         sys.exit(1)
 
 
