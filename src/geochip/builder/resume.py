@@ -30,6 +30,15 @@ def record_path(store: str | Path, batch: int) -> Path:
     return state_dir(store) / "batches" / f"{batch:07d}.json"
 
 
+def remove_state(store: str | Path) -> None:
+    """Remove the state of a finished build: ``config.json`` (what says "unfinished") first,
+    then the rest; a kill in between leaves a state without it beside the manifest, which
+    :func:`check_existing` removes."""
+    state = state_dir(store)
+    (state / "config.json").unlink(missing_ok=True)
+    shutil.rmtree(state, ignore_errors=True)
+
+
 def check_existing(out: Path, config: BuildConfig, overwrite: bool) -> str:
     """'fresh', 'resume' or 'complete' for the output folder; refuse a changed config."""
     state = state_dir(out)
@@ -55,6 +64,8 @@ def check_existing(out: Path, config: BuildConfig, overwrite: bool) -> str:
             )
         return "resume"
     if manifest.exists():
+        if state.exists():  # the rest of a finished build's state (see remove_state)
+            shutil.rmtree(state)
         old = json.loads(manifest.read_text())
         differ = diff_fields(old.get("config", {}), wanted)
         if differ:

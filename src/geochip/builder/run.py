@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from ..store.writer import StoreWriter, finalize_store
 from .catalog import apply_registry
 from .config.model import BuildConfig
 from .plan import BuildPlan, lead_dims, plan_build
-from .resume import check_existing, record_path, state_dir
+from .resume import check_existing, record_path, remove_state, state_dir
 from .tasks import batch_tasks, run_batch
 
 __all__ = [
@@ -255,7 +254,7 @@ def build(
         ]
         writer.clean_temporary()
         if not failed:
-            shutil.rmtree(state, ignore_errors=True)
+            remove_state(out)
     return BuildResult(
         out,
         manifest["counts"],

@@ -22,6 +22,8 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -38,6 +40,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+#: How often a wait on running tasks wakes up to see whether Ctrl-C was pressed (seconds).
+INTERRUPT_POLL = 0.2
 
 R = TypeVar("R")
 
@@ -78,20 +83,71 @@ def run_tasks(
                 pending[pool.submit(fn, item)] = i
 
         fill()
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                i = pending.pop(future)
-                error = future.exception()
-                if error is not None:
-                    for other in pending:
-                        other.cancel()
-                    raise error
-                done_count += 1
-                if on_done:
-                    on_done(done_count)
-                yield i, future.result()
-            fill()
+        try:
+            with _deferred_interrupt() as interrupted:
+                while pending:
+                    finished = _wait_first(pending, interrupted)
+                    for future in finished:
+                        i = pending.pop(future)
+                        error = future.exception()
+                        if error is not None:
+                            raise error
+                        done_count += 1
+                        if on_done:
+                            on_done(done_count)
+                        yield i, future.result()
+                    fill()
+        finally:
+            for other in pending:
+                other.cancel()
+
+
+@contextlib.contextmanager
+def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
+    """While the main thread waits on futures, Ctrl-C only raises a flag (the yielded
+    function tells whether it is up), so that :func:`_wait_first` raises
+    ``KeyboardInterrupt`` between two waits, never inside one.
+
+    A ``KeyboardInterrupt`` raised inside ``concurrent.futures.wait`` (while it takes the
+    futures' locks one by one, or installs its waiter) can leave a future's lock held: the
+    worker that finishes that future then blocks forever, and the pool's shutdown with it,
+    so Ctrl-C hung the build instead of stopping it. A second Ctrl-C raises at once.
+    Outside the main thread, or when the program installed its own SIGINT handler, nothing
+    changes.
+    """
+    hit: list[int] = []
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield lambda: False
+        return
+
+    def remember(signum: int, frame: Any) -> None:
+        if hit:
+            raise KeyboardInterrupt
+        hit.append(signum)
+
+    signal.signal(signal.SIGINT, remember)
+    try:
+        yield lambda: bool(hit)
+    finally:
+        # a generator may be finalised elsewhere: restore only what is still ours
+        if threading.current_thread() is threading.main_thread():
+            with contextlib.suppress(ValueError):
+                if signal.getsignal(signal.SIGINT) is remember:
+                    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _wait_first(pending: Iterable[Future[Any]], interrupted: Callable[[], bool]) -> set[Any]:
+    """The futures of ``pending`` that are done, once at least one is; raises
+    ``KeyboardInterrupt`` (between waits) when Ctrl-C was pressed."""
+    while True:
+        if interrupted():
+            raise KeyboardInterrupt
+        finished, _ = wait(pending, timeout=INTERRUPT_POLL, return_when=FIRST_COMPLETED)
+        if finished:
+            return finished
 
 
 class Engine:
@@ -131,12 +187,13 @@ class _ThreadEngine(Engine):
 
         fill()
         try:
-            while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    i = pending.pop(future)
-                    yield i, future.result()
-                fill()
+            with _deferred_interrupt() as interrupted:
+                while pending:
+                    finished = _wait_first(pending, interrupted)
+                    for future in finished:
+                        i = pending.pop(future)
+                        yield i, future.result()
+                    fill()
         finally:
             for future in pending:
                 future.cancel()
