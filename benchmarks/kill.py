@@ -49,6 +49,11 @@ def main() -> None:
         default="KILL",
         help="KILL (kill -9, the default), INT (Ctrl-C) or TERM: the run must stop at once",
     )
+    parser.add_argument(
+        "--from-first-output",
+        action="store_true",
+        help="draw moments after the reference's first output (skip the interpreter's start)",
+    )
     parser.add_argument("--work", type=Path, default=None, help="working folder (kept)")
     parser.add_argument("--json", type=Path, default=None, help="also write the counts here")
     args = parser.parse_args()
@@ -74,7 +79,8 @@ def main() -> None:
         job_work.mkdir(exist_ok=True)
         job = JOBS[name](job_work)
         report = run_job(job, job_work, kills=args.kills, seed=args.seed, rekill=args.rekill,
-                         sig=signal.Signals[f"SIG{args.signal}"], on_trial=progress)  # fmt: skip
+                         sig=signal.Signals[f"SIG{args.signal}"], on_trial=progress,
+                         from_first_output=args.from_first_output)  # fmt: skip
         print(file=sys.stderr)
         reports.append(report)
         print("\n".join(report.lines()), flush=True)

@@ -28,15 +28,16 @@ pytestmark = pytest.mark.xdist_group("kill")
 
 @pytest.fixture(scope="module")
 def references(tmp_path_factory: pytest.TempPathFactory, sample_catalog_path: Path) -> Callable:
-    """One uninterrupted run per job, shared by the tests: (job, its tree, its seconds)."""
-    done: dict[str, tuple[Job, Tree, float]] = {}
+    """One uninterrupted run per job, shared by the tests: (job, its tree, (its seconds, when
+    its first output appeared))."""
+    done: dict[str, tuple[Job, Tree, tuple[float, float]]] = {}
 
-    def get(name: str) -> tuple[Job, Tree, float]:
+    def get(name: str) -> tuple[Job, Tree, tuple[float, float]]:
         if name not in done:
             work = tmp_path_factory.mktemp(f"kill-{name}")
             job = JOBS[name](work)
-            seconds = run_reference(job, work / "reference", work / "reference.log")
-            done[name] = (job, tree(work / "reference"), seconds)
+            timing = run_reference(job, work / "reference", work / "reference.log")
+            done[name] = (job, tree(work / "reference"), timing)
         return done[name]
 
     return get
@@ -55,13 +56,14 @@ def references(tmp_path_factory: pytest.TempPathFactory, sample_catalog_path: Pa
 def test_a_killed_run_resumes_byte_identical(
     references: Callable, tmp_path: Path, name: str, seed: int, sig: int
 ) -> None:
-    job, reference, seconds = references(name)
+    job, reference, (seconds, first) = references(name)
     report = JobReport(name)
     rng = random.Random(seed)
     for attempt in range(3):  # a run faster than the reference may end before the moment
         out = tmp_path / f"out-{attempt}"
-        # past the interpreter's start, before the end: in the work
-        run_trial(job, out, reference, seconds, rng, report, sig=sig, window=(0.4, 0.75))
+        # after the first output, before the end: in the work
+        moments = (first, first + 0.8 * (seconds - first))
+        run_trial(job, out, reference, moments, rng, report, sig=sig)
         if report.kills:
             break
     assert report.failures == []

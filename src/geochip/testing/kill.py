@@ -328,6 +328,7 @@ class JobReport:
     job: str
     signal: str = "SIGKILL"
     reference_seconds: float = 0.0
+    first_output_seconds: float = 0.0
     trials: int = 0
     kills: int = 0
     missed: int = 0
@@ -348,7 +349,8 @@ class JobReport:
             f"{self.job}: {self.trials} trials, {self.kills} {self.signal} landed "
             f"({self.missed} came after the run had ended), {self.resumes} resumes, "
             f"{self.identical}/{self.trials} byte-identical to the uninterrupted run; "
-            f"reference run {self.reference_seconds:.1f} s, suite {self.seconds:.0f} s",
+            f"reference run {self.reference_seconds:.1f} s (first output at "
+            f"{self.first_output_seconds:.1f} s), suite {self.seconds:.0f} s",
         ]
         out += [f"  kills in {name}: {n}" for name, n in sorted(self.phases.items())]
         out += [f"  FAILED {f}" for f in self.failures]
@@ -369,15 +371,21 @@ def _start(job: Job, out: Path, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def run_reference(job: Job, out: Path, log: Path, timeout: float = 600) -> float:
-    """Run the job uninterrupted into ``out``; return its duration in seconds."""
+def run_reference(job: Job, out: Path, log: Path, timeout: float = 600) -> tuple[float, float]:
+    """Run the job uninterrupted into ``out``; return its duration and when its first output
+    appeared (seconds from the start; before it: the interpreter, imports, planning)."""
     t0 = time.perf_counter()
     proc = _start(job, out, log)
-    code = proc.wait(timeout=timeout)
+    first = None
+    while proc.poll() is None and time.perf_counter() - t0 < timeout:
+        if first is None and out.exists() and any(out.iterdir()):
+            first = time.perf_counter() - t0
+        time.sleep(0.005)
+    code = proc.wait(timeout=max(1.0, timeout - (time.perf_counter() - t0)))
     seconds = time.perf_counter() - t0
     if code not in job.exit_codes:
         raise RuntimeError(f"{job.name}: the reference run exited {code}: {_tail(log)}")
-    return seconds
+    return seconds, seconds if first is None else first
 
 
 def _tail(log: Path, lines: int = 5) -> str:
@@ -388,26 +396,25 @@ def run_trial(
     job: Job,
     out: Path,
     reference: Tree,
-    duration: float,
+    moments: tuple[float, float],
     rng: random.Random,
     report: JobReport,
     *,
     rekill: float = 0.0,
     sig: int = signal.SIGKILL,
     grace: float = 60,
-    window: tuple[float, float] = (0.0, 1.0),
     timeout: float = 600,
     max_runs: int = 20,
 ) -> None:
     """Kill the job once at a random moment, resume it until it completes, compare.
 
     ``sig`` other than SIGKILL (SIGINT: Ctrl-C, SIGTERM) must stop the run within ``grace``
-    seconds, with an exit status that says it was interrupted (not 0). The moments are
-    drawn in ``window`` (fractions of ``duration``).
+    seconds, with an exit status that says it was interrupted (not 0). Every moment is drawn
+    uniformly in ``moments`` (seconds after the start of a run).
     """
 
     def draw() -> float:
-        return rng.uniform(*window) * duration
+        return rng.uniform(*moments)
 
     log = out.with_name(out.name + ".log")
     log.unlink(missing_ok=True)
@@ -473,7 +480,7 @@ def run_job(
     seed: int = 0,
     rekill: float = 0.0,
     sig: int = signal.SIGKILL,
-    window: tuple[float, float] = (0.0, 1.0),
+    from_first_output: bool = False,
     warm_up: bool = True,
     timeout: float = 600,
     on_trial: Callable[[JobReport], None] | None = None,
@@ -481,8 +488,9 @@ def run_job(
     """Two uninterrupted runs (the first warms the caches, e.g. the sample catalog, and the
     two must be identical: the job is deterministic; ``warm_up=False`` skips it), the
     second timed as the reference; then trials (a seeded RNG per job) until ``kills`` kills
-    have landed (at most ``2 * kills + 5`` trials). Failed trials' output folders
-    (``<work>/<job>-trial-<n>``) and logs are kept for inspection."""
+    have landed, at moments between 0 (or, ``from_first_output``, when the reference's first
+    output appeared) and the reference's duration (at most ``2 * kills + 5`` trials).
+    Failed trials' output folders (``<work>/<job>-trial-<n>``) and logs are kept."""
     t0 = time.perf_counter()
     report = JobReport(job.name, signal.Signals(sig).name)
     warm, ref_out = work / f"{job.name}-warm-up", work / f"{job.name}-reference"
@@ -490,7 +498,8 @@ def run_job(
         shutil.rmtree(path, ignore_errors=True)
     if warm_up:
         run_reference(job, warm, work / f"{job.name}-warm-up.log", timeout)
-    report.reference_seconds = run_reference(job, ref_out, work / f"{job.name}-reference.log")
+    seconds, first = run_reference(job, ref_out, work / f"{job.name}-reference.log")
+    report.reference_seconds, report.first_output_seconds = seconds, first
     reference = tree(ref_out)
     if warm_up:
         differ = compare_trees(reference, tree(warm), job)
@@ -508,12 +517,11 @@ def run_job(
             job,
             out,
             reference,
-            report.reference_seconds,
+            (first if from_first_output else 0.0, seconds),
             rng,
             report,
             rekill=rekill,
             sig=sig,
-            window=window,
             timeout=timeout,
         )
         if len(report.failures) == failures:
