@@ -66,6 +66,8 @@ def main() -> None:
     t0 = time.perf_counter()
 
     def progress(r: JobReport) -> None:
+        if args.json:  # the counts so far, should the run be stopped
+            args.json.write_text(json.dumps([x.to_dict() for x in [*reports, r]], indent=1))
         print(
             f"\r{r.job}: trial {r.trials}, {r.kills}/{args.kills} kills, {r.identical} "
             f"identical, {len(r.failures)} failed",

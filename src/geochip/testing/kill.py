@@ -329,6 +329,8 @@ class JobReport:
     signal: str = "SIGKILL"
     reference_seconds: float = 0.0
     first_output_seconds: float = 0.0
+    last_missed_run: float | None = None
+    """The duration of the last fresh run that ended before its kill (the machine got faster)."""
     trials: int = 0
     kills: int = 0
     missed: int = 0
@@ -424,6 +426,7 @@ def run_trial(
     for run in range(max_runs):
         if run:
             report.resumes += 1
+        started = time.perf_counter()
         proc = _start(job, out, log)
         try:
             code = proc.wait(timeout=timeout if moment is None else moment)
@@ -458,6 +461,8 @@ def run_trial(
             continue
         if moment is not None:
             report.missed += 1
+            if run == 0:  # a whole run, uninterrupted: how long one takes now
+                report.last_missed_run = time.perf_counter() - started
         if code not in job.exit_codes:
             problems.append(f"run {run + 1} exited {code}: {_tail(log)}")
         break
@@ -489,7 +494,8 @@ def run_job(
     two must be identical: the job is deterministic; ``warm_up=False`` skips it), the
     second timed as the reference; then trials (a seeded RNG per job) until ``kills`` kills
     have landed, at moments between 0 (or, ``from_first_output``, when the reference's first
-    output appeared) and the reference's duration (at most ``2 * kills + 5`` trials).
+    output appeared) and the reference's duration, both scaled down to a run that ended
+    before its kill (the machine's load changes) (at most ``2 * kills + 5`` trials).
     Failed trials' output folders (``<work>/<job>-trial-<n>``) and logs are kept."""
     t0 = time.perf_counter()
     report = JobReport(job.name, signal.Signals(sig).name)
@@ -509,6 +515,7 @@ def run_job(
             return report
         shutil.rmtree(warm)
     rng = random.Random(f"{seed}-{job.name}")
+    lo, hi = (first if from_first_output else 0.0), seconds
     while report.kills < kills and report.trials < 2 * kills + 5:
         out = work / f"{job.name}-trial-{report.trials + 1}"
         shutil.rmtree(out, ignore_errors=True)
@@ -517,7 +524,7 @@ def run_job(
             job,
             out,
             reference,
-            (first if from_first_output else 0.0, seconds),
+            (lo, hi),
             rng,
             report,
             rekill=rekill,
@@ -526,6 +533,10 @@ def run_job(
         )
         if len(report.failures) == failures:
             shutil.rmtree(out, ignore_errors=True)
+        if report.last_missed_run is not None:
+            # the load went down: moments drawn in the reference's duration would miss
+            lo, hi = lo * report.last_missed_run / hi, report.last_missed_run
+            report.last_missed_run = None
         if on_trial is not None:
             on_trial(report)
     report.seconds = time.perf_counter() - t0
