@@ -267,8 +267,7 @@ def timeseries_job(work: Path, format: str = "nc") -> Job:
         cubes = [p for p in reference if p.endswith(f".{format}")]
         done = sum(1 for p in cubes if (out / p).exists())
         if done == 0:
-            started = out.exists() and any(out.iterdir())
-            return "first geometry" if started else "start (interpreter, imports, catalog)"
+            return "before the first file (interpreter, imports, catalog, first cube)"
         if done == len(cubes):
             return "summary"
         return f"geometries {_quarter(done, len(cubes), 'files')}"
