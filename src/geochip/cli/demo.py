@@ -28,7 +28,11 @@ def demo(
         f"{result.masked_fraction:.1%} of chip pixels masked as cloud"
     )
     for split, shapes in result.batch_shapes.items():
-        console.print(f"DataLoader {split:<5}: {len(shapes)} batches, shapes {sorted(set(shapes))}")
+        console.print(
+            f"{result.reader} {split:<5}: {len(shapes)} batches, shapes {sorted(set(shapes))}"
+        )
+    if result.reader != "DataLoader":
+        console.print("(torch is not installed: pip install 'geochip[torch]' for the DataLoader)")
     table = Table(title="chips and label pixels per split")
     table.add_column("split")
     table.add_column("chips", justify="right")
