@@ -32,7 +32,10 @@ def demo(
             f"{result.reader} {split:<5}: {len(shapes)} batches, shapes {sorted(set(shapes))}"
         )
     if result.reader != "DataLoader":
-        console.print("(torch is not installed: pip install 'geochip[torch]' for the DataLoader)")
+        console.print(
+            "(torch is not installed: pip install 'geochip[torch]' for the DataLoader)",
+            markup=False,
+        )
     table = Table(title="chips and label pixels per split")
     table.add_column("split")
     table.add_column("chips", justify="right")
