@@ -55,7 +55,7 @@ from ..core.grid import (
 )
 from ..core.security import redact, unsign_href
 from ..core.vectors import read_vector, with_ids
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, EmptyInputError, InputError, NoOverlapError
 from ..read.labels import align_label
 from ..read.load import band_scaling, load_cube
 from ..select.cloud import CloudBand
@@ -171,7 +171,7 @@ class _Grid:
 def _item_grids(config: BuildConfig, catalog: Catalog) -> tuple[list[_Grid], list[Period]]:
     items = resolve_items(config, catalog)
     if not items:
-        raise InputError("the sources yield no item")
+        raise EmptyInputError("the sources yield no item; check sources (ids, datetime, bbox)")
     if config.time is None:
         return [_Grid(i.id, item_geobox(i, config), [i], None) for i in items], []
     periods = config.time.make_periods()
@@ -283,7 +283,7 @@ def _selection_grids(
                 geobox = target_geobox(base.enclosing(footprint.to_crs(base.crs)), None)
         grids.append(_Grid(str(label_id), geobox, chosen, tuple(steps), label))
     if not grids:
-        raise InputError(
+        raise NoOverlapError(
             f"the selection chose no scene for any of its {len(skipped)} labels; raise "
             "selection.cloud_limit, widen time.start..end, or check the collections"
         )
@@ -346,7 +346,7 @@ def _geometry_grids(
         else:
             skipped[grid.grid_id] = "no scene over it in the time range"
     if not kept:
-        raise InputError(
+        raise NoOverlapError(
             f"no scene covers any of the {len(rows)} geometries of {cfg.path} in the time "
             "range; check sources.datetime / time.start..end and the collections"
         )

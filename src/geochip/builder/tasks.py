@@ -152,8 +152,8 @@ def _chip_stats(
         base = chip_stats(chip_image, chip_mask, task.nodata)
         fraction = float(missing.mean())
         empty = int(missing.reshape(len(missing), -1).all(axis=1).sum())
-        empty = fraction > task.max_nodata_fraction or all_nodata(chip_image, task.nodata)
-        status = "nodata" if empty else "ok"
+        no_data = fraction > task.max_nodata_fraction or all_nodata(chip_image, task.nodata)
+        status = "nodata" if no_data else "ok"
         stats = replace(base, status=status, nodata_fraction=fraction, empty_steps=empty)
     return chip_mask, stats
 
