@@ -4,6 +4,8 @@ work starts, with a named error, leaving no output folder or file behind."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import geopandas as gpd
@@ -12,8 +14,9 @@ from shapely.geometry import Point, box
 
 from geochip.builder.config import parse_config
 from geochip.builder.run import build
-from geochip.errors import ConfigError, EmptyInputError, NoOverlapError
-from geochip.testing.catalogs import make_scene_catalog, scene_config
+from geochip.errors import ConfigError, EmptyInputError, GridMismatchError, NoOverlapError
+from geochip.testing import make_cog
+from geochip.testing.catalogs import make_scene_catalog, scene_config, scene_grid
 from geochip.workflows.timeseries import TimeseriesConfig, run_timeseries
 
 SECRET = "planted-header-secret-93c1"
@@ -223,3 +226,39 @@ def test_geometries_for_a_build_in_degrees_written_as_metres(tmp_path: Path) -> 
     }
     with pytest.raises(ConfigError, match="buffer 0.01 m is less than a metre"):
         parse_config(config)
+
+
+@pytest.mark.parametrize(
+    ("on_mismatch", "error", "message"),
+    [
+        ("reproject", NoOverlapError, "the label raster overlaps none of the 1 grids"),
+        ("raise", GridMismatchError, "640 columns off"),
+    ],
+)
+def test_a_label_raster_beside_every_scene(
+    scenes: Path, tmp_path: Path, on_mismatch: str, error: type, message: str
+) -> None:
+    # on the scenes' pixel lattice, 5 scenes to the east: it overlaps no grid
+    raster = make_cog(tmp_path / "labels.tif", scene_grid(5, 128), dtype="uint8", nodata=255)
+    labels = {"kind": "raster", "path": str(raster), "on_mismatch": on_mismatch}
+    config = scene_config(scenes, tmp_path / "ds", labels=labels)
+    with pytest.raises(error, match=message):
+        build(parse_config(config), progress=False)
+    assert not (tmp_path / "ds").exists()
+
+
+def test_timeseries_where_no_geometry_has_a_scene_exits_1(
+    sample_catalog_path: Path, tmp_path: Path
+) -> None:
+    # the search runs per geometry, so this cannot be known up front; but a run that wrote
+    # nothing does not end as a success
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "geochip", *_timeseries(sample_catalog_path, "POINT (10 50)", out)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "nothing written: none of the 1 geometries has a scene" in result.stderr
+    assert not list(out.glob("*.nc"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"] == {"done": 0, "empty": 1, "failed": 0, "skipped": 0}

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .app import app, console
+from .app import app, console, err_console
 from .search import _ApiKeyEnv, _Header, _HeaderEnv, request_headers
 
 
@@ -101,7 +101,8 @@ def timeseries(
     """Build a time series cube per geometry: search, load, mask clouds, gap-fill, write.
 
     Geometries already written are skipped, so re-running resumes. Exit status 1 when any
-    geometry failed (the summary says why; summary.json in --out has every result). An API
+    geometry failed (the summary says why; summary.json in --out has every result), or when
+    every geometry was empty (nothing written). An API
     key comes from the environment (--api-key-env VAR, --header-env Name=VAR): the workers
     read the variable; the key never enters the config, the task graph or the files.
     """
@@ -173,4 +174,11 @@ def timeseries(
             table.add_row(r.id, r.status, r.reason[:200])
         console.print(table)
     if counts["failed"]:
+        sys.exit(1)
+    if not counts["done"] and not counts["skipped"]:
+        # every geometry empty: a run that wrote nothing does not end as a success
+        err_console.print(
+            f"nothing written: none of the {counts['empty']} geometries has a scene with data "
+            "(check --datetime, --collections, --max-cloud and where the geometries are)"
+        )
         sys.exit(1)
