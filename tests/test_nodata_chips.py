@@ -8,6 +8,7 @@ time step) is the nodata value or NaN.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -162,3 +163,17 @@ def test_a_store_written_from_arrays_marks_nan_and_nodata_chips(tmp_path: Path) 
         assert status == ("nodata" if empty else "ok"), cid
     assert list(index["status"]) == ["nodata", "nodata", "ok", "ok"]
     assert len(ChipDataset(path)) == 2
+
+
+def test_a_build_whose_every_chip_holds_no_data_exits_1(tmp_path: Path) -> None:
+    item = _scene(tmp_path / "data", "blank", np.zeros((2, SIZE, SIZE), "uint16"), "2024-05-01")
+    catalog = make_catalog(tmp_path / "catalog", [item])
+    config = tmp_path / "build.json"
+    config.write_text(json.dumps(_config(catalog, tmp_path / "ds")))
+    result = subprocess.run(
+        [sys.executable, "-m", "geochip", "build", str(config), "--no-progress"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "no usable chip: all 16 chips hold no data" in " ".join(result.stderr.split())
+    assert set(open_store(tmp_path / "ds").index["status"]) == {"nodata"}
