@@ -262,3 +262,17 @@ def test_timeseries_where_no_geometry_has_a_scene_exits_1(
     assert not list(out.glob("*.nc"))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"] == {"done": 0, "empty": 1, "failed": 0, "skipped": 0}
+
+
+def test_search_refuses_a_bearer_token_on_the_command_line(
+    refuse, sample_catalog_path: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "items.json"
+    result = refuse(
+        "search", "--catalog", str(sample_catalog_path), "--out", str(out),
+        "--header", f"Authorization: Bearer {SECRET}",
+        error="ConfigError",
+        message="Authorization holds a secret",
+        outputs=[out],
+    )  # fmt: skip
+    assert SECRET not in result.stdout + result.stderr
