@@ -15,6 +15,7 @@ __all__ = [
     "ConfigError",
     "DatasetNotAvailableError",
     "DatasetNotFoundError",
+    "EmptyInputError",
     "EmptyPeriodError",
     "EmptySearchError",
     "GeochipError",
@@ -25,6 +26,7 @@ __all__ = [
     "MissingExtraError",
     "MissingGeoreferenceError",
     "NoChipsError",
+    "NoOverlapError",
     "NoCloudInfoError",
     "OverviewNotFoundError",
     "RasterReadError",
@@ -44,6 +46,17 @@ class InputError(GeochipError, ValueError):
 
 class ConfigError(InputError):
     """A configuration field has a value that is not allowed."""
+
+
+class EmptyInputError(InputError):
+    """An input holds nothing to work on: an empty file, no geometries, only null or empty
+    geometries. Refused before any work starts, so that a run never ends "successfully"
+    having done nothing."""
+
+
+class NoOverlapError(EmptyInputError):
+    """Inputs that must overlap do not: labels outside every scene or every chip of the
+    plan (the mask would be background everywhere)."""
 
 
 class BandNotFoundError(GeochipError, LookupError):

@@ -55,7 +55,7 @@ from ..core.grid import (
 )
 from ..core.security import redact, unsign_href
 from ..core.vectors import read_vector, with_ids
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, EmptyInputError, InputError, NoOverlapError
 from ..read.labels import align_label
 from ..read.load import band_scaling, load_cube
 from ..select.cloud import CloudBand
@@ -171,7 +171,7 @@ class _Grid:
 def _item_grids(config: BuildConfig, catalog: Catalog) -> tuple[list[_Grid], list[Period]]:
     items = resolve_items(config, catalog)
     if not items:
-        raise InputError("the sources yield no item")
+        raise EmptyInputError("the sources yield no item; check sources (ids, datetime, bbox)")
     if config.time is None:
         return [_Grid(i.id, item_geobox(i, config), [i], None) for i in items], []
     periods = config.time.make_periods()
@@ -283,7 +283,7 @@ def _selection_grids(
                 geobox = target_geobox(base.enclosing(footprint.to_crs(base.crs)), None)
         grids.append(_Grid(str(label_id), geobox, chosen, tuple(steps), label))
     if not grids:
-        raise InputError(
+        raise NoOverlapError(
             f"the selection chose no scene for any of its {len(skipped)} labels; raise "
             "selection.cloud_limit, widen time.start..end, or check the collections"
         )
@@ -346,7 +346,7 @@ def _geometry_grids(
         else:
             skipped[grid.grid_id] = "no scene over it in the time range"
     if not kept:
-        raise InputError(
+        raise NoOverlapError(
             f"no scene covers any of the {len(rows)} geometries of {cfg.path} in the time "
             "range; check sources.datetime / time.start..end and the collections"
         )
@@ -393,12 +393,14 @@ def _item_dict(item: pystac.Item) -> dict[str, Any]:
     return data
 
 
-def _label_raster(config: BuildConfig, grid: _Grid, catalog: Catalog) -> tuple[str | None, bool]:
-    """(href, same grid) of a grid's label raster; a different grid is refused here when
-    labels.on_mismatch is 'raise'."""
+def _label_raster(
+    config: BuildConfig, grid: _Grid, catalog: Catalog
+) -> tuple[str | None, bool, bool]:
+    """(href, same grid, overlaps) of a grid's label raster; a different grid is refused
+    here when labels.on_mismatch is 'raise'."""
     labels = config.labels
     if labels is None or labels.kind != "raster":
-        return None, True
+        return None, True, True
 
     if grid.label is not None:
         item, asset = grid.label
@@ -423,7 +425,9 @@ def _label_raster(config: BuildConfig, grid: _Grid, catalog: Catalog) -> tuple[s
             align_label(readable, grid.geobox, on_mismatch="raise")
         except Exception as err:
             raise type(err)(f"labels (grid {grid.grid_id}, {redact(href)}): {err}") from None
-    return href, same
+    target = grid.geobox.extent
+    overlaps = target.crs is None or bool(source.extent.to_crs(target.crs).intersects(target))
+    return href, same, overlaps
 
 
 def plan_grids(config: BuildConfig) -> GridPlan:
@@ -442,6 +446,7 @@ def plan_grids(config: BuildConfig) -> GridPlan:
     specs: dict[str, GridSpec] = {}
     used: dict[str, pystac.Item] = {}
     first_dtype: str | None = None
+    outside: list[str] = []  # grids that their label raster does not overlap
     for grid in grids:
         for item in grid.items:
             if item.id not in meta:
@@ -460,7 +465,9 @@ def plan_grids(config: BuildConfig) -> GridPlan:
         if config.scale is not None:  # items that disagree on raster:scale are refused here
             scaling = tuple(band_scaling(grid.items, b) for b in config.bands.names)
             _check_scaling(config, grid, scaling)
-        label_href, same = _label_raster(config, grid, catalog)
+        label_href, same, overlaps = _label_raster(config, grid, catalog)
+        if not overlaps:
+            outside.append(grid.grid_id)
         geobox = grid.geobox
         specs[grid.grid_id] = GridSpec(
             grid_id=grid.grid_id,
@@ -477,6 +484,12 @@ def plan_grids(config: BuildConfig) -> GridPlan:
             scaling=scaling,
             label_href=label_href,
             label_same_grid=same,
+        )
+    if specs and len(outside) == len(specs):
+        raise NoOverlapError(
+            f"labels: the label raster overlaps none of the {len(specs)} grids "
+            f"({', '.join(outside[:5])}{'...' if len(outside) > 5 else ''}); every mask would "
+            "be 255 (ignore). Check labels.path / labels.asset and the sources' area"
         )
     items = sorted(used.values(), key=lambda i: (i.datetime or dt.datetime.min, i.id))
     return GridPlan(items, specs, periods, selection, skipped)

@@ -333,8 +333,8 @@ def summarize(result: BuildResult) -> list[str]:
     if result.up_to_date:
         lines.append("up to date: the dataset is complete and its config unchanged")
     lines.append(
-        f"chips: {c['chips']} ({c.get('ok', c['chips'])} ok, {c.get('nodata', 0)} over the "
-        f"nodata limit, {c['failed']} failed); splits {c['splits']}"
+        f"chips: {c['chips']} ({c.get('ok', c['chips'])} ok, {c.get('nodata', 0)} nodata, "
+        f"{c['failed']} failed); splits {c['splits']}"
     )
     if s:
         lines.append(

@@ -27,7 +27,7 @@ from ..core.retry import retry
 from ..core.security import redact
 from ..read.labels import rasterize_labels
 from ..store.format import MASK_IGNORE, iter_batches
-from ..store.stats import ChipStats, chip_stats
+from ..store.stats import ChipStats, all_nodata, chip_stats
 from ..store.writer import StoreWriter
 from .config.model import BuildConfig
 from .grids import GridSpec
@@ -152,7 +152,8 @@ def _chip_stats(
         base = chip_stats(chip_image, chip_mask, task.nodata)
         fraction = float(missing.mean())
         empty = int(missing.reshape(len(missing), -1).all(axis=1).sum())
-        status = "nodata" if fraction > task.max_nodata_fraction else "ok"
+        no_data = fraction > task.max_nodata_fraction or all_nodata(chip_image, task.nodata)
+        status = "nodata" if no_data else "ok"
         stats = replace(base, status=status, nodata_fraction=fraction, empty_steps=empty)
     return chip_mask, stats
 

@@ -9,7 +9,6 @@ environment variable ``NAME``; ``--header "Name: value"`` is for non-secret head
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -47,6 +46,33 @@ def _split(values: list[str] | None) -> list[str] | None:
     return [v.strip() for value in values for v in value.split(",") if v.strip()]
 
 
+def request_headers(
+    headers: list[str] | None, header_env: list[str] | None, api_key_env: str | None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The request options of ``search``, ``select`` and ``timeseries`` as (headers sent as
+    given, header name -> NAME of the environment variable holding its value). A secret
+    header given by value (``--header "X-Api-Key: ..."``) is refused: it would sit in the
+    shell's history and, for ``timeseries``, in the config that goes to the workers."""
+    from ..core.security import check_headers
+
+    parsed: dict[str, str] = {}
+    for text in headers or []:
+        name, sep, value = text.partition(":")
+        if not sep or not name.strip():
+            raise InputError(f"--header must be 'Name: value', got {text.split(':')[0]!r}...")
+        parsed[name.strip()] = value.strip()
+    from_env: dict[str, str] = {}
+    for text in header_env or []:
+        name, sep, var = text.partition("=")
+        if not sep or not name.strip() or not var.strip():
+            raise InputError(f"--header-env {text!r}: give Name=VAR (VAR: an environment variable)")
+        from_env[name.strip()] = var.strip()
+    if api_key_env:
+        from_env["x-api-key"] = api_key_env
+    check_headers(parsed, from_env, option="--header")
+    return parsed, from_env
+
+
 def _open(
     catalog: str,
     headers: list[str] | None,
@@ -55,27 +81,12 @@ def _open(
     max_requests: int = 4,
     max_items: int = 10_000,
 ) -> Catalog:
+    from ..core.security import headers_from_env
     from ..sources.open import open_catalog
 
-    parsed: dict[str, str] = {}
-    for text in headers or []:
-        name, sep, value = text.partition(":")
-        if not sep or not name.strip():
-            raise InputError(f"--header must be 'Name: value', got {text.split(':')[0]!r}...")
-        parsed[name.strip()] = value.strip()
-    for text in header_env or []:
-        name, sep, var = text.partition("=")
-        if not sep or var.strip() not in os.environ:
-            raise InputError(f"--header-env {text!r}: give Name=VAR with $VAR set")
-        parsed[name.strip()] = os.environ[var.strip()]
-    api_key = None
-    if api_key_env:
-        api_key = os.environ.get(api_key_env)
-        if not api_key:
-            raise InputError(f"--api-key-env {api_key_env}: the variable is not set or empty")
-    return open_catalog(
-        catalog, headers=parsed, api_key=api_key, max_requests=max_requests, max_items=max_items
-    )
+    parsed, from_env = request_headers(headers, header_env, api_key_env)
+    parsed.update(headers_from_env(from_env, option="--header-env/--api-key-env"))
+    return open_catalog(catalog, headers=parsed, max_requests=max_requests, max_items=max_items)
 
 
 def _geometry_file(path: Path) -> dict[str, Any]:

@@ -48,6 +48,7 @@ __all__ = [
     "array_window",
     "asset_geobox",
     "buffer_geometry",
+    "check_buffer",
     "chip_windows",
     "count_windows",
     "geometry_geobox",
@@ -296,6 +297,38 @@ def label_geobox(label: Any, asset: str | None = None) -> GeoBox:
 def _check_unit(unit: str) -> None:
     if unit not in BUFFER_UNITS:
         raise InputError(f"buffer unit must be 'm' (metres) or 'deg' (degrees), got {unit!r}")
+
+
+def check_buffer(buffer: float, unit: str | None, *, option: str = "buffer") -> None:
+    """Refuse a buffer that cannot be what the user meant, before any work starts: negative,
+    not a number, without a unit (``unit`` None with ``buffer`` > 0), or absurd for its
+    unit (more than 5 degrees, ~500 km; a fraction of a metre, i.e. degrees given as metres).
+
+    >>> check_buffer(0.01, "deg"), check_buffer(200, "m"), check_buffer(0, None)
+    (None, None, None)
+    >>> check_buffer(0.01, "m")
+    Traceback (most recent call last):
+    geochip.errors.InputError: buffer 0.01 m is less than a metre; for degrees give the unit deg
+    """
+    if isinstance(buffer, bool) or not isinstance(buffer, int | float) or math.isnan(buffer):
+        raise InputError(f"{option} must be a number >= 0, got {buffer!r}")
+    if buffer < 0:
+        raise InputError(f"{option} must be >= 0 (a distance around each geometry), got {buffer}")
+    if buffer == 0:
+        if unit is not None:
+            _check_unit(unit)
+        return
+    if unit is None:
+        raise InputError(
+            f"{option} {buffer} has no unit: say whether it is metres (m) or degrees (deg)"
+        )
+    _check_unit(unit)
+    if unit == "deg" and buffer > 5:
+        raise InputError(
+            f"{option} {buffer} degrees is more than 500 km; for metres give the unit m"
+        )
+    if unit == "m" and buffer < 1:
+        raise InputError(f"{option} {buffer} m is less than a metre; for degrees give the unit deg")
 
 
 def buffer_geometry(geometry: Any, distance: float, unit: BufferUnit | str = "m") -> Any:

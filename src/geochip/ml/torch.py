@@ -148,7 +148,9 @@ class ChipDataset(Dataset[Sample]):
     """A map-style dataset over the usable chips of a store (optionally one split).
 
     ``transforms`` is called on every sample dict and returns a sample dict. Chips whose
-    status is not ``ok`` (over the nodata limit, failed) are left out.
+    status is not ``ok`` are left out: ``failed`` ones always, ``nodata`` ones (no data at
+    all, or over the build's nodata limit) unless ``include_nodata=True`` (their pixels
+    read as the image's nodata and the mask's ignore value where they were not stored).
     """
 
     def __init__(
@@ -156,6 +158,8 @@ class ChipDataset(Dataset[Sample]):
         path: str | Path | ChipStore,
         split: str | None = None,
         transforms: Callable[[Sample], Sample] | None = None,
+        *,
+        include_nodata: bool = False,
     ) -> None:
         self.store = path if isinstance(path, ChipStore) else open_store(path)
         index = self.store.index
@@ -163,7 +167,8 @@ class ChipDataset(Dataset[Sample]):
             if split not in SPLITS:
                 raise InputError(f"split must be one of {', '.join(SPLITS)} or None, got {split!r}")
             index = index[index["split"] == split]
-        index = index[index["status"] == "ok"]
+        usable = ("ok", "nodata") if include_nodata else ("ok",)
+        index = index[index["status"].isin(usable)]
         self.split = split
         self.transforms = transforms
         self.positions = index["index"].to_numpy(dtype=np.int64)

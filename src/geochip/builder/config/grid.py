@@ -10,6 +10,8 @@ from pydantic import Field, field_validator, model_validator
 from pyproj import CRS
 from pyproj.exceptions import CRSError
 
+from ...core.grid import check_buffer
+from ...errors import InputError
 from .base import Section, SizeValue, check_size
 
 __all__ = [
@@ -96,6 +98,10 @@ class GeometriesConfig(Section):
             raise ValueError("size is for mode 'patch'; mode 'box' takes buffer instead")
         if self.mode == "patch" and self.buffer:
             raise ValueError("buffer is for mode 'box'; a patch has a fixed size")
+        try:  # a buffer absurd for its unit (degrees written as metres, or the reverse)
+            check_buffer(self.buffer, self.buffer_unit)
+        except InputError as err:
+            raise ValueError(f"{err} (buffer_unit: m|deg)") from None
         return self
 
 

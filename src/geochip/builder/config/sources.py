@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 
 from ...core.imports import check_import_path
+from ...core.security import check_headers
+from ...errors import ConfigError
 from .base import Section
 
 __all__ = [
@@ -20,10 +22,6 @@ __all__ = [
     "SampleSource",
     "Source",
 ]
-
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class _SearchFields(Section):
@@ -109,14 +107,10 @@ class CatalogSource(_SearchFields):
     @field_validator("headers_env")
     @classmethod
     def _header_names(cls, value: dict[str, str]) -> dict[str, str]:
-        for header, env in value.items():
-            if not _HEADER_NAME.fullmatch(header):
-                raise ValueError(f"{header!r} is not an HTTP header name")
-            if not _ENV_NAME.fullmatch(env):
-                raise ValueError(
-                    f"the value of header {header!r} must be the NAME of an environment "
-                    "variable (letters, digits, _), not the secret itself"
-                )
+        try:
+            check_headers(headers_env=value)
+        except ConfigError as err:
+            raise ValueError(str(err).split(": ", 1)[1]) from None
         return value
 
     @field_validator("sign")
