@@ -63,6 +63,7 @@ from ..select.labels import load_labels
 from ..select.periods import Period, periods_span
 from ..select.search import select_scenes
 from ..select.table import Selection
+from ..sources.bands import resolve_asset, resolve_bands
 from ..sources.catalog import Catalog
 from ..sources.open import open_catalog
 from .catalog import open_source_catalog, resolve_items
@@ -111,9 +112,10 @@ class GridSpec:
     def hrefs(self) -> list[str]:
         """The files read for this grid: every item's bands and quality band."""
         out = []
-        for item in self.items:
-            assets = item.get("assets", {})
-            out += [assets[b]["href"] for b in (*self.bands, self.mask_band) if b in assets]
+        names = [*self.bands, *([self.mask_band] if self.mask_band else [])]
+        for data in self.items:
+            item = pystac.Item.from_dict(data)
+            out += [b.href for b in resolve_bands(item, names, headers=False)]
         return out
 
 
@@ -127,6 +129,11 @@ class GridPlan:
     selection: Selection | None = None
     skipped: dict[str, str] = field(default_factory=dict)
     """Labels or geometries without any scene: id -> why."""
+    bands: tuple[str, ...] = ()
+    """The image's channels: ``bands.names`` with each asset of N bands asked for by its
+    key as its N bands (``<asset>.1`` ..), resolved on the first item."""
+    asked: dict[str, str] = field(default_factory=dict)
+    """Channel -> the name in ``bands.names`` it comes from."""
 
 
 def _reference(config: BuildConfig) -> str:
@@ -135,7 +142,7 @@ def _reference(config: BuildConfig) -> str:
 
 def item_geobox(item: pystac.Item, config: BuildConfig) -> GeoBox:
     """An item's grid: its reference band's grid, at ``grid.resolution``, in ``grid.crs``."""
-    base = asset_geobox(item, _reference(config))
+    base = asset_geobox(item, resolve_asset(item, _reference(config)))
     if config.grid.crs is not None:
         assert config.grid.resolution is not None
         return geometry_geobox(base.extent, config.grid.crs, config.grid.resolution)
@@ -275,7 +282,7 @@ def _selection_grids(
             assert config.grid.resolution is not None
             geobox = geometry_geobox(footprint, config.grid.crs, config.grid.resolution)
         else:
-            base = asset_geobox(chosen[0], _reference(config))
+            base = asset_geobox(chosen[0], resolve_asset(chosen[0], _reference(config)))
             if config.grid.resolution is not None:
                 geobox = geometry_geobox(footprint, base.crs, config.grid.resolution)
             else:
@@ -353,11 +360,20 @@ def _geometry_grids(
     return kept, periods, skipped
 
 
-def _source_meta(item: pystac.Item, config: BuildConfig, grid: GeoBox) -> tuple[str, float | int]:
-    """(dtype, nodata) of the image bands of ``item``, from metadata (no pixel is read)."""
-    bands = list(config.bands.names)
+def _source_meta(
+    item: pystac.Item, config: BuildConfig, grid: GeoBox, catalog: Catalog
+) -> tuple[str, float | int]:
+    """(dtype, nodata) of the image bands of ``item``, from metadata (else the rasters'
+    headers; no pixel is read)."""
     extra = [config.masks.band] if config.masks is not None else []
-    cube = load_cube([item], [*bands, *extra], grid, chunks=min(512, *grid.shape.yx))
+    cube = load_cube(
+        [item],
+        [*config.bands.names, *extra],
+        grid,
+        chunks=min(512, *grid.shape.yx),
+        patch_url=catalog.sign,
+    )
+    bands = [b for b in map(str, cube.data_vars) if b not in extra]
     dtypes = {np.dtype(cube[b].dtype) for b in bands}
     if len(dtypes) > 1:
         raise InputError(
@@ -442,10 +458,13 @@ def plan_grids(config: BuildConfig) -> GridPlan:
     specs: dict[str, GridSpec] = {}
     used: dict[str, pystac.Item] = {}
     first_dtype: str | None = None
+    found = resolve_bands(grids[0].items[0], config.bands.names, sign=catalog.sign)
+    channels = tuple(b.name for b in found)
+    asked = {b.name: b.asked for b in found}
     for grid in grids:
         for item in grid.items:
             if item.id not in meta:
-                meta[item.id] = _source_meta(item, config, grid.geobox)
+                meta[item.id] = _source_meta(item, config, grid.geobox, catalog)
             dtype, _ = meta[item.id]
             if first_dtype is None:
                 first_dtype = dtype
@@ -458,14 +477,14 @@ def plan_grids(config: BuildConfig) -> GridPlan:
         dtype, nodata = meta[grid.items[0].id]
         scaling: tuple[tuple[float, float], ...] = ()
         if config.scale is not None:  # items that disagree on raster:scale are refused here
-            scaling = tuple(band_scaling(grid.items, b) for b in config.bands.names)
-            _check_scaling(config, grid, scaling)
+            scaling = tuple(band_scaling(grid.items, b) for b in channels)
+            _check_scaling(config, grid, scaling, asked)
         label_href, same = _label_raster(config, grid, catalog)
         geobox = grid.geobox
         specs[grid.grid_id] = GridSpec(
             grid_id=grid.grid_id,
             items=tuple(_item_dict(i) for i in grid.items),
-            bands=tuple(config.bands.names),
+            bands=channels,
             mask_band=config.masks.band if config.masks is not None else None,
             crs=str(geobox.crs.to_wkt()) if geobox.crs is not None else "",
             affine=tuple(geobox.affine)[:6],
@@ -479,21 +498,26 @@ def plan_grids(config: BuildConfig) -> GridPlan:
             label_same_grid=same,
         )
     items = sorted(used.values(), key=lambda i: (i.datetime or dt.datetime.min, i.id))
-    return GridPlan(items, specs, periods, selection, skipped)
+    return GridPlan(items, specs, periods, selection, skipped, channels, asked)
 
 
 def _check_scaling(
-    config: BuildConfig, grid: _Grid, scaling: Sequence[tuple[float, float]]
+    config: BuildConfig,
+    grid: _Grid,
+    scaling: Sequence[tuple[float, float]],
+    asked: dict[str, str],
 ) -> None:
     sc = config.scale
     assert sc is not None
 
     def given(value: Any, band: str) -> bool:
-        return value is not None and (not isinstance(value, dict) or band in value)
+        return value is not None and (
+            not isinstance(value, dict) or band in value or asked.get(band) in value
+        )
 
     missing = [
         band
-        for band, (s, o) in zip(config.bands.names, scaling, strict=True)
+        for band, (s, o) in zip(asked, scaling, strict=True)
         if np.isnan(s) and np.isnan(o) and not given(sc.scale, band) and not given(sc.offset, band)
     ]
     if missing:

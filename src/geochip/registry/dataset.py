@@ -40,6 +40,7 @@ from ..errors import (
 )
 from ..read.labels import align_label, rasterize_labels
 from ..read.load import item_bands, load_stack
+from ..sources.bands import resolve_asset
 from ..sources.files import folder_items, is_raster_file, raster_fields
 from .spec import DatasetSpec, RasterMasks, VectorMasks
 
@@ -300,12 +301,12 @@ class Dataset:
         native grid when the resolutions agree), anchored at its top-left corner."""
         band = self.spec.reference_band
         if band is None:
-            candidates = [b.rpartition(".")[0] if "." in b else b for b in self.bands(item)]
-            candidates = [b for b in candidates if b in item.assets] or [
+            candidates = list(dict.fromkeys(resolve_asset(item, b) for b in self.bands(item)))
+            candidates = [b for b in candidates if b != MASK_ASSET] or [
                 k for k in item.assets if k != MASK_ASSET
             ]
             band = min(candidates, key=lambda k: abs(asset_geobox(item, k).affine.a))
-        asset = band if band in item.assets else band.rpartition(".")[0]
+        asset = resolve_asset(item, band)
         return target_geobox(asset_geobox(item, asset), self.spec.resolution)
 
     # pixels -----------------------------------------------------------------------------
