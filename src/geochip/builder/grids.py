@@ -44,6 +44,7 @@ from affine import Affine
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry
 
+from ..core.bands import resolve_asset, resolve_bands
 from ..core.engine import run_tasks
 from ..core.grid import (
     asset_geobox,
@@ -63,7 +64,6 @@ from ..select.labels import load_labels
 from ..select.periods import Period, periods_span
 from ..select.search import select_scenes
 from ..select.table import Selection
-from ..sources.bands import resolve_asset, resolve_bands
 from ..sources.catalog import Catalog
 from ..sources.open import open_catalog
 from .catalog import open_source_catalog, resolve_items
@@ -418,7 +418,7 @@ def _label_raster(config: BuildConfig, grid: _Grid, catalog: Catalog) -> tuple[s
 
     if grid.label is not None:
         item, asset = grid.label
-        href = item.assets[asset].get_absolute_href() or item.assets[asset].href
+        href = resolve_bands(item, [asset], headers=False)[0].href
     elif labels.path is not None:
         href = labels.path
     else:
@@ -429,7 +429,7 @@ def _label_raster(config: BuildConfig, grid: _Grid, catalog: Catalog) -> tuple[s
                 f"labels.asset: item {item.id} has no asset {labels.asset!r}; its assets: "
                 f"{', '.join(sorted(item.assets))}"
             )
-        href = item.assets[labels.asset].get_absolute_href() or item.assets[labels.asset].href
+        href = resolve_bands(item, [labels.asset], headers=False)[0].href
     href = unsign_href(href)
     readable = catalog.sign(href)
     source = label_geobox(readable)

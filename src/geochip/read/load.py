@@ -32,9 +32,9 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 from rasterio.errors import NotGeoreferencedWarning
 
+from ..core.bands import Band, asset_band_fields, resolve_bands
 from ..core.grid import YX, SizeLike, yx
 from ..errors import InputError
-from ..sources.bands import Band, asset_band_fields, resolve_bands
 
 __all__ = [
     "CATEGORICAL_ROLES",
@@ -81,7 +81,7 @@ def item_bands(item: pystac.Item) -> list[str]:
     """The asset keys of ``item``, in asset order, and for an asset that holds several bands
     (STAC 1.1 ``bands`` of length N, e.g. one RGB GeoTIFF) also ``<key>.1`` .. ``<key>.N``
     (1-based). Band names and common names are accepted too (see
-    :func:`geochip.sources.bands.band_choices`, :func:`geochip.sources.bands.resolve_bands`).
+    :func:`geochip.core.bands.band_choices`, :func:`geochip.core.bands.resolve_bands`).
 
     >>> import datetime as dt, pystac
     >>> item = pystac.Item("x", None, None, dt.datetime(2024, 1, 1), {})
@@ -165,7 +165,7 @@ def chunk_size(
 
 def band_scaling(items: Sequence[pystac.Item], band: str) -> tuple[float, float]:
     """(scale, offset) of ``band`` from the raster extension (the band's ``raster:scale`` /
-    ``raster:offset``, else the asset's, as :func:`geochip.sources.bands.resolve_bands`
+    ``raster:offset``, else the asset's, as :func:`geochip.core.bands.resolve_bands`
     reads them); (nan, nan) when not given.
 
     Raises :class:`~geochip.errors.InputError` when the items disagree (e.g. Sentinel-2 L2A
@@ -254,7 +254,7 @@ def load_cube(
       nearest, so class values and bit fields are never blended. Bands of any native
       resolution (10, 20, 60 m) land on the one grid.
     * **Bands.** A name is resolved on each item by
-      :func:`geochip.sources.bands.resolve_bands` (asset key, ``<asset>.<n>``, band name,
+      :func:`geochip.core.bands.resolve_bands` (asset key, ``<asset>.<n>``, band name,
       common name, then any case when unique); an asset of N bands asked for by its key
       gives N variables ``<asset>.1`` .. ``<asset>.N``.
     * **Dtype and nodata.** The source dtype is kept (``attrs["nodata"]`` on each variable

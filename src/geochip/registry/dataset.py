@@ -27,6 +27,7 @@ from odc.geo.geobox import GeoBox
 from odc.geo.geom import box
 from rasterio.windows import Window
 
+from ..core.bands import resolve_asset
 from ..core.grid import asset_geobox, label_geobox, lattice_offset, target_geobox
 from ..core.imports import load_object
 from ..core.security import redact
@@ -40,7 +41,6 @@ from ..errors import (
 )
 from ..read.labels import align_label, rasterize_labels
 from ..read.load import item_bands, load_stack
-from ..sources.bands import resolve_asset
 from ..sources.files import folder_items, is_raster_file, raster_fields
 from .spec import DatasetSpec, RasterMasks, VectorMasks
 

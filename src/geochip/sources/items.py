@@ -26,8 +26,8 @@ from typing import Any
 import pystac
 from pystac.stac_io import DefaultStacIO
 
+from ..core.bands import asset_band_fields
 from ..errors import MissingHrefError
-from .bands import asset_band_fields
 
 __all__ = [
     "STAC_EXTENSIONS",
@@ -141,7 +141,7 @@ def normalize_item(item: pystac.Item) -> pystac.Item:
       (``common_name`` becomes ``eo:common_name``, raster fields keep their ``raster:``
       prefix, ``nodata``/``data_type``/``unit`` become common metadata), and the band
       fields given once on the asset or the item are written into each band
-      (:func:`geochip.sources.bands.asset_band_fields`, the one reading of them).
+      (:func:`geochip.core.bands.asset_band_fields`, the one reading of them).
     """
     item = item.clone()
     for fields in [item.properties, *(a.extra_fields for a in item.assets.values())]:

@@ -52,10 +52,17 @@ from typing import Any
 import pystac
 import rasterio
 
-from ..core.env import GdalEnv
-from ..core.retry import call_with_retries
-from ..core.security import redact, sign_href
-from ..errors import AmbiguousBandError, BandNotFoundError, InputError, MissingHrefError
+from ..errors import (
+    AmbiguousBandError,
+    BandNotFoundError,
+    GeochipError,
+    InputError,
+    MissingHrefError,
+    RasterReadError,
+)
+from .env import GdalEnv
+from .retry import call_with_retries
+from .security import redact, sign_href
 
 __all__ = [
     "BAND_FIELDS",
@@ -219,8 +226,10 @@ def header_bands(href: str, sign: Signer | None = None) -> list[dict[str, Any]]:
 
     try:
         bands = call_with_retries(probe, path, env)
+    except GeochipError:
+        raise
     except Exception as err:
-        raise InputError(
+        raise RasterReadError(
             f"{redact(href)}: the item's metadata does not say the bands' data type or count, "
             f"and the raster's header could not be read ({redact(str(err))}); check the href "
             "and the signing, or give the data type in the item (bands: data_type, nodata)"
