@@ -21,6 +21,7 @@ import rasterio
 from odc.geo.geobox import GeoBox
 
 from geochip.builder.config import parse_config
+from geochip.builder.plan import plan_build
 from geochip.builder.run import build
 from geochip.core.bands import band_choices, header_bands, parse_nodata, resolve_bands
 from geochip.errors import AmbiguousBandError, BandNotFoundError, MissingHrefError
@@ -506,3 +507,54 @@ def test_headers_are_read_once_per_href(files: dict[str, Path], tmp_path: Path) 
             {"data_type": "int16", "nodata": -1.0},
         ]
     )
+
+
+def test_a_build_from_planetary_computer_items_keeps_uint16(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    catalog = tmp_path / "items.json"
+    catalog.write_text(
+        json.dumps({"type": "FeatureCollection", "features": [planetary_computer(files)]})
+    )
+    config = parse_config(
+        {
+            "sources": {"kind": "catalog", "path": str(catalog)},
+            "bands": ["red"],
+            "chips": {"size": 32},
+            "split": {"method": "none"},
+            "output": {"path": str(tmp_path / "ds")},
+            "engine": {"threads": 1},
+        }
+    )
+    (spec,) = plan_build(config).grids.values()  # the header's answer travels to the tasks
+    (band,) = spec.item["assets"]["B04"]["bands"]
+    assert (band["name"], band["eo:common_name"], band["data_type"], band["nodata"]) == (
+        "B04",
+        "red",
+        "uint16",
+        0,
+    )
+    store = open_store(build(config, progress=False).path)
+    assert store.image.dtype == np.uint16 and store.manifest["image"]["nodata"] == 0
+    raw = rio(files["b04"])
+    for n, (row, col) in enumerate(zip(store.index["row"], store.index["col"], strict=True)):
+        np.testing.assert_array_equal(store.image[n][0], raw[row : row + 32, col : col + 32])
+
+
+def test_band_fields_win_over_asset_fields_over_item_fields() -> None:
+    data = feature(
+        "levels",
+        {
+            "a": {
+                "href": "a.tif",
+                "nodata": 0,
+                "raster:scale": 0.5,
+                "bands": [{"nodata": 7, "data_type": "int16"}, {"data_type": "int16"}],
+            }
+        },
+        version="1.1.0",
+        **{"nodata": -1, "raster:offset": 3.0},
+    )
+    first, second = resolve_bands(pystac.Item.from_dict(data), ["a"], headers=False)
+    assert (first.nodata, first.scale, first.offset) == (7, 0.5, 3.0)
+    assert (second.nodata, second.scale, second.offset) == (0, 0.5, 3.0)

@@ -44,7 +44,7 @@ from affine import Affine
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry
 
-from ..core.bands import resolve_asset, resolve_bands
+from ..core.bands import complete_item, resolve_asset, resolve_bands
 from ..core.engine import run_tasks
 from ..core.grid import (
     asset_geobox,
@@ -461,6 +461,8 @@ def plan_grids(config: BuildConfig) -> GridPlan:
     found = resolve_bands(grids[0].items[0], config.bands.names, sign=catalog.sign)
     channels = tuple(b.name for b in found)
     asked = {b.name: b.asked for b in found}
+    names = [*config.bands.names, *([config.masks.band] if config.masks is not None else [])]
+    completed: dict[str, dict[str, Any]] = {}
     for grid in grids:
         for item in grid.items:
             if item.id not in meta:
@@ -474,6 +476,8 @@ def plan_grids(config: BuildConfig) -> GridPlan:
                     "store holds one dtype"
                 )
             used.setdefault(item.id, item)
+            if item.id not in completed:  # tasks then need no header read of their own
+                completed[item.id] = _item_dict(complete_item(item, names, sign=catalog.sign))
         dtype, nodata = meta[grid.items[0].id]
         scaling: tuple[tuple[float, float], ...] = ()
         if config.scale is not None:  # items that disagree on raster:scale are refused here
@@ -483,7 +487,7 @@ def plan_grids(config: BuildConfig) -> GridPlan:
         geobox = grid.geobox
         specs[grid.grid_id] = GridSpec(
             grid_id=grid.grid_id,
-            items=tuple(_item_dict(i) for i in grid.items),
+            items=tuple(completed[i.id] for i in grid.items),
             bands=channels,
             mask_band=config.masks.band if config.masks is not None else None,
             crs=str(geobox.crs.to_wkt()) if geobox.crs is not None else "",

@@ -69,6 +69,7 @@ __all__ = [
     "Band",
     "asset_band_fields",
     "band_choices",
+    "complete_item",
     "header_bands",
     "parse_nodata",
     "resolve_asset",
@@ -372,6 +373,55 @@ def _number(value: Any) -> float | None:
     return None if math.isnan(number) else number
 
 
+def _full_bands(
+    item: pystac.Item, key: str, href: str, index: int | None, sign: Signer | bool | None
+) -> tuple[list[dict[str, Any]], int | None]:
+    """(band dicts, count) of asset ``key``: the metadata's, completed from the header when
+    the data type (of band ``index``, or of any band) or the count is not published;
+    ``sign=False``: no header is read (count None when the metadata does not list bands)."""
+    bands, explicit = asset_band_fields(item, key)
+    need = bands is None or any(
+        not b.get("data_type") for b in (bands if index is None else bands[index - 1 : index])
+    )
+    if sign is not False and need:
+        header = header_bands(href, sign if callable(sign) else None)
+        if bands is None:
+            defaults = _asset_defaults(item, key)
+            bands = [{**h, **defaults} for h in header]
+        elif len(bands) != len(header):
+            if explicit:
+                raise InputError(
+                    f"item {item.id!r}: asset {key!r} lists {len(bands)} bands, its "
+                    f"raster {redact(href)} has {len(header)}; the catalog's metadata is "
+                    "wrong (ask its provider)"
+                )
+            bands = [{**h, **(bands[0] if i == 0 else {})} for i, h in enumerate(header)]
+        else:
+            bands = [{**h, **b} for h, b in zip(header, bands, strict=True)]
+    if bands is None:
+        return [_asset_defaults(item, key)], None
+    return bands, len(bands)
+
+
+def complete_item(
+    item: pystac.Item, names: Sequence[str], *, sign: Signer | None = None
+) -> pystac.Item:
+    """A copy of ``item`` whose assets that ``names`` use list every band with what
+    :func:`resolve_bands` found (the header's data type, nodata and count where the
+    metadata is silent), so that whoever reads the copy later (a build's tasks, on other
+    processes) needs no header read and no signer for it."""
+    found = resolve_bands(item, names, sign=sign)
+    out = item.clone()
+    for key in dict.fromkeys(b.asset for b in found):
+        bands, count = _full_bands(item, key, _href(item, key), None, sign)
+        if count is not None:
+            extra = out.assets[key].extra_fields
+            extra.pop("eo:bands", None)
+            extra.pop("raster:bands", None)
+            extra["bands"] = bands
+    return out
+
+
 def resolve_bands(
     item: pystac.Item,
     names: Sequence[str],
@@ -395,28 +445,7 @@ def resolve_bands(
     for name in names:
         key, index, how = _match(item, name)
         href = _href(item, key)
-        bands, explicit = asset_band_fields(item, key)
-        need = bands is None or any(
-            not b.get("data_type") for b in (bands if index is None else bands[index - 1 : index])
-        )
-        if headers and need:
-            header = header_bands(href, sign)
-            if bands is None:
-                defaults = _asset_defaults(item, key)
-                bands = [{**h, **defaults} for h in header]
-            elif len(bands) != len(header):
-                if explicit:
-                    raise InputError(
-                        f"item {item.id!r}: asset {key!r} lists {len(bands)} bands, its "
-                        f"raster {redact(href)} has {len(header)}; the catalog's metadata is "
-                        "wrong (ask its provider)"
-                    )
-                bands = [{**h, **(bands[0] if i == 0 else {})} for i, h in enumerate(header)]
-            else:
-                bands = [{**h, **b} for h, b in zip(header, bands, strict=True)]
-        count = len(bands) if bands is not None else None
-        if bands is None:
-            bands = [_asset_defaults(item, key)]
+        bands, count = _full_bands(item, key, href, index, sign if headers else False)
         if index is not None and count is not None and not 1 <= index <= count:
             raise BandNotFoundError(f"item {item.id}", name, band_choices(item))
         chosen = [index] if index is not None else list(range(1, len(bands) + 1))
