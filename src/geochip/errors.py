@@ -8,6 +8,7 @@ know geochip. Messages name the bad value, what was expected, and what to do abo
 from __future__ import annotations
 
 __all__ = [
+    "AmbiguousBandError",
     "BandNotFoundError",
     "CRSMismatchError",
     "CatalogError",
@@ -25,6 +26,7 @@ __all__ = [
     "LeakageError",
     "MissingExtraError",
     "MissingGeoreferenceError",
+    "MissingHrefError",
     "NoChipsError",
     "NoOverlapError",
     "NoCloudInfoError",
@@ -74,6 +76,10 @@ class BandNotFoundError(GeochipError, LookupError):
 
     def __reduce__(self) -> tuple[type, tuple[str, list[str], list[str]]]:
         return (type(self), (self.source, self.asked, self.available))
+
+
+class AmbiguousBandError(InputError):
+    """A band name matches several bands of an item (names the candidates)."""
 
 
 class OverviewNotFoundError(InputError):
@@ -140,6 +146,10 @@ class MissingExtraError(GeochipError, ImportError):
 
 class CatalogError(GeochipError, OSError):
     """A catalog answered with an error, or with something that is not STAC."""
+
+
+class MissingHrefError(CatalogError):
+    """An item's asset has no ``href`` (names the item and the asset)."""
 
 
 class CatalogUnreachableError(CatalogError, ConnectionError):

@@ -44,6 +44,7 @@ from affine import Affine
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry
 
+from ..core.bands import complete_item, resolve_asset, resolve_bands
 from ..core.engine import run_tasks
 from ..core.grid import (
     asset_geobox,
@@ -111,9 +112,10 @@ class GridSpec:
     def hrefs(self) -> list[str]:
         """The files read for this grid: every item's bands and quality band."""
         out = []
-        for item in self.items:
-            assets = item.get("assets", {})
-            out += [assets[b]["href"] for b in (*self.bands, self.mask_band) if b in assets]
+        names = [*self.bands, *([self.mask_band] if self.mask_band else [])]
+        for data in self.items:
+            item = pystac.Item.from_dict(data)
+            out += [b.href for b in resolve_bands(item, names, headers=False)]
         return out
 
 
@@ -127,6 +129,11 @@ class GridPlan:
     selection: Selection | None = None
     skipped: dict[str, str] = field(default_factory=dict)
     """Labels or geometries without any scene: id -> why."""
+    bands: tuple[str, ...] = ()
+    """The image's channels: ``bands.names`` with each asset of N bands asked for by its
+    key as its N bands (``<asset>.1`` ..), resolved on the first item."""
+    asked: dict[str, str] = field(default_factory=dict)
+    """Channel -> the name in ``bands.names`` it comes from."""
 
 
 def _reference(config: BuildConfig) -> str:
@@ -135,7 +142,7 @@ def _reference(config: BuildConfig) -> str:
 
 def item_geobox(item: pystac.Item, config: BuildConfig) -> GeoBox:
     """An item's grid: its reference band's grid, at ``grid.resolution``, in ``grid.crs``."""
-    base = asset_geobox(item, _reference(config))
+    base = asset_geobox(item, resolve_asset(item, _reference(config)))
     if config.grid.crs is not None:
         assert config.grid.resolution is not None
         return geometry_geobox(base.extent, config.grid.crs, config.grid.resolution)
@@ -275,7 +282,7 @@ def _selection_grids(
             assert config.grid.resolution is not None
             geobox = geometry_geobox(footprint, config.grid.crs, config.grid.resolution)
         else:
-            base = asset_geobox(chosen[0], _reference(config))
+            base = asset_geobox(chosen[0], resolve_asset(chosen[0], _reference(config)))
             if config.grid.resolution is not None:
                 geobox = geometry_geobox(footprint, base.crs, config.grid.resolution)
             else:
@@ -353,11 +360,20 @@ def _geometry_grids(
     return kept, periods, skipped
 
 
-def _source_meta(item: pystac.Item, config: BuildConfig, grid: GeoBox) -> tuple[str, float | int]:
-    """(dtype, nodata) of the image bands of ``item``, from metadata (no pixel is read)."""
-    bands = list(config.bands.names)
+def _source_meta(
+    item: pystac.Item, config: BuildConfig, grid: GeoBox, catalog: Catalog
+) -> tuple[str, float | int]:
+    """(dtype, nodata) of the image bands of ``item``, from metadata (else the rasters'
+    headers; no pixel is read)."""
     extra = [config.masks.band] if config.masks is not None else []
-    cube = load_cube([item], [*bands, *extra], grid, chunks=min(512, *grid.shape.yx))
+    cube = load_cube(
+        [item],
+        [*config.bands.names, *extra],
+        grid,
+        chunks=min(512, *grid.shape.yx),
+        patch_url=catalog.sign,
+    )
+    bands = [b for b in map(str, cube.data_vars) if b not in extra]
     dtypes = {np.dtype(cube[b].dtype) for b in bands}
     if len(dtypes) > 1:
         raise InputError(
@@ -404,7 +420,7 @@ def _label_raster(
 
     if grid.label is not None:
         item, asset = grid.label
-        href = item.assets[asset].get_absolute_href() or item.assets[asset].href
+        href = resolve_bands(item, [asset], headers=False)[0].href
     elif labels.path is not None:
         href = labels.path
     else:
@@ -415,7 +431,7 @@ def _label_raster(
                 f"labels.asset: item {item.id} has no asset {labels.asset!r}; its assets: "
                 f"{', '.join(sorted(item.assets))}"
             )
-        href = item.assets[labels.asset].get_absolute_href() or item.assets[labels.asset].href
+        href = resolve_bands(item, [labels.asset], headers=False)[0].href
     href = unsign_href(href)
     readable = catalog.sign(href)
     source = label_geobox(readable)
@@ -447,10 +463,15 @@ def plan_grids(config: BuildConfig) -> GridPlan:
     used: dict[str, pystac.Item] = {}
     first_dtype: str | None = None
     outside: list[str] = []  # grids that their label raster does not overlap
+    found = resolve_bands(grids[0].items[0], config.bands.names, sign=catalog.sign)
+    channels = tuple(b.name for b in found)
+    asked = {b.name: b.asked for b in found}
+    names = [*config.bands.names, *([config.masks.band] if config.masks is not None else [])]
+    completed: dict[str, dict[str, Any]] = {}
     for grid in grids:
         for item in grid.items:
             if item.id not in meta:
-                meta[item.id] = _source_meta(item, config, grid.geobox)
+                meta[item.id] = _source_meta(item, config, grid.geobox, catalog)
             dtype, _ = meta[item.id]
             if first_dtype is None:
                 first_dtype = dtype
@@ -460,19 +481,21 @@ def plan_grids(config: BuildConfig) -> GridPlan:
                     "store holds one dtype"
                 )
             used.setdefault(item.id, item)
+            if item.id not in completed:  # tasks then need no header read of their own
+                completed[item.id] = _item_dict(complete_item(item, names, sign=catalog.sign))
         dtype, nodata = meta[grid.items[0].id]
         scaling: tuple[tuple[float, float], ...] = ()
         if config.scale is not None:  # items that disagree on raster:scale are refused here
-            scaling = tuple(band_scaling(grid.items, b) for b in config.bands.names)
-            _check_scaling(config, grid, scaling)
+            scaling = tuple(band_scaling(grid.items, b) for b in channels)
+            _check_scaling(config, grid, scaling, asked)
         label_href, same, overlaps = _label_raster(config, grid, catalog)
         if not overlaps:
             outside.append(grid.grid_id)
         geobox = grid.geobox
         specs[grid.grid_id] = GridSpec(
             grid_id=grid.grid_id,
-            items=tuple(_item_dict(i) for i in grid.items),
-            bands=tuple(config.bands.names),
+            items=tuple(completed[i.id] for i in grid.items),
+            bands=channels,
             mask_band=config.masks.band if config.masks is not None else None,
             crs=str(geobox.crs.to_wkt()) if geobox.crs is not None else "",
             affine=tuple(geobox.affine)[:6],
@@ -492,21 +515,26 @@ def plan_grids(config: BuildConfig) -> GridPlan:
             "be 255 (ignore). Check labels.path / labels.asset and the sources' area"
         )
     items = sorted(used.values(), key=lambda i: (i.datetime or dt.datetime.min, i.id))
-    return GridPlan(items, specs, periods, selection, skipped)
+    return GridPlan(items, specs, periods, selection, skipped, channels, asked)
 
 
 def _check_scaling(
-    config: BuildConfig, grid: _Grid, scaling: Sequence[tuple[float, float]]
+    config: BuildConfig,
+    grid: _Grid,
+    scaling: Sequence[tuple[float, float]],
+    asked: dict[str, str],
 ) -> None:
     sc = config.scale
     assert sc is not None
 
     def given(value: Any, band: str) -> bool:
-        return value is not None and (not isinstance(value, dict) or band in value)
+        return value is not None and (
+            not isinstance(value, dict) or band in value or asked.get(band) in value
+        )
 
     missing = [
         band
-        for band, (s, o) in zip(config.bands.names, scaling, strict=True)
+        for band, (s, o) in zip(asked, scaling, strict=True)
         if np.isnan(s) and np.isnan(o) and not given(sc.scale, band) and not given(sc.offset, band)
     ]
     if missing:

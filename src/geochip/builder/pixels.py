@@ -86,8 +86,30 @@ def output_dtype(config: BuildConfig, dtype: str, nodata: float | int) -> tuple[
     return out, float("nan")
 
 
-def read_options(config: BuildConfig, out_dtype: str, out_nodata: float | int) -> ReadOptions:
-    """What every task of the build needs to know besides its grids."""
+def _channel_scale(config: BuildConfig, asked: Mapping[str, str]) -> dict[str, Any] | None:
+    if config.scale is None:
+        return None
+    scale = config.scale.model_dump(mode="json")
+    for key in ("scale", "offset"):
+        value = scale.get(key)
+        if isinstance(value, dict) and asked:
+            scale[key] = {
+                ch: value[ch] if ch in value else value[name]
+                for ch, name in asked.items()
+                if ch in value or name in value
+            }
+    return scale
+
+
+def read_options(
+    config: BuildConfig,
+    out_dtype: str,
+    out_nodata: float | int,
+    asked: Mapping[str, str] | None = None,
+) -> ReadOptions:
+    """What every task of the build needs to know besides its grids. ``asked`` (channel ->
+    the band name it comes from) carries per-band scales to the channels of an asset of
+    several bands."""
     time = config.time
     classes = None
     if config.labels is not None and config.labels.kind == "raster" and config.labels.classes:
@@ -101,7 +123,7 @@ def read_options(config: BuildConfig, out_dtype: str, out_nodata: float | int) -
             if time is not None and time.gapfill is not None
             else None
         ),
-        scale=config.scale.model_dump(mode="json") if config.scale is not None else None,
+        scale=_channel_scale(config, asked or {}),
         out_dtype=out_dtype,
         out_nodata=out_nodata,
         sign=getattr(config.sources, "sign", None),

@@ -53,6 +53,8 @@ class BuildPlan:
     periods: list[Period] = field(default_factory=list)
     selection: Selection | None = None
     skipped: dict[str, str] = field(default_factory=dict)
+    bands: tuple[str, ...] = ()
+    """The image's channels (an asset of N bands asked for by its key gives N)."""
 
     @property
     def plan(self) -> gpd.GeoDataFrame:
@@ -156,10 +158,11 @@ def plan_build(config: BuildConfig) -> BuildPlan:
         report,
         dtype=dtype,
         nodata=nodata,
-        read=read_options(config, dtype, nodata),
+        read=read_options(config, dtype, nodata, gp.asked),
         periods=gp.periods,
         selection=gp.selection,
         skipped=gp.skipped,
+        bands=gp.bands,
     )
 
 
@@ -247,5 +250,5 @@ def _bounds_4326(geoms: gpd.GeoSeries) -> list[float]:
 def lead_dims(plan: BuildPlan, config: BuildConfig) -> tuple[int, ...]:
     """The image's dimensions before (y, x): (C,) or (T, C)."""
     steps = plan.steps
-    bands = len(config.bands.names)
+    bands = len(plan.bands or config.bands.names)
     return (bands,) if steps is None else (steps, bands)

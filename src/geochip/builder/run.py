@@ -150,7 +150,7 @@ def build(
             width=width,
             dtype=dtype,
             nodata=nodata,
-            bands=config.bands.names,
+            bands=list(bp.bands or config.bands.names),
             with_mask=with_mask,
             classes=(config.labels.classes or {}) if config.labels is not None else None,
             layout=layout,
@@ -225,7 +225,7 @@ def build(
                 "image": {
                     "shape": [n, *lead, height, width],
                     "dtype": dtype,
-                    "bands": list(config.bands.names),
+                    "bands": list(bp.bands or config.bands.names),
                     "nodata": _jsonable(nodata),
                     "dims": ["chip", *(["time"] if len(lead) == 2 else []), "band", "y", "x"],
                 },

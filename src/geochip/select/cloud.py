@@ -50,11 +50,12 @@ import shapely.geometry
 from rasterio.errors import RasterioError
 from rasterio.warp import transform_geom
 
+from ..core.bands import resolve_bands
 from ..core.env import DEFAULTS
 from ..core.hrefs import HrefPolicy
 from ..core.masks import QA_LAYOUTS, landsat_qa_fill, landsat_qa_mask, probability_mask, scl_mask
 from ..core.security import Signer, redact, sign_href
-from ..errors import InputError, NoCloudInfoError, RasterReadError
+from ..errors import BandNotFoundError, InputError, NoCloudInfoError, RasterReadError
 from ..sources.items import eo_cloud_cover
 
 if TYPE_CHECKING:
@@ -328,15 +329,15 @@ def cloud_cover(
             else "needs a cloud band to count clouds over a footprint, and none is recognised"
         )
         raise _no_cloud_info(item, why)
-    if chosen.asset not in item.assets:
-        raise _no_cloud_info(item, f"has no asset {chosen.asset!r} to count clouds from")
+    try:
+        (resolved,) = resolve_bands(item, [chosen.asset], headers=False)[:1]
+    except BandNotFoundError:
+        raise _no_cloud_info(item, f"has no asset {chosen.asset!r} to count clouds from") from None
     if min_pixels < 1:
         raise InputError(f"min_pixels must be at least 1, got {min_pixels}")
     if footprint is not None and hasattr(footprint, "__geo_interface__"):
         footprint = footprint.__geo_interface__
-    asset = item.assets[chosen.asset]
-    href = asset.get_absolute_href() or asset.href
-    href = (href_policy or HrefPolicy.trusted()).check(href)
+    href = (href_policy or HrefPolicy.trusted()).check(resolved.href)
     values, inside, factor, nodata = _read_signed(
         item, chosen, href, footprint, signer, min_pixels, decimation
     )

@@ -34,7 +34,7 @@ from ..core.security import redact
 from ..errors import CatalogError, GeochipError, HrefPolicyError, SearchLimitError
 from .catalog import Catalog
 from .http import HttpSession
-from .items import normalize_item
+from .items import item_from_dict, normalize_item
 from .query import SearchQuery, matches, rfc3339
 
 __all__ = [
@@ -234,7 +234,7 @@ class ApiCatalog(Catalog):
                 )
             new = 0
             for feature in page.get("features", []):
-                item = normalize_item(pystac.Item.from_dict(feature, preserve_dict=False))
+                item = normalize_item(item_from_dict(feature, redact(self.href)))
                 key = (item.collection_id, item.id)
                 if key in seen:
                     continue

@@ -18,7 +18,7 @@ import shapely.geometry
 from ..core.security import redact
 from ..errors import InputError, SearchLimitError
 from .catalog import Catalog
-from .items import normalize_item
+from .items import item_from_dict, normalize_item
 from .query import SearchQuery
 
 __all__ = [
@@ -61,7 +61,7 @@ class GeoParquetCatalog(Catalog):
             d["assets"] = {
                 k: _drop_nulls(v) for k, v in (d.get("assets") or {}).items() if v is not None
             }
-            yield normalize_item(pystac.Item.from_dict(d, preserve_dict=False))
+            yield normalize_item(item_from_dict(d))
 
     def _candidates(self, query: SearchQuery, max_items: int) -> list[pystac.Item]:
         import pyarrow as pa  # lazy: see the module doc

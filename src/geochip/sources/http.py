@@ -14,13 +14,13 @@ from urllib.parse import urlsplit
 
 import pystac
 import requests
-from pystac.stac_io import DefaultStacIO
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from ..core.hrefs import HrefPolicy
 from ..core.security import redact
 from ..errors import CatalogError, CatalogUnreachableError, InputError
+from .items import CheckedStacIO
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ def _short(err: BaseException) -> str:
 def policy_io(http: HttpSession) -> pystac.StacIO:
     """A pystac StacIO that reads through ``http`` and refuses what the policy refuses."""
 
-    class PolicyStacIO(DefaultStacIO):
+    class PolicyStacIO(CheckedStacIO):
         def read_text(self, source: Any, *args: Any, **kwargs: Any) -> str:
             href = str(source.href if isinstance(source, pystac.Link) else source)
             checked = http.policy.check(href)

@@ -25,7 +25,11 @@ __all__ = [
 class BandsConfig(Section):
     """Which assets become image channels (a plain list is accepted as ``names``)."""
 
-    names: list[str] = Field(min_length=1, description="Asset keys of the items, in channel order.")
+    names: list[str] = Field(
+        min_length=1,
+        description="Channels in order: asset keys (an asset of N bands gives N channels "
+        "<asset>.1..<asset>.N), <asset>.<n>, band names or common names (blue, SR_B4).",
+    )
     nodata: float | None = Field(
         None,
         description="Nodata value of the image; None: the bands' own nodata (they must "
