@@ -25,6 +25,7 @@ from odc.geo.geobox import GeoBox
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window as RioWindow
 
+from ..core.env import GdalEnv
 from ..core.grid import Window, array_window
 from ..core.imports import load_object
 from ..core.masks import (
@@ -66,6 +67,8 @@ class ReadOptions:
     out_nodata: float | int = 0
     sign: str | None = None
     label_classes: tuple[tuple[int, int], ...] | None = None
+    retries: int = 3
+    retry_delay: float = 0.5
 
     @property
     def cube_path(self) -> bool:
@@ -106,6 +109,16 @@ def read_options(config: BuildConfig, out_dtype: str, out_nodata: float | int) -
         out_nodata=out_nodata,
         sign=getattr(config.sources, "sign", None),
         label_classes=classes,
+        retries=config.engine.retries,
+        retry_delay=config.engine.retry_delay,
+    )
+
+
+def _read_env(opts: ReadOptions) -> GdalEnv:
+    """The retry policy of a task's cube reads (engine.retries, engine.retry_delay); the GDAL
+    options are the task's own (active around the read)."""
+    return GdalEnv.default().with_retries(
+        opts.retries, backoff=opts.retry_delay, max_backoff=max(opts.retry_delay * 8, 0.0)
     )
 
 
@@ -163,7 +176,13 @@ def read_chips(
     item = pystac.Item.from_dict(spec.item)
     bands = list(spec.bands) + ([spec.mask_band] if spec.mask_band else [])
     cube = load_cube(
-        [item], bands, geobox, resampling=spec.resampling, chunks=None, patch_url=patch
+        [item],
+        bands,
+        geobox,
+        resampling=spec.resampling,
+        chunks=None,
+        patch_url=patch,
+        env=_read_env(opts),
     )
     image = np.stack([cube[b].values[0] for b in spec.bands])
     miss = nodata_pixels(image, spec.nodata)
@@ -211,7 +230,13 @@ def _read_cube(
             continue
         item = pystac.Item.from_dict(data)
         cube = load_stack(
-            [item], load_bands, geobox, resampling=spec.resampling, chunks=None, patch_url=patch
+            [item],
+            load_bands,
+            geobox,
+            resampling=spec.resampling,
+            chunks=None,
+            patch_url=patch,
+            env=_read_env(opts),
         )
         nodata = np.asarray(cube["nodata"].values, dtype="float64").copy()
         nodata[: len(bands)] = float(spec.nodata)  # the image's nodata, as planned

@@ -32,8 +32,10 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 from rasterio.errors import NotGeoreferencedWarning
 
+from ..core.env import GdalEnv
 from ..core.grid import YX, SizeLike, yx
 from ..errors import BandNotFoundError, InputError
+from .driver import CheckedRioDriver
 
 __all__ = [
     "CATEGORICAL_ROLES",
@@ -223,6 +225,7 @@ def load_cube(
     patch_url: Any = None,
     nodata: float | Mapping[str, float] | None = None,
     max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    env: GdalEnv | None = None,
 ) -> xr.Dataset:
     """Load ``bands`` of ``items`` onto ``geobox`` as a lazy (time, y, x) Dataset.
 
@@ -242,7 +245,12 @@ def load_cube(
       ``"id"`` (every item its own step), a property name or an odc-stac callable. Items
       in one step are fused first-valid-wins, in (time, id) order.
     * ``patch_url`` is called on every href just before it is read (signing); it never
-      changes the items. A failed read raises; it never becomes nodata silently.
+      changes the items.
+    * **Failed reads.** Every read runs under ``env``'s GDAL options and retry policy
+      (:class:`geochip.read.driver.CheckedRioDriver`): a transient failure, or a read during
+      which GDAL signalled an error while returning data (a truncated tile index reads as
+      zeros), is retried; one that still fails raises
+      :class:`~geochip.errors.RasterReadError` naming the href. It never becomes nodata.
     """
     _quiet_spurious_warp_warning()
     items = list(items)
@@ -289,6 +297,7 @@ def load_cube(
         pool=pool,
         patch_url=patch_url,
         fail_on_error=True,
+        driver=CheckedRioDriver(env),
         **extra,
     )
 
@@ -304,6 +313,7 @@ def load_stack(
     patch_url: Any = None,
     nodata: float | Mapping[str, float] | None = None,
     max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    env: GdalEnv | None = None,
 ) -> xr.DataArray:
     """:func:`load_cube` as one lazy (time, band, y, x) DataArray: the datacube.
 
@@ -334,6 +344,7 @@ def load_stack(
         patch_url=patch_url,
         nodata=nodata,
         max_chunk_bytes=max_chunk_bytes,
+        env=env,
     )
     bands = list(bands)
     dtype = np.result_type(*(ds[b].dtype for b in bands))
