@@ -10,8 +10,13 @@ policy, GDAL's curl cache cleared before a retry); a read that still fails raise
 :class:`~geochip.errors.RasterReadError` naming the (redacted) href, never zeros.
 
 The driver applies :class:`~geochip.core.env.GdalEnv`'s options around each read, with
-the GDAL options active where the load was called (a build task's) on top. It is plain
-data, so it travels in Dask graphs.
+the GDAL options active where the load was called (a build task's) on top. Before each read
+of an http(s) href it resolves the host and checks every address against the href policy
+(:meth:`geochip.core.hrefs.HrefPolicy.resolve`; by default link-local and cloud-metadata
+addresses are refused): GDAL resolves the name again itself and cannot be pinned to the
+checked address, so this narrows DNS rebinding to the moment between the check and GDAL's
+lookup; it does not close it (docs/design.md). It is plain data, so it travels in Dask
+graphs.
 
 Example:
     >>> import pathlib, tempfile
@@ -31,6 +36,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
 
 import numpy as np
@@ -39,7 +45,8 @@ from odc.loader._rio import GDAL_CLOUD_DEFAULTS, RioDriver, RioReader, rio_read
 from odc.loader.types import RasterLoadParams, RasterSource, ReaderSubsetSelection
 
 from ..core.env import GdalEnv
-from ..core.retry import call_with_retries
+from ..core.hrefs import HrefPolicy
+from ..core.retry import call_with_retries, retry
 from ..core.security import redact
 from ..errors import RasterReadError
 from .scene import _causes, gdal_path
@@ -68,9 +75,10 @@ class CheckedRioReader(RioReader):
     """Reads one source for odc-loader (its ``ReaderDriver.open`` result), checked and
     retried (see the module doc)."""
 
-    def __init__(self, src: RasterSource, ctx: Any, env: GdalEnv) -> None:
+    def __init__(self, src: RasterSource, ctx: Any, env: GdalEnv, policy: HrefPolicy) -> None:
         super().__init__(src, ctx)
         self._env = env
+        self._policy = policy
 
     def read(
         self,
@@ -84,6 +92,19 @@ class CheckedRioReader(RioReader):
         raises :class:`~geochip.errors.RasterReadError` when it fails after retries."""
         src = self._src
         path = gdal_path(src.uri)
+        env = self._env
+        try:  # the addresses of the host, checked just before GDAL connects (module doc)
+            retry(
+                lambda: self._policy.resolve_href(src.uri),
+                retries=env.retries,
+                delay=env.backoff,
+                transient=lambda e: isinstance(e, socket.gaierror),
+            )
+        except socket.gaierror as err:  # fail closed: a name not checked is not read
+            raise RasterReadError(
+                f"{redact(src.uri)}: its host does not resolve ({err}); check the href and the "
+                "network"
+            ) from None
 
         def attempt() -> tuple[tuple[slice, slice], np.ndarray]:
             return rio_read(src, cfg, dst_geobox, dst=dst, selection=selection)
@@ -91,7 +112,7 @@ class CheckedRioReader(RioReader):
         try:
             # known_raster: the item describes the asset as a raster, so a remote file GDAL
             # "does not recognise" is a truncated header, retried like any transient failure
-            return call_with_retries(attempt, path, self._env, known_raster=True)
+            return call_with_retries(attempt, path, env, known_raster=True)
         except Exception as err:
             raise RasterReadError(
                 f"{redact(src.uri)}: reading band {src.band} onto a {dst_geobox.shape.y}x"
@@ -103,12 +124,15 @@ class CheckedRioDriver(RioDriver):
     """odc-loader's rasterio driver whose reads are checked and retried (module doc).
 
     ``env`` holds the retry policy and the GDAL options of every read (GDAL options active
-    where the load is called win over them).
+    where the load is called win over them). ``policy`` is the href policy the addresses of
+    a host are checked against before each read (default
+    :meth:`~geochip.core.hrefs.HrefPolicy.trusted`: no link-local or metadata address).
     """
 
-    def __init__(self, env: GdalEnv | None = None) -> None:
+    def __init__(self, env: GdalEnv | None = None, policy: HrefPolicy | None = None) -> None:
         super().__init__()
         self.env = env or GdalEnv.default()
+        self.policy = policy or HrefPolicy.trusted()
 
     def capture_env(self) -> dict[str, Any]:
         """The GDAL options the reads run under (taken where the load is called)."""
@@ -119,4 +143,4 @@ class CheckedRioDriver(RioDriver):
 
     def open(self, src: RasterSource, ctx: Any) -> CheckedRioReader:
         """The reader of one source."""
-        return CheckedRioReader(src, ctx, self.env)
+        return CheckedRioReader(src, ctx, self.env, self.policy)

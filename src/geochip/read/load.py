@@ -34,6 +34,7 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from ..core.env import GdalEnv
 from ..core.grid import YX, SizeLike, yx
+from ..core.hrefs import HrefPolicy
 from ..errors import BandNotFoundError, InputError
 from .driver import CheckedRioDriver
 
@@ -226,6 +227,7 @@ def load_cube(
     nodata: float | Mapping[str, float] | None = None,
     max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     env: GdalEnv | None = None,
+    href_policy: HrefPolicy | None = None,
 ) -> xr.Dataset:
     """Load ``bands`` of ``items`` onto ``geobox`` as a lazy (time, y, x) Dataset.
 
@@ -251,6 +253,9 @@ def load_cube(
       which GDAL signalled an error while returning data (a truncated tile index reads as
       zeros), is retried; one that still fails raises
       :class:`~geochip.errors.RasterReadError` naming the href. It never becomes nodata.
+    * **Addresses.** Before each read of an http(s) href, its host is resolved and every
+      address checked against ``href_policy`` (default: no link-local or cloud-metadata
+      address); a refused one raises :class:`~geochip.errors.HrefPolicyError`.
     """
     _quiet_spurious_warp_warning()
     items = list(items)
@@ -297,7 +302,7 @@ def load_cube(
         pool=pool,
         patch_url=patch_url,
         fail_on_error=True,
-        driver=CheckedRioDriver(env),
+        driver=CheckedRioDriver(env, href_policy),
         **extra,
     )
 
@@ -314,6 +319,7 @@ def load_stack(
     nodata: float | Mapping[str, float] | None = None,
     max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     env: GdalEnv | None = None,
+    href_policy: HrefPolicy | None = None,
 ) -> xr.DataArray:
     """:func:`load_cube` as one lazy (time, band, y, x) DataArray: the datacube.
 
@@ -345,6 +351,7 @@ def load_stack(
         nodata=nodata,
         max_chunk_bytes=max_chunk_bytes,
         env=env,
+        href_policy=href_policy,
     )
     bands = list(bands)
     dtype = np.result_type(*(ds[b].dtype for b in bands))
