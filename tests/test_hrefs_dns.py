@@ -200,3 +200,36 @@ def test_a_cube_read_from_a_name_resolving_to_a_metadata_address_is_refused(
     item.assets["red"].href = "http://tiles.rebind.test/a.tif"
     with pytest.raises(HrefPolicyError, match="169.254.169.254"):
         load_cube([item], ["red"], grid, chunks=None)
+
+
+def test_a_build_from_a_network_catalog_refuses_assets_on_a_name_that_resolves_inward(
+    local_name: str, rebinding: dict, tmp_path: Path
+) -> None:
+    from geochip.builder.config import parse_config
+    from geochip.builder.run import build
+    from geochip.testing import make_catalog
+    from geochip.testing.cubes import make_s2_scene
+
+    item = make_s2_scene(tmp_path / "data", "2024-05-01", size=64, tile=64, bands=("red",))
+    with RangeServer(tmp_path) as server:
+        # the catalog is on this machine's name (its own host: it may be private); its
+        # assets name another host, which resolves to loopback only when read
+        rebinding["tiles.rebind.test"] = [["127.0.0.1"]]
+        for asset in item.assets.values():
+            asset.href = server.url(Path(asset.href)).replace("127.0.0.1", "tiles.rebind.test")
+        make_catalog(tmp_path / "cat", [item], collection="s2")
+        url = server.url(tmp_path / "cat" / "catalog.json").replace("127.0.0.1", local_name)
+        config = {
+            "sources": {"kind": "catalog", "path": url},
+            "bands": ["red"],
+            "chips": {"size": 32},
+            "split": {"method": "none"},
+            "output": {"path": str(tmp_path / "ds")},
+            "engine": {"threads": 1, "retry_delay": 0.01},
+        }
+        result = build(parse_config(config), progress=False)
+        tiles = [r for r in server.requests if "data" in r.path and r.method == "GET"]
+    assert len(result.failed) == 4
+    assert all("HrefPolicyError" in f["error"] for f in result.failed), result.failed
+    assert all("tiles.rebind.test, which resolves to" in f["error"] for f in result.failed)
+    assert tiles == []  # no pixel was requested from the inward address

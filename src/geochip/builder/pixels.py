@@ -27,6 +27,7 @@ from rasterio.windows import Window as RioWindow
 
 from ..core.env import GdalEnv
 from ..core.grid import Window, array_window
+from ..core.hrefs import HrefPolicy
 from ..core.imports import load_object
 from ..core.masks import (
     MaskSpec,
@@ -40,6 +41,7 @@ from ..errors import InputError
 from ..read.cube import composite, gapfill, mask_cube, missing, scale_cube
 from ..read.labels import align_label
 from ..read.load import load_cube, load_stack
+from ..sources.catalog import is_url
 from ..store.stats import nodata_pixels
 from .config.model import BuildConfig
 from .grids import GridSpec
@@ -69,6 +71,7 @@ class ReadOptions:
     label_classes: tuple[tuple[int, int], ...] | None = None
     retries: int = 3
     retry_delay: float = 0.5
+    href_policy: HrefPolicy | None = None
 
     @property
     def cube_path(self) -> bool:
@@ -111,7 +114,17 @@ def read_options(config: BuildConfig, out_dtype: str, out_nodata: float | int) -
         label_classes=classes,
         retries=config.engine.retries,
         retry_delay=config.engine.retry_delay,
+        href_policy=_source_policy(config),
     )
+
+
+def _source_policy(config: BuildConfig) -> HrefPolicy | None:
+    """The href policy whose address checks every read repeats: a catalog from the
+    network's (as :func:`geochip.open_catalog` gives it), else the trusted default."""
+    path = getattr(config.sources, "path", None)
+    if config.sources.kind == "catalog" and isinstance(path, str) and is_url(path):
+        return HrefPolicy.for_remote(path)
+    return None
 
 
 def _read_env(opts: ReadOptions) -> GdalEnv:
@@ -183,6 +196,7 @@ def read_chips(
         chunks=None,
         patch_url=patch,
         env=_read_env(opts),
+        href_policy=opts.href_policy,
     )
     image = np.stack([cube[b].values[0] for b in spec.bands])
     miss = nodata_pixels(image, spec.nodata)
@@ -237,6 +251,7 @@ def _read_cube(
             chunks=None,
             patch_url=patch,
             env=_read_env(opts),
+            href_policy=opts.href_policy,
         )
         nodata = np.asarray(cube["nodata"].values, dtype="float64").copy()
         nodata[: len(bands)] = float(spec.nodata)  # the image's nodata, as planned
