@@ -25,7 +25,9 @@ from odc.geo.geobox import GeoBox
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window as RioWindow
 
+from ..core.env import GdalEnv
 from ..core.grid import Window, array_window
+from ..core.hrefs import HrefPolicy
 from ..core.imports import load_object
 from ..core.masks import (
     MaskSpec,
@@ -39,6 +41,7 @@ from ..errors import InputError
 from ..read.cube import composite, gapfill, mask_cube, missing, scale_cube
 from ..read.labels import align_label
 from ..read.load import load_cube, load_stack
+from ..sources.catalog import is_url
 from ..store.stats import nodata_pixels
 from .config.model import BuildConfig
 from .grids import GridSpec
@@ -66,6 +69,9 @@ class ReadOptions:
     out_nodata: float | int = 0
     sign: str | None = None
     label_classes: tuple[tuple[int, int], ...] | None = None
+    retries: int = 3
+    retry_delay: float = 0.5
+    href_policy: HrefPolicy | None = None
 
     @property
     def cube_path(self) -> bool:
@@ -128,6 +134,26 @@ def read_options(
         out_nodata=out_nodata,
         sign=getattr(config.sources, "sign", None),
         label_classes=classes,
+        retries=config.engine.retries,
+        retry_delay=config.engine.retry_delay,
+        href_policy=_source_policy(config),
+    )
+
+
+def _source_policy(config: BuildConfig) -> HrefPolicy | None:
+    """The href policy whose address checks every read repeats: a catalog from the
+    network's (as :func:`geochip.open_catalog` gives it), else the trusted default."""
+    path = getattr(config.sources, "path", None)
+    if config.sources.kind == "catalog" and isinstance(path, str) and is_url(path):
+        return HrefPolicy.for_remote(path)
+    return None
+
+
+def _read_env(opts: ReadOptions) -> GdalEnv:
+    """The retry policy of a task's cube reads (engine.retries, engine.retry_delay); the GDAL
+    options are the task's own (active around the read)."""
+    return GdalEnv.default().with_retries(
+        opts.retries, backoff=opts.retry_delay, max_backoff=max(opts.retry_delay * 8, 0.0)
     )
 
 
@@ -185,7 +211,14 @@ def read_chips(
     item = pystac.Item.from_dict(spec.item)
     bands = list(spec.bands) + ([spec.mask_band] if spec.mask_band else [])
     cube = load_cube(
-        [item], bands, geobox, resampling=spec.resampling, chunks=None, patch_url=patch
+        [item],
+        bands,
+        geobox,
+        resampling=spec.resampling,
+        chunks=None,
+        patch_url=patch,
+        env=_read_env(opts),
+        href_policy=opts.href_policy,
     )
     image = np.stack([cube[b].values[0] for b in spec.bands])
     miss = nodata_pixels(image, spec.nodata)
@@ -233,7 +266,14 @@ def _read_cube(
             continue
         item = pystac.Item.from_dict(data)
         cube = load_stack(
-            [item], load_bands, geobox, resampling=spec.resampling, chunks=None, patch_url=patch
+            [item],
+            load_bands,
+            geobox,
+            resampling=spec.resampling,
+            chunks=None,
+            patch_url=patch,
+            env=_read_env(opts),
+            href_policy=opts.href_policy,
         )
         nodata = np.asarray(cube["nodata"].values, dtype="float64").copy()
         nodata[: len(bands)] = float(spec.nodata)  # the image's nodata, as planned

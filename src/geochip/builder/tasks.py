@@ -23,8 +23,9 @@ import shapely
 from ..core.env import gdal_env
 from ..core.files import atomic_write_bytes
 from ..core.grid import Window, array_window
-from ..core.retry import retry
+from ..core.retry import is_transient, retry
 from ..core.security import redact
+from ..errors import RasterReadError
 from ..read.labels import rasterize_labels
 from ..store.format import MASK_IGNORE, iter_batches
 from ..store.stats import ChipStats, all_nodata, chip_stats
@@ -196,7 +197,9 @@ def run_batch(task: BatchTask) -> dict[str, Any]:
                 return pixels, _burn(task, spec, spec.geobox()[r0:r1, c0:c1])
 
             try:
-                pixels, labels = retry(load, retries=task.retries, delay=task.retry_delay)
+                pixels, labels = retry(
+                    load, retries=task.retries, delay=task.retry_delay, transient=_transient
+                )
             except Exception as err:
                 message = redact(_describe_failure(err, spec, bounds))[:2000]
                 for chip in chips:
@@ -228,6 +231,12 @@ def run_batch(task: BatchTask) -> dict[str, Any]:
         record_path(task.store, task.batch), json.dumps(record, sort_keys=True).encode()
     )
     return record
+
+
+def _transient(err: BaseException) -> bool:
+    """Whether a row's failed load is worth loading again: not when a read already used up
+    its retries (a RasterReadError: the reads retry each file themselves)."""
+    return not isinstance(err, RasterReadError) and is_transient(err)
 
 
 def _empty(task: BatchTask) -> int | None:

@@ -33,8 +33,11 @@ from odc.geo.geobox import GeoBox
 from rasterio.errors import NotGeoreferencedWarning
 
 from ..core.bands import Band, asset_band_fields, resolve_bands
+from ..core.env import GdalEnv
 from ..core.grid import YX, SizeLike, yx
+from ..core.hrefs import HrefPolicy
 from ..errors import InputError
+from .driver import CheckedRioDriver
 
 __all__ = [
     "CATEGORICAL_ROLES",
@@ -246,6 +249,8 @@ def load_cube(
     patch_url: Any = None,
     nodata: float | Mapping[str, float] | None = None,
     max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    env: GdalEnv | None = None,
+    href_policy: HrefPolicy | None = None,
 ) -> xr.Dataset:
     """Load ``bands`` of ``items`` onto ``geobox`` as a lazy (time, y, x) Dataset.
 
@@ -270,7 +275,15 @@ def load_cube(
       ``"id"`` (every item its own step), a property name or an odc-stac callable. Items
       in one step are fused first-valid-wins, in (time, id) order.
     * ``patch_url`` is called on every href just before it is read (signing); it never
-      changes the items. A failed read raises; it never becomes nodata silently.
+      changes the items.
+    * **Failed reads.** Every read runs under ``env``'s GDAL options and retry policy
+      (:class:`geochip.read.driver.CheckedRioDriver`): a transient failure, or a read during
+      which GDAL signalled an error while returning data (a truncated tile index reads as
+      zeros), is retried; one that still fails raises
+      :class:`~geochip.errors.RasterReadError` naming the href. It never becomes nodata.
+    * **Addresses.** Before each read of an http(s) href, its host is resolved and every
+      address checked against ``href_policy`` (default: no link-local or cloud-metadata
+      address); a refused one raises :class:`~geochip.errors.HrefPolicyError`.
     """
     _quiet_spurious_warp_warning()
     items = list(items)
@@ -345,6 +358,7 @@ def load_cube(
         pool=pool,
         patch_url=patch_url,
         fail_on_error=True,
+        driver=CheckedRioDriver(env, href_policy),
         **extra,
     )
     return ds.rename({r: c for c, r in to_request.items() if r != c})
@@ -361,6 +375,8 @@ def load_stack(
     patch_url: Any = None,
     nodata: float | Mapping[str, float] | None = None,
     max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    env: GdalEnv | None = None,
+    href_policy: HrefPolicy | None = None,
 ) -> xr.DataArray:
     """:func:`load_cube` as one lazy (time, band, y, x) DataArray: the datacube.
 
@@ -391,6 +407,8 @@ def load_stack(
         patch_url=patch_url,
         nodata=nodata,
         max_chunk_bytes=max_chunk_bytes,
+        env=env,
+        href_policy=href_policy,
     )
     bands = [str(b) for b in ds.data_vars]  # the channels: an asset of N bands gives N
     dtype = np.result_type(*(ds[b].dtype for b in bands))

@@ -385,6 +385,7 @@ def _build(
         resampling=config.resampling,
         chunks=config.chunks,
         groupby=config.groupby,
+        href_policy=catalog.href_policy,
     )
     if config.mask is not None:
         cube = mask_cube(cube, config.mask)
