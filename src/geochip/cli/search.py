@@ -91,9 +91,12 @@ def _geometry_file(path: Path) -> dict[str, Any]:
     frame = gpd.read_file(path)
     if frame.empty:
         raise InputError(f"--intersects {path}: no geometry in the file")
-    if frame.crs is not None:
-        frame = frame.to_crs("EPSG:4326")
-    union = frame.geometry.union_all()
+    from ..core.geometry import wgs84_footprints  # lazy: as geopandas
+
+    shapes = frame.geometry.values
+    if frame.crs is not None:  # split at 180 degrees (RFC 7946)
+        shapes = wgs84_footprints(shapes, frame.crs, points=1)
+    union = shapely.union_all(shapes)
     return dict(shapely.geometry.mapping(union))
 
 
