@@ -4,8 +4,8 @@ west exceeds east when they cross it, and the one check of a bbox a user gives.
 Every footprint geochip computes (a grid's extent to search with, an item made from raster
 headers, a chip in the index) is made here, by the same steps:
 
-1. densified in its own CRS (``points`` vertices per side), so that edges which curve on
-   the globe keep their shape;
+1. densified in its own CRS (``points`` vertices per side, and in metric CRSs at least
+   one every 5 km), so that edges which curve on the globe keep their shape;
 2. reprojected to longitude/latitude with pyproj;
 3. made continuous: in a projected CRS no edge is half the world long, so consecutive
    longitudes never jump by more than 180 degrees (the edge takes the short way);
@@ -168,11 +168,15 @@ def _polar(geom: Any, crs: CRS, poles: list[tuple[float, Any]]) -> Any:
     return shapely.union_all(regions)
 
 
-def wgs84_footprints(geoms: Any, crs: Any, *, points: int = 16) -> npt.NDArray[Any]:
+def wgs84_footprints(
+    geoms: Any, crs: Any, *, points: int = 16, orient: bool = True
+) -> npt.NDArray[Any]:
     """The EPSG:4326 footprints (RFC 7946: split at 180) of shapely geometries in ``crs``.
 
     Vectorised for many geometries (a plan's chips); see the module doc for the steps.
-    ``points`` is the number of vertices per side after densifying (1: the vertices only).
+    ``points`` is the number of vertices per side after densifying (1: the vertices only);
+    ``orient=False`` keeps the rings' direction (a user's geometries) instead of making
+    exteriors counter-clockwise.
     """
     crs = CRS(crs)
     arr = np.asarray(geoms, dtype=object).ravel()
@@ -181,8 +185,10 @@ def wgs84_footprints(geoms: Any, crs: Any, *, points: int = 16) -> npt.NDArray[A
     literal = crs.geographic
     if points > 1 and not literal:
         b = shapely.bounds(arr)
-        span = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
-        arr = shapely.segmentize(arr, np.where(span > 0, span / points, np.inf))
+        step = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) / points
+        if crs.units[0] in ("metre", "m", "meter"):  # long edges: chords of <= 5 km
+            step = np.minimum(step, 5_000.0)
+        arr = shapely.segmentize(arr, np.where(step > 0, step, np.inf))
     polygonal = np.isin(shapely.get_type_id(arr), [3, 6])
     polar = np.zeros(len(arr), dtype=bool)
     poles = [] if literal or not polygonal.any() else _poles(crs)
@@ -202,7 +208,8 @@ def wgs84_footprints(geoms: Any, crs: Any, *, points: int = 16) -> npt.NDArray[A
     for n in np.flatnonzero(odd | (polygonal & ~shapely.is_valid(out))):
         geom = _polygonal(out[n])
         out[n] = geom if geom.is_valid else _polygonal(shapely.make_valid(geom))
-    out[polygonal] = shapely.orient_polygons(out[polygonal])
+    if orient:
+        out[polygonal] = shapely.orient_polygons(out[polygonal])
     return out
 
 
@@ -329,13 +336,13 @@ def check_bbox(bbox: Any, what: str = "bbox") -> Bbox:
         )
     if not (-90 <= south <= 90 and -90 <= north <= 90):
         raise BboxError(
-            f"{what} {list(values)}: latitudes must be within -90..90 (the order is west, "
-            "south, east, north, in EPSG:4326 degrees)"
+            f"{what} {list(values)}: latitudes must be within -90..90 (the order is "
+            "(west, south, east, north), in EPSG:4326 degrees)"
         )
     if not (-180 <= west <= 180 and -180 <= east <= 180):
         raise BboxError(
-            f"{what} {list(values)}: longitudes must be within -180..180 (the order is west, "
-            "south, east, north, in EPSG:4326 degrees)"
+            f"{what} {list(values)}: longitudes must be within -180..180 (the order is "
+            "(west, south, east, north), in EPSG:4326 degrees)"
         )
     if west > east:
         raise BboxError(
