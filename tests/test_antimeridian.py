@@ -186,3 +186,26 @@ def test_local_catalogs_match_crossing_items_with_split_and_unsplit_geometries(
     found = open_catalog(str(path)).search(intersects=wgs84_footprint(grid.extent).geom)
     assert sorted(i.id for i in found) == sorted(NEAR)
     assert pq.read_table(path).num_rows == len(items)
+
+
+# Ways to turn a geometry into EPSG:4326 that do not split at 180 degrees, and the modules
+# allowed to use them (with why).
+NAIVE = ['to_crs("EPSG:4326"', "to_crs(4326", 'footprint("EPSG:4326"', "transform_bounds"]
+NAIVE += ["geographic_extent", "wrapdateline", "boundingbox)"]
+ALLOWED = {
+    "core/geometry.py": "the one home",
+    "read/load.py": "the longitude of one point (a grid's centre)",
+    "testing/datasets.py": "generated labels in UTM zone 33, far from 180",
+}
+
+
+def test_geometries_reach_epsg4326_through_one_home() -> None:
+    src = Path(__file__).parents[1] / "src" / "geochip"
+    found = sorted(
+        f"{path.relative_to(src)}: {pattern}"
+        for path in src.rglob("*.py")
+        if path.relative_to(src).as_posix() not in ALLOWED
+        for pattern in NAIVE
+        if pattern in path.read_text()
+    )
+    assert not found, "use geochip.core.geometry (wgs84_footprint, rfc7946_bbox) instead"

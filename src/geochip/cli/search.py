@@ -95,7 +95,7 @@ def _geometry_file(path: Path) -> dict[str, Any]:
 
     shapes = frame.geometry.values
     if frame.crs is not None:  # split at 180 degrees (RFC 7946)
-        shapes = wgs84_footprints(shapes, frame.crs, points=1, orient=False)
+        shapes = wgs84_footprints(shapes, frame.crs, points=1)
     union = shapely.union_all(shapes)
     return dict(shapely.geometry.mapping(union))
 

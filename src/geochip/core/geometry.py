@@ -168,15 +168,13 @@ def _polar(geom: Any, crs: CRS, poles: list[tuple[float, Any]]) -> Any:
     return shapely.union_all(regions)
 
 
-def wgs84_footprints(
-    geoms: Any, crs: Any, *, points: int = 16, orient: bool = True
-) -> npt.NDArray[Any]:
+def wgs84_footprints(geoms: Any, crs: Any, *, points: int = 16) -> npt.NDArray[Any]:
     """The EPSG:4326 footprints (RFC 7946: split at 180) of shapely geometries in ``crs``.
 
     Vectorised for many geometries (a plan's chips); see the module doc for the steps.
-    ``points`` is the number of vertices per side after densifying (1: the vertices only);
-    ``orient=False`` keeps the rings' direction (a user's geometries) instead of making
-    exteriors counter-clockwise.
+    ``points`` is the number of vertices per side after densifying (1: the vertices only).
+    A geometry that is only reprojected keeps its rings' direction; one that had to be
+    split, capped or repaired gets counter-clockwise exteriors (RFC 7946).
     """
     crs = CRS(crs)
     arr = np.asarray(geoms, dtype=object).ravel()
@@ -192,8 +190,12 @@ def wgs84_footprints(
     polygonal = np.isin(shapely.get_type_id(arr), [3, 6])
     polar = np.zeros(len(arr), dtype=bool)
     poles = [] if literal or not polygonal.any() else _poles(crs)
+    if poles:
+        box = shapely.bounds(arr)
     for _, pole in poles:
-        polar |= polygonal & shapely.intersects(shapely.envelope(arr), pole)
+        px, py = pole.x, pole.y
+        inside = (box[:, 0] <= px) & (px <= box[:, 2]) & (box[:, 1] <= py) & (py <= box[:, 3])
+        polar |= polygonal & inside
     coords, which = shapely.get_coordinates(arr, return_index=True)
     lonlat = _lonlat(coords, crs)
     if not literal:
@@ -201,15 +203,19 @@ def wgs84_footprints(
         unwrapped = _unwrap(lonlat[:, 0], starts)
         # rings around a pole do not close once unwrapped: those are done ring by ring
         lonlat[:, 0] = np.where(polar[which], lonlat[:, 0], unwrapped)
-    out = _fold(shapely.set_coordinates(arr.copy(), lonlat))
+    moved = shapely.set_coordinates(arr.copy(), lonlat)
+    b = shapely.bounds(moved)
+    rebuilt = polar | (b[:, 0] < -180) | (b[:, 2] > 180)
+    out = _fold(moved)
     for n in np.flatnonzero(polar):
         out[n] = _polar(arr[n], crs, poles)
     odd = polygonal & ~np.isin(shapely.get_type_id(out), [3, 6])
-    for n in np.flatnonzero(odd | (polygonal & ~shapely.is_valid(out))):
+    odd |= polygonal & ~shapely.is_valid(out)
+    for n in np.flatnonzero(odd):
         geom = _polygonal(out[n])
         out[n] = geom if geom.is_valid else _polygonal(shapely.make_valid(geom))
-    if orient:
-        out[polygonal] = shapely.orient_polygons(out[polygonal])
+    redo = polygonal & (rebuilt | odd)
+    out[redo] = shapely.orient_polygons(out[redo])
     return out
 
 

@@ -111,5 +111,5 @@ def with_ids(
     if out.crs == "EPSG:4326":
         return out
     # from another CRS: split at 180 degrees, caps over the poles closed (RFC 7946)
-    shapes = wgs84_footprints(out.geometry.values, out.crs, points=1, orient=False)
+    shapes = wgs84_footprints(out.geometry.values, out.crs, points=1)
     return gpd.GeoDataFrame({"id": out["id"]}, geometry=list(shapes), crs="EPSG:4326")
