@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pytest
 import shapely
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry, point
@@ -86,6 +86,10 @@ log_metres = st.floats(0.0, 6.0).map(lambda e: 10.0**e)  # 1 m .. 1000 km
 
 
 @FEW
+@example(zone=60, lat=63.1, dlon=3.0, half_x=50_000.0, half_y=10_000.0)  # over 180
+@example(zone=1, lat=-63.1, dlon=-3.0, half_x=1.0, half_y=1.0)  # a 2 m box on 180
+@example(zone=1, lat=84.0, dlon=0.0, half_x=1e6, half_y=1e6)  # the north pole inside
+@example(zone=33, lat=-80.0, dlon=0.0, half_x=3e5, half_y=1.2e6)  # the south pole inside
 @given(
     zone=st.integers(1, 60),
     lat=st.floats(-80.0, 84.0),
@@ -125,7 +129,7 @@ def test_a_utm_box_footprint_is_valid_holds_its_points_and_is_no_wider_than_the_
         )
     ]
     if pole:
-        assert span(bbox) == 360.0 and pole[0] in (bbox[1], bbox[3])
+        assert (bbox[0], bbox[2]) == (-180.0, 180.0) and pole[0] in (bbox[1], bbox[3])
         assert fp.covers(shapely.Point(0.0, pole[0]).buffer(1e-9).centroid)
     else:
         assert span(bbox) <= arc(blon) + 1e-6
@@ -180,6 +184,10 @@ def circle_points(lon: float, lat: float, distance: float, unit: str) -> np.ndar
 
 
 @FEW
+@example(lon=179.99, lat=63.1, unit="m", exponent=0.0)  # 15.8 km over 180
+@example(lon=-180.0, lat=89.9, unit="deg", exponent=0.0)  # 1 degree past the pole
+@example(lon=10.0, lat=-89.9, unit="m", exponent=1.0)  # 1500 km around the south pole
+@example(lon=-179.9999, lat=0.0, unit="deg", exponent=-3.0)  # tiny, on 180
 @given(
     lon=st.floats(-180.0, 180.0, exclude_max=True),
     lat=st.floats(-89.9, 89.9),

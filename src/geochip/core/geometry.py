@@ -165,7 +165,11 @@ def _polar(geom: Any, crs: CRS, poles: list[tuple[float, Any]]) -> Any:
         for hole in poly.interiors:
             shell = shell.difference(_fold(np.array([_cap(hole, crs, poles, poly)]))[0])
         regions.append(shell)
-    return shapely.union_all(regions)
+    # a cap is closed along the meridian where its ring starts; once folded, the two sides
+    # of that seam differ in the last bits: snap them together (to 1e-11 degrees, ~1 um)
+    return shapely.union_all(
+        shapely.get_parts(shapely.set_precision(shapely.union_all(regions), 1e-11))
+    )
 
 
 def wgs84_footprints(geoms: Any, crs: Any, *, points: int = 16) -> npt.NDArray[Any]:
@@ -258,7 +262,7 @@ def lon_intervals(geom: Any) -> list[tuple[float, float]]:
     )
     merged: list[tuple[float, float]] = []
     for west, east in bounds:
-        if merged and west <= merged[-1][1]:
+        if merged and west <= merged[-1][1] + 1e-9:  # parts that touch, to rounding
             merged[-1] = (merged[-1][0], max(merged[-1][1], east))
         else:
             merged.append((west, east))
