@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "AmbiguousBandError",
     "BandNotFoundError",
+    "BboxError",
     "CRSMismatchError",
     "CatalogError",
     "CatalogUnreachableError",
@@ -48,6 +49,10 @@ class InputError(GeochipError, ValueError):
 
 class ConfigError(InputError):
     """A configuration field has a value that is not allowed."""
+
+
+class BboxError(InputError):
+    """A bounding box is not (west, south, east, north) in degrees with west <= east."""
 
 
 class EmptyInputError(InputError):

@@ -46,6 +46,7 @@ from odc.geo.geom import Geometry
 
 from ..core.bands import complete_item, resolve_asset, resolve_bands
 from ..core.engine import run_tasks
+from ..core.geometry import project, wgs84_footprint
 from ..core.grid import (
     asset_geobox,
     geometry_geobox,
@@ -323,12 +324,12 @@ def _geometry_grids(
         if cfg.mode == "patch":
             assert cfg.size is not None
             size = cfg.size
-            centre = geom.to_crs(crs).centroid
+            centre = project(geom, crs).centroid
             geobox = point_geobox(centre, crs, res, size, snap=cfg.snap)
         else:
             geobox = geometry_geobox(geom, crs, res, buffer=cfg.buffer, buffer_unit=cfg.buffer_unit)
         found = catalog.search(
-            intersects=geobox.footprint("EPSG:4326").geom,
+            intersects=wgs84_footprint(geobox.extent).geom,  # split at 180, never a box
             datetime=when,
             collections=src.collections,
             max_cloud=src.max_cloud,

@@ -15,6 +15,7 @@ import pandas as pd
 import pystac
 import shapely
 
+from ..core.geometry import rfc7946_bbox, wgs84_footprints
 from ..core.vectors import read_vector
 from ..errors import EmptyInputError, InputError, NoOverlapError
 from ..plan.chips import plan_chips
@@ -244,7 +245,9 @@ def _shapes_on_chips(shapes: gpd.GeoDataFrame, chips: gpd.GeoDataFrame) -> np.nd
 
 
 def _bounds_4326(geoms: gpd.GeoSeries) -> list[float]:
-    return [round(float(v), 5) for v in geoms.to_crs("EPSG:4326").total_bounds]
+    """RFC 7946 bounds (west > east across 180) of ``geoms``, for messages."""
+    footprint = shapely.union_all(wgs84_footprints(geoms.values, geoms.crs, points=1))
+    return [round(float(v), 5) for v in rfc7946_bbox(footprint)]
 
 
 def lead_dims(plan: BuildPlan, config: BuildConfig) -> tuple[int, ...]:

@@ -102,9 +102,12 @@ def _geometry_file(path: Path) -> dict[str, Any]:
     frame = gpd.read_file(path)
     if frame.empty:
         raise InputError(f"--intersects {path}: no geometry in the file")
-    if frame.crs is not None:
-        frame = frame.to_crs("EPSG:4326")
-    union = frame.geometry.union_all()
+    from ..core.geometry import wgs84_footprints  # lazy: as geopandas
+
+    shapes = frame.geometry.values
+    if frame.crs is not None:  # split at 180 degrees (RFC 7946)
+        shapes = wgs84_footprints(shapes, frame.crs, points=1)
+    union = shapely.union_all(shapes)
     return dict(shapely.geometry.mapping(union))
 
 
@@ -145,17 +148,19 @@ def search(
     api_key_env: _ApiKeyEnv = None,
 ) -> None:
     """Search a catalog (API, static, stac-geoparquet or rasters) and list the items."""
+    from ..core.geometry import check_bbox  # lazy: the command imports what it runs
     from ..core.security import redact, unsign_href
 
-    cat = _open(catalog, header, header_env, api_key_env, max_items=max_items)
     box = None
-    if bbox is not None:
+    if bbox is not None:  # checked before the catalog is opened
         try:
-            box = [float(v) for v in bbox.split(",")]
+            values = [float(v) for v in bbox.split(",")]
         except ValueError:
             raise InputError(
                 f"--bbox must be four numbers west,south,east,north: {bbox!r}"
             ) from None
+        box = list(check_bbox(values, "--bbox"))
+    cat = _open(catalog, header, header_env, api_key_env, max_items=max_items)
     geometry = _geometry_file(intersects) if intersects is not None else None
     items = cat.search(
         collections=_split(collections),

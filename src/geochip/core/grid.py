@@ -33,8 +33,10 @@ from affine import Affine
 from odc.geo.crs import CRS
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import BoundingBox, Geometry, point
+from shapely.geometry import box as box_
 
 from ..errors import BandNotFoundError, InputError, MissingGeoreferenceError, NoChipsError
+from .geometry import WGS84, project, wgs84_centroid, wgs84_footprint
 from .security import redact
 
 __all__ = [
@@ -331,13 +333,18 @@ def check_buffer(buffer: float, unit: str | None, *, option: str = "buffer") -> 
         raise InputError(f"{option} {buffer} m is less than a metre; for degrees give the unit deg")
 
 
-def buffer_geometry(geometry: Any, distance: float, unit: BufferUnit | str = "m") -> Any:
+def buffer_geometry(
+    geometry: Any, distance: float, unit: BufferUnit | str = "m", *, to: Any = None
+) -> Any:
     """Buffer an :class:`odc.geo.geom.Geometry` by ``distance`` metres or degrees.
 
     Degrees buffer the geometry in EPSG:4326 (the SITS convention: ``--buffer 0.01`` is
-    about 1.1 km north-south). Metres buffer it in its own CRS when that is metric, else in
-    the UTM zone of its centroid, so a metre is a metre on the ground. The result is in the
-    geometry's CRS. ``distance`` 0 returns the geometry unchanged.
+    about 1.1 km north-south), across 180 degrees where the geometry lies on both sides
+    of it, and never past a pole. Metres buffer it in its own CRS when that is metric,
+    else in the UTM zone of its centre, so a metre is a metre on the ground. The result
+    is in ``to`` (default: the geometry's CRS; EPSG:4326 results are footprints split at
+    180 degrees, see :mod:`geochip.core.geometry`). ``distance`` 0 returns the geometry
+    unchanged.
 
     Example:
         >>> from odc.geo.geom import point
@@ -357,16 +364,24 @@ def buffer_geometry(geometry: Any, distance: float, unit: BufferUnit | str = "m"
     if crs is None:
         raise MissingGeoreferenceError("the geometry has no CRS; give it one before buffering")
     if unit == "deg":
-        work = geometry.to_crs("EPSG:4326")
-    elif crs.geographic or crs.units[0] not in ("metre", "m", "meter"):
-        lon, lat = geometry.centroid.to_crs("EPSG:4326").coords[0]
-        zone = int((lon + 180) // 6) % 60 + 1
-        work = geometry.to_crs(CRS(f"EPSG:{(32600 if lat >= 0 else 32700) + zone}"))
+        work = project(geometry, WGS84)
+        grown = work.geom.buffer(distance, quad_segs=32)
+        # a degree buffer stops at the poles: past them, latitudes mean nothing
+        grown = grown.intersection(box_(-540.0, -90.0, 540.0, 90.0))
     else:
-        work = geometry
-    # enough segments that a buffered point is round to well under a pixel
-
-    return Geometry(work.geom.buffer(distance, quad_segs=32), work.crs).to_crs(crs)
+        if crs.geographic or crs.units[0] not in ("metre", "m", "meter"):
+            lon, lat = wgs84_centroid(geometry)
+            zone = int((lon + 180) // 6) % 60 + 1
+            work = project(geometry, CRS(f"EPSG:{(32600 if lat >= 0 else 32700) + zone}"))
+        else:
+            work = geometry
+        # enough segments that a buffered point is round to well under a pixel
+        grown = work.geom.buffer(distance, quad_segs=32)
+    out = Geometry(grown, work.crs)
+    target = CRS(to) if to is not None else crs
+    if target.geographic:
+        return project(wgs84_footprint(out), target)
+    return out.to_crs(target)
 
 
 def _as_geometry(geometry: Any, crs: Any) -> Any:
@@ -415,10 +430,10 @@ def geometry_geobox(
     res = _resolution(resolution)
     geom = _as_geometry(geometry, geometry_crs)
     if buffer:
-        geom = buffer_geometry(geom, buffer, buffer_unit)
+        target = buffer_geometry(geom, buffer, buffer_unit, to=crs)
     else:
         _check_unit(buffer_unit)
-    target = geom.to_crs(crs)
+        target = project(geom, crs)
     if target.is_empty:
         raise InputError("the geometry is empty; nothing to build a grid around")
     bbox = target.boundingbox

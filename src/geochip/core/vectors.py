@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import EmptyInputError, InputError
+from .geometry import wgs84_footprints
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -119,4 +120,8 @@ def with_ids(
             f"the {what} {list(out['id'][invalid])[:10]} of {source} have invalid geometries; "
             "fix them (shapely.make_valid)"
         )
-    return out.to_crs("EPSG:4326")
+    if out.crs == "EPSG:4326":
+        return out
+    # from another CRS: split at 180 degrees, caps over the poles closed (RFC 7946)
+    shapes = wgs84_footprints(out.geometry.values, out.crs, points=1)
+    return gpd.GeoDataFrame({"id": out["id"]}, geometry=list(shapes), crs="EPSG:4326")

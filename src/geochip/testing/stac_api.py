@@ -445,7 +445,15 @@ class _Handler(BaseHTTPRequestHandler):
         geom = item.get("geometry")
         regions = []
         if params.get("bbox") is not None:
-            regions.append(shapely.geometry.box(*params["bbox"][:4]))
+            west, south, east, north = (float(v) for v in params["bbox"][:4])
+            if west > east:  # RFC 7946 / STAC API: a box over 180 degrees
+                regions.append(
+                    shapely.geometry.box(west, south, 180, north).union(
+                        shapely.geometry.box(-180, south, east, north)
+                    )
+                )
+            else:
+                regions.append(shapely.geometry.box(west, south, east, north))
         if params.get("intersects") is not None:
             regions.append(shapely.geometry.shape(params["intersects"]))
         for region in regions:

@@ -8,7 +8,8 @@ For every geometry (a point or a polygon with an id):
    (:func:`geochip.core.grid.geometry_geobox`); ``mode="patch"`` is exactly ``size`` =
    (dimx, dimy) pixels centred on the geometry's centroid
    (:func:`geochip.core.grid.point_geobox`);
-2. the search: the grid's footprint as a bbox in EPSG:4326, with ``datetime``,
+2. the search: the grid's footprint in EPSG:4326 (``intersects``, split at 180 degrees:
+   :func:`geochip.core.geometry.wgs84_footprint`), with ``datetime``,
    ``max_cloud`` and ``collections``, through
    ``geochip.sources.open.open_catalog(href).search(...)`` (static catalogs and STAC APIs;
    requests bounded by ``timeout`` and ``retries``; ``headers`` sent as given, and
@@ -66,6 +67,7 @@ from shapely.errors import GEOSException
 from .._version import __version__
 from ..core.engine import run_tasks, synchronous_dask
 from ..core.files import atomic_write_text
+from ..core.geometry import project, rfc7946_bbox, wgs84_footprint
 from ..core.grid import check_buffer, geometry_geobox, point_geobox, yx
 from ..core.masks import parse_mask
 from ..core.security import check_headers, headers_from_env, redact
@@ -287,7 +289,7 @@ def geometry_grid(geometry: Any, config: TimeseriesConfig) -> GeoBox:
     if config.mode == "patch":
         assert config.size is not None
         dimx, dimy = config.size
-        centre = geometry.to_crs(config.crs).centroid
+        centre = project(geometry, config.crs).centroid
         return point_geobox(centre, config.crs, config.resolution, {"y": dimy, "x": dimx})
     return geometry_geobox(
         geometry,
@@ -365,19 +367,20 @@ def _build(
     catalog: Catalog | None = None,
 ) -> tuple[str, str, int]:
     grid = geometry_grid(geometry, config)
-    bbox = list(grid.footprint("EPSG:4326").boundingbox)
+    footprint = wgs84_footprint(grid.extent)  # split at 180 degrees: never a 360-degree box
     if catalog is None:
         catalog = open_timeseries_catalog(config)
     items = list(
         catalog.search(
-            bbox=bbox,
+            intersects=footprint.geom,
             datetime=config.datetime,
             max_cloud=config.max_cloud,
             collections=list(config.collections) if config.collections else None,
         )
     )
     if not items:
-        return "empty", f"no scene over bbox {bbox} for datetime {config.datetime}", 0
+        bbox = [round(v, 6) for v in rfc7946_bbox(footprint)]
+        return "empty", f"no scene over the grid (bbox {bbox}) for datetime {config.datetime}", 0
     cube = load_stack(
         items,
         config.all_bands,

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
+from ...core.geometry import check_bbox
 from ...core.imports import check_import_path
 from ...core.security import check_headers
 from ...errors import ConfigError
@@ -53,9 +54,8 @@ class _SearchFields(Section):
     def _bbox_order(
         cls, value: tuple[float, float, float, float] | None
     ) -> tuple[float, float, float, float] | None:
-        if value is not None and (value[0] > value[2] or value[1] > value[3]):
-            raise ValueError("bbox must be (west, south, east, north) with west <= east")
-        return value
+        # west > east (RFC 7946's box over 180 degrees) is refused with the two boxes to use
+        return None if value is None else check_bbox(value, "bbox")
 
 
 class SampleSource(_SearchFields):
