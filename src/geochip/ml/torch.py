@@ -50,7 +50,9 @@ from torch.utils.data import Dataset
 
 from ..errors import InputError, StoreError
 from ..plan.splits import SPLITS
+from ..store.bandstats import band_stats
 from ..store.reader import ArrayReader, ChipStore, open_store
+from .normalize import Normalizer
 
 __all__ = [
     "ChipDataset",
@@ -149,6 +151,13 @@ class ChipDataset(Dataset[Sample]):
 
     ``transforms`` is called on every sample dict and returns a sample dict. Chips whose
     status is not ``ok`` (over the nodata limit, failed) are left out.
+
+    ``dtype=None`` (the default) keeps the store's dtype. ``dtype="float32"`` (or another
+    float) with ``normalize="zscore"``, ``"percentile"``, a callable or None gives model-ready
+    images normalised with the band statistics of ``stats_split`` (see
+    :mod:`geochip.ml.normalize`): nodata and NaN become ``fill`` and the sample gains
+    ``valid``, a bool (H, W) (or (T, H, W)) mask of pixels where every band is valid.
+    ``normalize`` alone implies ``dtype="float32"``.
     """
 
     def __init__(
@@ -156,6 +165,11 @@ class ChipDataset(Dataset[Sample]):
         path: str | Path | ChipStore,
         split: str | None = None,
         transforms: Callable[[Sample], Sample] | None = None,
+        *,
+        dtype: Any = None,
+        normalize: str | Callable[[Any], Any] | None = None,
+        fill: float = 0.0,
+        stats_split: str = "train",
     ) -> None:
         self.store = path if isinstance(path, ChipStore) else open_store(path)
         index = self.store.index
@@ -173,6 +187,16 @@ class ChipDataset(Dataset[Sample]):
         self._pid: int | None = None
         self._readers: dict[str, ArrayReader] = {}
         self._scratch: dict[str, npt.NDArray[Any]] = {}
+        self.normalizer: Normalizer | None = None
+        if dtype is not None or normalize is not None:
+            stats = band_stats(self.store, stats_split) if isinstance(normalize, str) else None
+            self.normalizer = Normalizer(
+                stats,
+                normalize,
+                "float32" if dtype is None else dtype,
+                nodata=self.store.manifest["image"].get("nodata"),
+                fill=fill,
+            )
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -199,7 +223,7 @@ class ChipDataset(Dataset[Sample]):
             raise IndexError(f"chip {i} out of range for a dataset of {len(self)}")
         return i % len(self)
 
-    def _sample(self, i: int, image: Any, mask: Any) -> Sample:
+    def _sample(self, i: int, image: Any, mask: Any, valid: Any = None) -> Sample:
         sample: Sample = {
             "image": image,
             "crs": self.crs[i],
@@ -208,6 +232,8 @@ class ChipDataset(Dataset[Sample]):
         }
         if mask is not None:
             sample["mask"] = mask
+        if valid is not None:
+            sample["valid"] = valid
         if self.transforms is not None:
             sample = self.transforms(sample)
         return sample
@@ -221,6 +247,9 @@ class ChipDataset(Dataset[Sample]):
         idx = [self._check(int(i)) for i in indices]
         names = ["image"] + (["mask"] if self.store.has_mask else [])
         views: dict[str, Any] = {}
+        if self.normalizer is not None:
+            views["image"], views["valid"] = self._normalized(idx)
+            names.remove("image")
         for name in names:
             reader = self._reader(name)
             buffer = _BatchBuffer(len(idx), reader.chip_shape, reader.dtype)
@@ -233,10 +262,37 @@ class ChipDataset(Dataset[Sample]):
                 raise
             views[name] = buffer.finish()
         mask = views.get("mask")
+        valid = views.get("valid")
         return [
-            self._sample(i, views["image"][k], None if mask is None else mask[k])
+            self._sample(
+                i,
+                views["image"][k],
+                None if mask is None else mask[k],
+                None if valid is None else valid[k],
+            )
             for k, i in enumerate(idx)
         ]
+
+    def _normalized(self, idx: Sequence[int]) -> tuple[Any, Any]:
+        """The batch as normalised floats (in shared memory in a worker), and its valid mask."""
+        assert self.normalizer is not None
+        reader = self._reader("image")
+        shape = (len(idx), *reader.chip_shape)
+        raw = self._scratch.get("raw")
+        if raw is None or raw.shape != shape:
+            raw = np.empty(shape, dtype=reader.dtype)
+            self._scratch["raw"] = raw
+        for k, i in enumerate(idx):
+            reader.read_into(int(self.positions[i]), raw[k])
+        dtype = self.normalizer.dtype
+        if _in_worker():
+            nbytes = int(np.prod(shape)) * dtype.itemsize
+            storage = torch.UntypedStorage._new_shared(nbytes)  # type: ignore[no-untyped-call]
+            out = torch.empty(0, dtype=_TORCH_DTYPES[dtype]).set_(storage).view(shape)
+        else:
+            out = torch.empty(shape, dtype=_TORCH_DTYPES[dtype])
+        valid = self.normalizer(raw, out.numpy())
+        return out, torch.from_numpy(valid)
 
     def __repr__(self) -> str:
         return f"ChipDataset({str(self.store.path)!r}, split={self.split!r}, chips={len(self)})"

@@ -42,7 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..core.files import atomic_write_text
-from ..errors import InputError, StoreError
+from ..errors import InputError, NoValidPixelsError
 
 if TYPE_CHECKING:
     from .reader import ChipStore
@@ -366,7 +366,7 @@ def band_stats(
     """Per band (in channel order) the statistics of one split: ``count``, ``mean``,
     ``std``, ``min``, ``max``, ``p1`` ... ``p99``; what normalisation (and prediction)
     uses. Raises :class:`~geochip.errors.InputError` for a split the store does not have,
-    :class:`~geochip.errors.StoreError` when that split has no valid pixel (unless
+    :class:`~geochip.errors.NoValidPixelsError` when that split has no valid pixel (unless
     ``allow_empty``)."""
     stats = store_stats(store)
     splits = stats["splits"]
@@ -378,7 +378,7 @@ def band_stats(
     per_band = splits[split]
     empty = [b for b in stats["bands"] if not per_band[b]["count"]]
     if empty and not allow_empty:
-        raise StoreError(
+        raise NoValidPixelsError(
             f"split {split!r} of {store.path} has no valid pixel in bands {empty}: there are "
             "no statistics to normalise with; use another split's statistics (stats_split=...) "
             "or normalize=None"
