@@ -62,3 +62,17 @@ def stats(
                 ),
             )
         console.print(table)
+
+
+@app.command()
+def report(
+    store: Annotated[Path, typer.Argument(help="A chip dataset folder.")],
+    out: Annotated[Path, typer.Option(help="The HTML file to write.")] = Path("report.html"),
+    per_split: Annotated[int, typer.Option(min=1, help="Sample chips shown per split.")] = 4,
+) -> None:
+    """Write one self-contained HTML page about a chip dataset (works offline): split map,
+    class balance, band statistics, sample chips and masks, config and provenance, failures."""
+    from ..store.report import write_report
+
+    path = write_report(store, out, per_split=per_split)
+    console.print(f"report: {path}")
