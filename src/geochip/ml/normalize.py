@@ -98,22 +98,38 @@ class Normalizer:
 
     def __call__(self, raw: npt.NDArray[Any], out: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
         """Fill ``out`` (float, the shape of ``raw``: (N, [T,] C, H, W)) and return where
-        pixels are valid ((N, [T,] H, W))."""
-        invalid = np.zeros(raw.shape, dtype=bool)
-        if self.nodata is not None:
-            np.equal(raw, self.nodata, out=invalid)
-        if raw.dtype.kind == "f":
-            invalid |= np.isnan(raw)
-        bad = invalid.any(axis=-3)
-        if self.scale is not None and self.offset is not None:
-            np.multiply(raw, self.scale, out=out, casting="unsafe")
-            out += self.offset
-            if self.clip:
-                np.clip(out, 0.0, 1.0, out=out)
-        else:
-            np.copyto(out, raw, casting="unsafe")
-        if bad.any():
-            np.copyto(out, self.fill, where=np.expand_dims(bad, -3))
+        pixels are valid ((N, [T,] H, W)).
+
+        Chip by chip and band by band, so that each step works on a few MiB that stay in
+        the CPU's cache (one pass over memory instead of one per operation)."""
+        lead = raw.shape[:-3]
+        nbands = raw.shape[-3]
+        bad = np.zeros((*lead, *raw.shape[-2:]), dtype=bool)
+        hit = np.empty(raw.shape[-2:], dtype=bool)
+        flat_raw = raw.reshape(-1, *raw.shape[-3:])
+        flat_out = out.reshape(-1, *out.shape[-3:])
+        flat_bad = bad.reshape(-1, *bad.shape[-2:])
+        is_float = raw.dtype.kind == "f"
+        for k in range(len(flat_raw)):
+            chip_bad = flat_bad[k]
+            for b in range(nbands):
+                r, o = flat_raw[k, b], flat_out[k, b]
+                if self.nodata is not None:
+                    np.equal(r, self.nodata, out=hit)
+                    chip_bad |= hit
+                if is_float:
+                    np.isnan(r, out=hit)
+                    chip_bad |= hit
+                if self.scale is not None and self.offset is not None:
+                    np.multiply(r, self.scale[b, 0, 0], out=o, casting="unsafe")
+                    o += self.offset[b, 0, 0]
+                    if self.clip:
+                        np.clip(o, 0.0, 1.0, out=o)
+                else:
+                    np.copyto(o, r, casting="unsafe")
+            if chip_bad.any():
+                for b in range(nbands):
+                    flat_out[k, b][chip_bad] = self.fill
         if self.method is not None and not isinstance(self.method, str):
             result = self.method(torch.from_numpy(out))
             got = tuple(result.shape)

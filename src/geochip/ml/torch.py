@@ -285,13 +285,30 @@ class ChipDataset(Dataset[Sample]):
         for k, i in enumerate(idx):
             reader.read_into(int(self.positions[i]), raw[k])
         dtype = self.normalizer.dtype
-        if _in_worker():
-            nbytes = int(np.prod(shape)) * dtype.itemsize
-            storage = torch.UntypedStorage._new_shared(nbytes)  # type: ignore[no-untyped-call]
-            out = torch.empty(0, dtype=_TORCH_DTYPES[dtype]).set_(storage).view(shape)
-        else:
-            out = torch.empty(shape, dtype=_TORCH_DTYPES[dtype])
-        valid = self.normalizer(raw, out.numpy())
+        if not (_in_worker() and hasattr(os, "memfd_create")):
+            # numpy's allocation (huge pages where the kernel allows) faults in far less
+            # than a fresh torch.empty: the normalised batch is written there
+            values = np.empty(shape, dtype=dtype)
+            valid = self.normalizer(raw, values)
+            return torch.from_numpy(values), torch.from_numpy(valid)
+        # a DataLoader worker: normalise into a reused scratch (its pages are warm), then
+        # hand the bytes to the kernel, which fills the shared memfd without user faults
+        scratch = self._scratch.get("float")
+        if scratch is None or scratch.shape != shape or scratch.dtype != dtype:
+            scratch = np.empty(shape, dtype=dtype)
+            self._scratch["float"] = scratch
+        buffer = _BatchBuffer(len(idx), reader.chip_shape, dtype)
+        assert buffer.fd is not None
+        try:
+            valid = self.normalizer(raw, scratch)
+            view = memoryview(scratch.reshape(-1).view(np.uint8))
+            done = 0
+            while done < len(view):
+                done += os.pwrite(buffer.fd, view[done:], done)
+        except BaseException:
+            os.close(buffer.fd)
+            raise
+        out = buffer.finish()
         return out, torch.from_numpy(valid)
 
     def __repr__(self) -> str:

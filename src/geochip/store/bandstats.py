@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -80,12 +81,20 @@ def exact_bins(dtype: Any) -> bool:
     return dt.kind in "ui" and dt.itemsize <= 2
 
 
-def _keys(values: npt.NDArray[Any], exact: bool) -> npt.NDArray[np.int64]:
-    """Histogram keys: the value itself (exact), else the bfloat16 bit pattern (signed, so
-    that keys sort as their values do within one sign)."""
+def _bins(dtype: Any) -> tuple[int, int]:
+    """(number of bins, key of bin 0) of a dtype's histogram."""
+    dt = np.dtype(dtype)
+    if exact_bins(dt):
+        n = 1 << (8 * dt.itemsize)
+        return n, (-(n // 2) if dt.kind == "i" else 0)
+    return 1 << 16, -(1 << 15)
+
+
+def _keys(values: npt.NDArray[Any], exact: bool) -> npt.NDArray[Any]:
+    """Histogram keys: the value itself (exact), else the bfloat16 bit pattern (signed)."""
     if exact:
-        return values.astype(np.int64)
-    return (values.astype(np.float32).view(np.int32) >> 16).astype(np.int64)
+        return values
+    return values.astype(np.float32).view(np.int32) >> 16
 
 
 def _key_values(keys: npt.NDArray[np.int64], exact: bool) -> npt.NDArray[np.float64]:
@@ -96,34 +105,51 @@ def _key_values(keys: npt.NDArray[np.int64], exact: bool) -> npt.NDArray[np.floa
 
 @dataclass
 class BandAccumulator:
-    """What a set of valid pixels of one band adds up to; merges exactly with another."""
+    """What a set of valid pixels of one band adds up to; merges exactly with another.
 
+    ``hist`` is dense (one count per bin of the dtype, see :func:`_bins`)."""
+
+    dtype: np.dtype[Any]
     count: int = 0
     mean: float = 0.0
     m2: float = 0.0
     min: float = math.inf
     max: float = -math.inf
-    hist: dict[int, int] = field(default_factory=dict)
+    hist: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
 
-    def add(self, values: npt.NDArray[Any], exact: bool) -> None:
+    def __post_init__(self) -> None:
+        self.dtype = np.dtype(self.dtype)
+        if len(self.hist) == 0:
+            self.hist = np.zeros(_bins(self.dtype)[0], dtype=np.int64)
+
+    @property
+    def exact(self) -> bool:
+        """Whether every number comes from the histogram exactly."""
+        return exact_bins(self.dtype)
+
+    def add(self, values: npt.NDArray[Any]) -> None:
         """Add pixel values (1-D, valid only)."""
         if values.size == 0:
             return
-        keys, counts = np.unique(_keys(values, exact), return_counts=True)
-        for k, c in zip(keys.tolist(), counts.tolist(), strict=True):
-            self.hist[k] = self.hist.get(k, 0) + c
-        if exact:
+        nbins, first = _bins(self.dtype)
+        keys = _keys(values, self.exact)
+        index = keys if first == 0 else keys.astype(np.int32) - first
+        self.hist += np.bincount(index, minlength=nbins)
+        if self.exact:
             self.count += int(values.size)
             self.min = min(self.min, float(values.min()))
             self.max = max(self.max, float(values.max()))
             return
         data = values.astype(np.float64)
+        mean = float(data.mean())
         other = BandAccumulator(
+            self.dtype,
             int(data.size),
-            float(data.mean()),
-            float(((data - data.mean()) ** 2).sum()),
+            mean,
+            float(np.square(data - mean).sum()),
             float(data.min()),
             float(data.max()),
+            np.zeros(1, np.int64),
         )
         self._chan(other)
 
@@ -138,42 +164,53 @@ class BandAccumulator:
         self.min = min(self.min, other.min)
         self.max = max(self.max, other.max)
 
-    def merge(self, other: BandAccumulator, exact: bool) -> None:
+    def merge(self, other: BandAccumulator) -> None:
         """Add ``other`` (Chan et al. for mean and M2; histograms added)."""
-        for k, c in other.hist.items():
-            self.hist[k] = self.hist.get(k, 0) + c
-        if exact:
+        self.hist += other.hist
+        if self.exact:
             self.count += other.count
             self.min = min(self.min, other.min)
             self.max = max(self.max, other.max)
         else:
             self._chan(other)
 
+    def keys(self) -> tuple[list[int], list[int]]:
+        """The histogram's non-empty bins: keys (values, or bfloat16 patterns) and counts."""
+        nonzero = np.flatnonzero(self.hist)
+        return (nonzero + _bins(self.dtype)[1]).tolist(), self.hist[nonzero].tolist()
+
     def to_json(self) -> dict[str, Any]:
-        """Plain data (batch records, ``stats.json``)."""
-        keys = sorted(self.hist)
+        """Plain data for a batch record: the histogram's non-empty bins as base64 of
+        little-endian int32 keys and int64 counts (JSON lists of ints cost far more)."""
+        nonzero = np.flatnonzero(self.hist)
+        keys = (nonzero + _bins(self.dtype)[1]).astype("<i4")
+        counts = self.hist[nonzero].astype("<i8")
         return {
             "count": self.count,
             "mean": self.mean,
             "m2": self.m2,
             "min": None if self.count == 0 else self.min,
             "max": None if self.count == 0 else self.max,
-            "keys": keys,
-            "counts": [self.hist[k] for k in keys],
+            "keys_b64": base64.b64encode(keys.tobytes()).decode(),
+            "counts_b64": base64.b64encode(counts.tobytes()).decode(),
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> BandAccumulator:
+    def from_json(cls, data: Mapping[str, Any], dtype: Any) -> BandAccumulator:
         """The inverse of :meth:`to_json`."""
         count = int(data["count"])
-        return cls(
+        acc = cls(
+            np.dtype(dtype),
             count,
             float(data["mean"]),
             float(data["m2"]),
             math.inf if count == 0 else float(data["min"]),
             -math.inf if count == 0 else float(data["max"]),
-            {int(k): int(c) for k, c in zip(data["keys"], data["counts"], strict=True)},
         )
+        keys = np.frombuffer(base64.b64decode(data["keys_b64"]), dtype="<i4")
+        counts = np.frombuffer(base64.b64decode(data["counts_b64"]), dtype="<i8")
+        acc.hist[keys.astype(np.int64) - _bins(acc.dtype)[1]] = counts
+        return acc
 
 
 Accumulators = dict[str, list[BandAccumulator]]
@@ -199,19 +236,21 @@ def batch_stats(
 
     ``splits[k]`` is chip k's split; chips with ``ok[k]`` False are left out.
     """
-    exact = exact_bins(images.dtype)
     nbands = images.shape[-3]
     out: Accumulators = {}
     for split in sorted(set(splits)):
         rows = [k for k, s in enumerate(splits) if s == split and (ok is None or ok[k])]
-        accs = [BandAccumulator() for _ in range(nbands)]
+        accs = [BandAccumulator(images.dtype) for _ in range(nbands)]
         out[split] = accs
         if not rows:
             continue
-        chips = images[rows]
+        whole = rows == list(range(len(images)))
+        chips = images if whole else images[rows]
         valid = valid_pixels(chips, nodata)
+        everything = bool(valid.all())
         for b in range(nbands):
-            accs[b].add(chips[..., b, :, :][valid], exact)
+            band = chips[..., b, :, :]
+            accs[b].add(band.reshape(-1) if everything else band[valid])
     return out
 
 
@@ -224,16 +263,15 @@ def merge_batches(
     batches: Iterable[Mapping[str, Sequence[Mapping[str, Any]]]], dtype: Any, nbands: int
 ) -> Accumulators:
     """Merge batch records' accumulators, in the order given, per split, plus ``all``."""
-    exact = exact_bins(dtype)
     out: Accumulators = {}
-    everything = [BandAccumulator() for _ in range(nbands)]
+    everything = [BandAccumulator(dtype) for _ in range(nbands)]
     for batch in batches:
         for split, bands in batch.items():
-            accs = out.setdefault(split, [BandAccumulator() for _ in range(nbands)])
+            accs = out.setdefault(split, [BandAccumulator(dtype) for _ in range(nbands)])
             for b, data in enumerate(bands):
-                acc = BandAccumulator.from_json(data)
-                accs[b].merge(acc, exact)
-                everything[b].merge(acc, exact)
+                acc = BandAccumulator.from_json(data, dtype)
+                accs[b].merge(acc)
+                everything[b].merge(acc)
     out.pop("all", None)
     out = dict(sorted(out.items()))
     out["all"] = everything
@@ -243,20 +281,21 @@ def merge_batches(
 def summarize(acc: BandAccumulator, dtype: Any) -> dict[str, Any]:
     """Count, mean, std (population), min, max and percentiles of one accumulator (None
     where there is no valid pixel)."""
-    exact = exact_bins(dtype)
+    exact = exact_bins(acc.dtype)
     out: dict[str, Any] = {"count": acc.count}
     if acc.count == 0:
         out.update(dict.fromkeys(("mean", "std", "min", "max")))
         out.update({f"p{q}": None for q in PERCENTILES})
         return out
-    keys = np.array(sorted(acc.hist), dtype=np.int64)
-    counts = np.array([acc.hist[int(k)] for k in keys], dtype=np.int64)
+    nonzero = np.flatnonzero(acc.hist)
+    keys = nonzero + _bins(acc.dtype)[1]
+    counts = acc.hist[nonzero]
     values = _key_values(keys, exact)
     order = np.argsort(values, kind="stable")
     values, counts = values[order], counts[order]
     if exact:  # integer arithmetic over the histogram: exact
-        n = int(counts.sum())
-        pairs = list(zip(keys.tolist(), [acc.hist[int(k)] for k in keys], strict=True))
+        pairs = list(zip(keys.tolist(), acc.hist[nonzero].tolist(), strict=True))
+        n = sum(c for _, c in pairs)
         total = sum(k * c for k, c in pairs)
         total_sq = sum(k * k * c for k, c in pairs)
         mean = total / n
@@ -299,7 +338,7 @@ def stats_document(
     if histograms:
         doc["histograms"] = {
             split: {
-                band: {"keys": a.to_json()["keys"], "counts": a.to_json()["counts"]}
+                band: dict(zip(("keys", "counts"), a.keys(), strict=True))
                 for band, a in zip(bands, bands_acc, strict=True)
             }
             for split, bands_acc in accs.items()
