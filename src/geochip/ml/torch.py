@@ -301,7 +301,7 @@ class ChipDataset(Dataset[Sample]):
         assert buffer.fd is not None
         try:
             valid = self.normalizer(raw, scratch)
-            view = memoryview(scratch.reshape(-1).view(np.uint8))
+            view = memoryview(scratch.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
             done = 0
             while done < len(view):
                 done += os.pwrite(buffer.fd, view[done:], done)
