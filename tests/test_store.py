@@ -42,6 +42,7 @@ def test_store_has_the_three_parts(landsat_store: Path) -> None:
         "chips.zarr",
         "index.parquet",
         "manifest.json",
+        "stats.json",  # band statistics (issue 14)
     ]
     manifest = json.loads((landsat_store / "manifest.json").read_text())
     assert manifest["format"] == "geochip-store"

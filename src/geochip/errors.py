@@ -175,3 +175,11 @@ class DatasetNotFoundError(GeochipError, LookupError):
 
 class DatasetNotAvailableError(GeochipError, FileNotFoundError):
     """A registered dataset's files are not on disk (says how to download them)."""
+
+
+class NoValidPixelsError(GeochipError, ValueError):
+    """Statistics (normalisation, a report) were asked of pixels that are all nodata."""
+
+
+class UnknownClassError(GeochipError, LookupError):
+    """A class id was named that the chip dataset does not have (names those it has)."""

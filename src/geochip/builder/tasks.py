@@ -27,6 +27,7 @@ from ..core.retry import is_transient, retry
 from ..core.security import redact
 from ..errors import RasterReadError
 from ..read.labels import rasterize_labels
+from ..store.bandstats import batch_stats, batch_to_json
 from ..store.format import MASK_IGNORE, iter_batches
 from ..store.stats import ChipStats, all_nodata, chip_stats
 from ..store.writer import StoreWriter
@@ -81,6 +82,8 @@ class BatchTask:
     retries: int
     retry_delay: float
     read: ReadOptions
+    splits: tuple[str, ...] = ()
+    """The split of each chip (band statistics are kept per split); empty: no stats."""
 
 
 def _burn(task: BatchTask, spec: GridSpec, geobox: GeoBox) -> npt.NDArray[np.uint8] | None:
@@ -227,6 +230,9 @@ def run_batch(task: BatchTask) -> dict[str, Any]:
         "chips": [s.to_json() if s is not None else None for s in stats],
         "files": files,
     }
+    if task.splits:  # band statistics of the chips written, per split
+        ok = [s is not None and s.status == "ok" for s in stats]
+        record["band_stats"] = batch_to_json(batch_stats(image, task.splits, task.nodata, ok))
     atomic_write_bytes(
         record_path(task.store, task.batch), json.dumps(record, sort_keys=True).encode()
     )
@@ -254,11 +260,13 @@ def batch_tasks(
     with_mask: bool,
     per_file: int,
     todo: set[int],
+    band_stats: bool = True,
 ) -> Iterator[BatchTask]:
     """The tasks of the batches in ``todo``, made one at a time as the engine asks for
     them (so memory does not grow with the number of batches)."""
     chips = plan.plan
     rows = chips[["chip_id", "grid_id", "row", "col", "height", "width"]].to_dict("records")
+    split_of = [str(s) for s in chips["split"]] if "split" in chips else ["all"] * len(chips)
     gdal = config.engine.gdal_options()
     assert plan.read is not None
     label_index: dict[str, tuple[Any, Any, Any]] = {}
@@ -331,4 +339,5 @@ def batch_tasks(
             retries=config.engine.retries,
             retry_delay=config.engine.retry_delay,
             read=plan.read,
+            splits=tuple(split_of[start:stop]) if band_stats else (),
         )

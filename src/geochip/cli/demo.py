@@ -53,7 +53,10 @@ def demo(
         timing.add_row(stage, f"{seconds:.2f}")
     timing.add_row("[bold]total[/]", f"[bold]{sum(result.timings.values()):.2f}[/]")
     console.print(timing)
-    console.print(f"store: {result.out}/  preview: {result.out / 'chips.png'}")
+    console.print(
+        f"store: {result.out}/  preview: {result.out / 'chips.png'}  "
+        f"report: {result.out / 'report.html'}"
+    )
 
 
 @app.command()

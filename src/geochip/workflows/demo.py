@@ -13,13 +13,14 @@ The demo is a ``geochip build`` of :data:`DEMO` (the same dataset as
 5. plan 256x256 chips and split them into train/val/test by 512 px blocks;
 6. write the store (``chips.zarr``, ``index.parquet``, ``manifest.json``);
 7. read it back through a torch DataLoader with 2 workers (without torch, the extra, the
-   store's own reader gives the same batches as numpy arrays), and save a PNG of sample chips.
+   store's own reader gives the same batches as numpy arrays), and save a PNG of sample chips
+   and the report page (``report.html``: :mod:`geochip.store.report`).
 
 Example:
     >>> import tempfile, pathlib
     >>> result = run_demo(pathlib.Path(tempfile.mkdtemp()) / "demo", progress=False)
     >>> sorted(p.name for p in result.out.iterdir())
-    ['chips.png', 'chips.zarr', 'index.parquet', 'manifest.json']
+    ['chips.png', 'chips.zarr', 'index.parquet', 'manifest.json', 'report.html', 'stats.json']
     >>> result.splits
     {'train': 8, 'val': 4, 'test': 4}
 """
@@ -42,6 +43,7 @@ from ..sources.open import open_catalog
 from ..sources.sample import sample_catalog
 from ..store.format import MASK_IGNORE
 from ..store.reader import open_store
+from ..store.report import write_report
 from ..store.viz import save_chip_grid
 
 try:  # torch is an extra: without it the demo reads its batches with numpy
@@ -133,6 +135,8 @@ def run_demo(
                 advance(seen)
     with stages.stage("preview PNG"):
         save_chip_grid(out, out / "chips.png")
+    with stages.stage("report page"):
+        write_report(store, out / "report.html")
     classes = dict(config.labels.classes or {}) if config.labels else {}
     names = {str(v): k for k, v in classes.items()} | {str(MASK_IGNORE): "ignore"}
     names["0"] = "background"
