@@ -37,6 +37,8 @@ from ..sources.items import item_time
 from ..sources.open import open_catalog
 from .cloud import CloudBand, CloudCover
 from .cloud import cloud_cover as count_cloud
+from .cloud import cloud_covers as count_clouds
+from .groups import grouped_candidates
 from .labels import load_labels
 from .periods import PeriodSpec, make_periods, periods_span
 from .ranking import Candidate, PeriodChoice, choose, rank_key, thresholds
@@ -66,6 +68,55 @@ class _CloudCache:
             return self.values.setdefault(key, value)
 
 
+def _key(item: pystac.Item) -> tuple[str | None, str]:
+    return (item.collection_id, item.id)
+
+
+def _grouped_covers(
+    found: list[list[pystac.Item]],
+    footprints: list[Any],
+    in_periods: Callable[[pystac.Item], dt.datetime | None],
+    cover_many: Callable[[pystac.Item, list[Any]], list[CloudCover] | None],
+    *,
+    footprint: bool,
+    workers: int,
+    on_label: Callable[[int], None] | None,
+) -> dict[tuple[tuple[str | None, str], int], CloudCover]:
+    """Cloud cover of every (item, label) pair, each item read once for all its labels
+    (scene scope: once, shared by its labels); ``on_label`` counts labels whose items are
+    all done."""
+    users: dict[tuple[str | None, str], tuple[pystac.Item, list[int]]] = {}
+    for n, items in enumerate(found):
+        for item in items:
+            if in_periods(item) is not None:
+                users.setdefault(_key(item), (item, []))[1].append(n)
+    pending = [0] * len(found)
+    for _, labels in users.values():
+        for n in labels:
+            pending[n] += 1
+    done = sum(1 for p in pending if p == 0)
+    if on_label is not None and done:
+        on_label(done)
+
+    def one(entry: tuple[pystac.Item, list[int]]) -> list[CloudCover] | None:
+        item, labels = entry
+        return cover_many(item, [footprints[n] for n in labels] if footprint else [])
+
+    entries = list(users.values())
+    out: dict[tuple[tuple[str | None, str], int], CloudCover] = {}
+    for position, values in run_tasks(one, entries, workers=workers):
+        item, labels = entries[position]
+        for m, n in enumerate(labels):
+            if values is not None:
+                out[(_key(item), n)] = values[m if footprint else 0]
+            pending[n] -= 1
+            if pending[n] == 0:
+                done += 1
+                if on_label is not None:
+                    on_label(done)
+    return out
+
+
 def select_scenes(
     catalog: Catalog | str | Path,
     labels: Any,
@@ -86,6 +137,7 @@ def select_scenes(
     id_column: str | None = None,
     min_pixels: int = 4096,
     on_label: Callable[[int], None] | None = None,
+    group_cell: float | None = None,
 ) -> Selection:
     """Choose the least cloudy scene(s) per period for every label; see the module doc.
 
@@ -108,6 +160,10 @@ def select_scenes(
         workers: labels processed at once (HTTP requests stay within the catalog's
             ``max_requests``).
         on_label: called with the number of labels done (progress).
+        group_cell: group labels by the cell of this many degrees that holds their
+            centroid: one search per group, each candidate's cloud band read once for all
+            the labels it covers (:mod:`geochip.select.groups`); the same choices as one
+            search per label (None, the default).
     """
     if cloud_over not in {"scene", "footprint"}:
         raise InputError(f"cloud_over must be 'scene' or 'footprint', got {cloud_over!r}")
@@ -148,31 +204,29 @@ def select_scenes(
             log.debug("skipped %s: %s", item.id, err)
             return None
 
-    def one_label(row: tuple[str, Any]) -> list[PeriodChoice]:
-        label_id, geom = row
-        found = cat.search(
-            intersects=geom,
-            datetime=search_range,
-            collections=collections,
-            max_cloud=None if cloud_over == "footprint" else cloud_limit,
-            keep_missing_cloud=True,
-            allow_empty=True,
-        )
-        candidates = []
-        for item in found:
-            when = item_time(item)
-            if when is None or not any(p.contains(when) for p in period_list):
-                continue
-            value = cover(item, geom)
-            if value is not None:
-                candidates.append(Candidate(item, when, value))
-        if not found:
-            log.info(
-                "label %s: the search found no scene in %s..%s",
-                label_id,
-                search_range[0].isoformat(),
-                search_range[1].isoformat(),
+    def cover_many(item: pystac.Item, footprints: list[Any]) -> list[CloudCover] | None:
+        """Over each footprint, or the scene's (one value) without footprints."""
+        if not footprints:
+            value = cover(item, None)
+            return None if value is None else [value]
+        try:
+            return count_clouds(
+                item,
+                footprints,
+                band=cloud_band,
+                signer=cat.signer,
+                href_policy=cat.href_policy,
+                min_pixels=min_pixels,
             )
+        except NoCloudInfoError as err:
+            if missing_cloud == "raise":
+                raise
+            with skipped_lock:
+                skipped[item.id] = str(err)
+            log.debug("skipped %s: %s", item.id, err)
+            return None
+
+    def decide(label_id: str, candidates: list[Candidate]) -> list[PeriodChoice]:
         choices = []
         for period in period_list:
             choice = choose(
@@ -204,10 +258,69 @@ def select_scenes(
             choices.append(choice)
         return choices
 
+    def in_periods(item: pystac.Item) -> dt.datetime | None:
+        when = item_time(item)
+        if when is None or not any(p.contains(when) for p in period_list):
+            return None
+        return when
+
+    search_keywords: dict[str, Any] = {
+        "datetime": search_range,
+        "collections": collections,
+        "max_cloud": None if cloud_over == "footprint" else cloud_limit,
+        "keep_missing_cloud": True,
+    }
+
+    def one_label(row: tuple[str, Any]) -> list[PeriodChoice]:
+        label_id, geom = row
+        found = cat.search(intersects=geom, allow_empty=True, **search_keywords)
+        candidates = []
+        for item in found:
+            when = in_periods(item)
+            if when is None:
+                continue
+            value = cover(item, geom)
+            if value is not None:
+                candidates.append(Candidate(item, when, value))
+        if not found:
+            log.info(
+                "label %s: the search found no scene in %s..%s",
+                label_id,
+                search_range[0].isoformat(),
+                search_range[1].isoformat(),
+            )
+        return decide(label_id, candidates)
+
     rows = list(zip(frame["label_id"], frame.geometry, strict=True))
     results: list[list[PeriodChoice]] = [[] for _ in rows]
-    for position, choices in run_tasks(one_label, rows, workers=workers, on_done=on_label):
-        results[position] = choices
+    if group_cell is None:
+        for position, choices in run_tasks(one_label, rows, workers=workers, on_done=on_label):
+            results[position] = choices
+    else:
+        found, _ = grouped_candidates(
+            cat,
+            [geom for _, geom in rows],
+            cell=group_cell,
+            search=search_keywords,
+            workers=workers,
+        )
+        covers = _grouped_covers(
+            found,
+            [geom for _, geom in rows],
+            in_periods,
+            cover_many,
+            footprint=cloud_over == "footprint",
+            workers=workers,
+            on_label=on_label,
+        )
+        for n, ((label_id, _), items) in enumerate(zip(rows, found, strict=True)):
+            candidates = [
+                Candidate(item, when, value)
+                for item in items
+                if (when := in_periods(item)) is not None
+                and (value := covers.get((_key(item), n))) is not None
+            ]
+            results[n] = decide(label_id, candidates)
 
     records: dict[str, list[Any]] = {name: [] for name in SELECTION_COLUMNS}
     chosen_items: dict[str, pystac.Item] = {}
