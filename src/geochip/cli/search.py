@@ -240,6 +240,13 @@ def select(
     header_env: _HeaderEnv = None,
     api_key_env: _ApiKeyEnv = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar over labels.")] = True,
+    group_cell: Annotated[
+        float | None,
+        typer.Option(
+            help="Group labels by a grid cell of this many degrees: one search per group, "
+            "each cloud band read once (same choices as one search per label)."
+        ),
+    ] = None,
 ) -> None:
     """Choose the least cloudy scene per label and period (bounded relaxation); write the
     selection table and its items."""
@@ -278,6 +285,7 @@ def select(
             strict=strict,
             workers=workers,
             on_label=advance,
+            group_cell=group_cell,
         )
     path = selection.save(out)
     s = selection.summary()

@@ -11,6 +11,7 @@ glob ``path`` and the ``method`` if given):
 ``reset``     close the connection abruptly (TCP reset) without answering
 ``delay``     wait ``seconds``, then forward
 ``truncate``  forward, then send the headers and half of the body and close
+``cut``       forward, then send the first half of the body as if it were all of it
 ``html``      answer 200 with an HTML page (a captive portal, a login page)
 ``rewrite``   forward, then replace the JSON body by ``rewrite(body)``
 ============  =================================================================
@@ -54,9 +55,9 @@ __all__ = [
     "ProxyRecord",
 ]
 
-ProxyFaultKind = Literal["status", "reset", "delay", "truncate", "html", "rewrite"]
+ProxyFaultKind = Literal["status", "reset", "delay", "truncate", "cut", "html", "rewrite"]
 
-_KINDS = ("status", "reset", "delay", "truncate", "html", "rewrite")
+_KINDS = ("status", "reset", "delay", "truncate", "cut", "html", "rewrite")
 
 _HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"}
 
@@ -192,7 +193,13 @@ class _Handler(BaseHTTPRequestHandler):
             status, headers = 502, [("Content-Type", "text/plain")]
             data = f"upstream unreachable: {err}".encode()
         if rule is not None and rule.kind == "rewrite" and rule.rewrite is not None:
-            data = json.dumps(rule.rewrite(json.loads(data))).encode()
+            try:
+                data = json.dumps(rule.rewrite(json.loads(data))).encode()
+            except Exception as err:  # a broken rewrite shows in the answer, not as a hang-up
+                status, headers = 500, [("Content-Type", "text/plain")]
+                data = f"rewrite failed: {type(err).__name__}: {err} on {data[:200]!r}".encode()
+        if rule is not None and rule.kind == "cut":
+            data = data[: len(data) // 2]
         if rule is not None and rule.kind == "truncate":
             self.send_response(status)
             for key, value in headers:
