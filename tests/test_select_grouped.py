@@ -4,12 +4,16 @@ real pgstac server, with the SCL bands served over HTTP."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pystac
 import pytest
 import shapely.geometry
 
+from geochip.errors import InputError
 from geochip.select.cloud import cloud_cover, cloud_covers
 from geochip.select.search import select_scenes
 from geochip.select.table import Selection
@@ -120,3 +124,76 @@ def test_cloud_covers_reads_once_and_equals_cloud_cover(
     alone = [cloud_cover(item, footprint=g, min_pixels=64) for g in labels]
     assert together == alone
     assert len(labels) == 6
+
+
+class _Killed(Exception):
+    """Stands for the kill (Ctrl-C, OOM) that stops a selection part way."""
+
+
+@pytest.mark.parametrize("group_cell", [None, 1.0])
+def test_a_killed_selection_resumes_with_only_the_missing_labels(
+    pgstac: PgstacServer,
+    world: tuple[LandcoverWorld, str],
+    tmp_path: Path,
+    group_cell: float | None,
+) -> None:
+    made, _ = world
+    common: dict[str, Any] = {
+        "start": "2024-01-01",
+        "end": "2024-12-31",
+        "periods": 4,
+        "collections": made.collection,
+        "cloud_over": "footprint",
+        "min_pixels": 64,
+        "workers": 1,
+        "group_cell": group_cell,
+    }
+    journal = tmp_path / ".sel.parquet.journal.jsonl"
+    whole = select_scenes(open_catalog(pgstac.url), made.labels, **common)
+
+    def kill_after_7(n: int) -> None:
+        if n >= 7:
+            raise _Killed
+
+    labels = made.labels if group_cell is None else made.labels.iloc[:9]  # one group of 6 + 3
+    with FaultProxy(pgstac.url) as proxy:
+        with pytest.raises(_Killed):
+            select_scenes(
+                open_catalog(proxy.url), labels, on_label=kill_after_7, checkpoint=journal, **common
+            )
+        labels = made.labels
+        done_before = len(journal.read_text().splitlines()) - 1
+        assert 6 <= done_before < len(made.labels)
+        proxy.clear()
+        progress: list[int] = []
+        resumed = select_scenes(
+            open_catalog(proxy.url), labels, checkpoint=journal, on_label=progress.append, **common
+        )
+        searches = proxy.searches
+    assert _rows(resumed) == _rows(whole)
+    assert resumed.items.keys() == whole.items.keys()
+    searched = {json.dumps(r.body["intersects"]) for r in searches}
+    if group_cell is None:
+        assert len(searches) == len(made.labels) - done_before
+    else:
+        assert len(searches) == 1  # only the second tile's group
+        assert len(searched) == 1
+    assert progress[0] == done_before
+    assert progress[-1] == len(made.labels)
+
+
+def test_a_journal_of_other_settings_is_refused(
+    pgstac: PgstacServer, world: tuple[LandcoverWorld, str], tmp_path: Path
+) -> None:
+    made, _ = world
+    journal = tmp_path / "j.jsonl"
+    common: dict[str, Any] = {
+        "start": "2024-01-01",
+        "end": "2024-12-31",
+        "periods": 2,
+        "collections": made.collection,
+    }
+    labels = made.labels.iloc[:1]
+    select_scenes(open_catalog(pgstac.url), labels, checkpoint=journal, **common)
+    with pytest.raises(InputError, match="made with other settings"):
+        select_scenes(open_catalog(pgstac.url), labels, checkpoint=journal, max_cloud=5.0, **common)

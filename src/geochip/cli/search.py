@@ -267,6 +267,8 @@ def select(
     cat = _open(catalog, header, header_env, api_key_env, max_requests=max_requests)
     frame = load_labels(labels, id_column=id_column)
     stages = Stages(enabled=progress, console=console)
+    # a selection killed part way resumes from its journal (removed once the table is saved)
+    journal = out.with_name(f".{out.name}.journal.jsonl")
     with stages.stage("labels", total=len(frame)) as advance:
         selection = select_scenes(
             cat,
@@ -286,8 +288,10 @@ def select(
             workers=workers,
             on_label=advance,
             group_cell=group_cell,
+            checkpoint=journal,
         )
     path = selection.save(out)
+    journal.unlink(missing_ok=True)
     s = selection.summary()
     table = Table(title="selection")
     for name in ("labels", "periods", "filled", "relaxed", "empty", "items", "skipped"):

@@ -39,6 +39,7 @@ from .cloud import CloudBand, CloudCover
 from .cloud import cloud_cover as count_cloud
 from .cloud import cloud_covers as count_clouds
 from .groups import grouped_candidates
+from .journal import Journal
 from .labels import load_labels
 from .periods import PeriodSpec, make_periods, periods_span
 from .ranking import Candidate, PeriodChoice, choose, rank_key, thresholds
@@ -77,14 +78,16 @@ def _grouped_covers(
     footprints: list[Any],
     in_periods: Callable[[pystac.Item], dt.datetime | None],
     cover_many: Callable[[pystac.Item, list[Any]], list[CloudCover] | None],
+    out: dict[tuple[tuple[str | None, str], int], CloudCover],
     *,
     footprint: bool,
     workers: int,
+    on_ready: Callable[[int], None],
     on_label: Callable[[int], None] | None,
-) -> dict[tuple[tuple[str | None, str], int], CloudCover]:
-    """Cloud cover of every (item, label) pair, each item read once for all its labels
-    (scene scope: once, shared by its labels); ``on_label`` counts labels whose items are
-    all done."""
+) -> None:
+    """Cloud cover of every (item, label) pair into ``out``, each item read once for all
+    its labels (scene scope: once, shared by its labels); ``on_ready(label)`` is called
+    when all of a label's items are done, ``on_label`` with the count of such labels."""
     users: dict[tuple[str | None, str], tuple[pystac.Item, list[int]]] = {}
     for n, items in enumerate(found):
         for item in items:
@@ -94,7 +97,11 @@ def _grouped_covers(
     for _, labels in users.values():
         for n in labels:
             pending[n] += 1
-    done = sum(1 for p in pending if p == 0)
+    done = 0
+    for n, count in enumerate(pending):
+        if count == 0:
+            on_ready(n)
+            done += 1
     if on_label is not None and done:
         on_label(done)
 
@@ -103,7 +110,6 @@ def _grouped_covers(
         return cover_many(item, [footprints[n] for n in labels] if footprint else [])
 
     entries = list(users.values())
-    out: dict[tuple[tuple[str | None, str], int], CloudCover] = {}
     for position, values in run_tasks(one, entries, workers=workers):
         item, labels = entries[position]
         for m, n in enumerate(labels):
@@ -111,10 +117,10 @@ def _grouped_covers(
                 out[(_key(item), n)] = values[m if footprint else 0]
             pending[n] -= 1
             if pending[n] == 0:
+                on_ready(n)
                 done += 1
                 if on_label is not None:
                     on_label(done)
-    return out
 
 
 def select_scenes(
@@ -138,6 +144,7 @@ def select_scenes(
     min_pixels: int = 4096,
     on_label: Callable[[int], None] | None = None,
     group_cell: float | None = None,
+    checkpoint: str | Path | None = None,
 ) -> Selection:
     """Choose the least cloudy scene(s) per period for every label; see the module doc.
 
@@ -164,6 +171,10 @@ def select_scenes(
             centroid: one search per group, each candidate's cloud band read once for all
             the labels it covers (:mod:`geochip.select.groups`); the same choices as one
             search per label (None, the default).
+        checkpoint: a journal file (:mod:`geochip.select.journal`): each label's choices
+            are appended as they are made, and a selection run again with the same
+            settings and journal asks only for the labels that are missing. The caller
+            removes it once the selection is saved.
     """
     if cloud_over not in {"scene", "footprint"}:
         raise InputError(f"cloud_over must be 'scene' or 'footprint', got {cloud_over!r}")
@@ -179,6 +190,48 @@ def select_scenes(
     cache = _CloudCache()
     skipped: dict[str, str] = {}
     skipped_lock = threading.Lock()
+
+    config = {
+        "geochip_version": __version__,
+        "catalog": redact(cat.href),
+        "catalog_kind": cat.kind,
+        "collections": [collections] if isinstance(collections, str) else list(collections or []),
+        "periods": [
+            {
+                "index": p.index,
+                "name": p.name,
+                "start": p.start.isoformat(),
+                "end": p.end.isoformat(),
+            }
+            for p in period_list
+        ],
+        "max_cloud": max_cloud,
+        "relax_step": relax_step,
+        "cloud_limit": cloud_limit,
+        "thresholds": ladder,
+        "k": k,
+        "cloud_band": cloud_band
+        if cloud_band is None or isinstance(cloud_band, str)
+        else cloud_band.describe(),
+        "cloud_over": cloud_over,
+        "missing_cloud": missing_cloud,
+        "strict": strict,
+    }
+    journal = None
+    done: dict[str, list[PeriodChoice]] = {}
+    if checkpoint is not None:
+        settings = {**config, "min_pixels": min_pixels}
+        journal = Journal(checkpoint, settings)
+        done, earlier = journal.load(period_list)
+        skipped.update(earlier)
+
+    def skip(item: pystac.Item, err: Exception) -> None:
+        with skipped_lock:
+            new = item.id not in skipped
+            skipped[item.id] = str(err)
+        if new and journal is not None:
+            journal.record_skipped(item.id, str(err))
+        log.debug("skipped %s: %s", item.id, err)
 
     def cover(item: pystac.Item, footprint: Any) -> CloudCover | None:
         def compute(fp: Any = None) -> CloudCover:
@@ -199,9 +252,7 @@ def select_scenes(
         except NoCloudInfoError as err:
             if missing_cloud == "raise":
                 raise
-            with skipped_lock:
-                skipped[item.id] = str(err)
-            log.debug("skipped %s: %s", item.id, err)
+            skip(item, err)
             return None
 
     def cover_many(item: pystac.Item, footprints: list[Any]) -> list[CloudCover] | None:
@@ -221,9 +272,7 @@ def select_scenes(
         except NoCloudInfoError as err:
             if missing_cloud == "raise":
                 raise
-            with skipped_lock:
-                skipped[item.id] = str(err)
-            log.debug("skipped %s: %s", item.id, err)
+            skip(item, err)
             return None
 
     def decide(label_id: str, candidates: list[Candidate]) -> list[PeriodChoice]:
@@ -292,35 +341,57 @@ def select_scenes(
         return decide(label_id, candidates)
 
     rows = list(zip(frame["label_id"], frame.geometry, strict=True))
-    results: list[list[PeriodChoice]] = [[] for _ in rows]
+    results: list[list[PeriodChoice]] = [done.get(label_id, []) for label_id, _ in rows]
+    todo = [n for n, (label_id, _) in enumerate(rows) if label_id not in done]
+    if done:
+        log.info("resuming: %d of %d labels done before", len(rows) - len(todo), len(rows))
+        if on_label is not None:
+            on_label(len(rows) - len(todo))
+
+    def progress(n: int) -> None:
+        if on_label is not None:
+            on_label(len(rows) - len(todo) + n)
+
+    def finish(n: int, choices: list[PeriodChoice]) -> None:
+        results[n] = choices
+        if journal is not None:
+            journal.record(rows[n][0], choices)
+
     if group_cell is None:
-        for position, choices in run_tasks(one_label, rows, workers=workers, on_done=on_label):
-            results[position] = choices
-    else:
+        for position, choices in run_tasks(
+            one_label, [rows[n] for n in todo], workers=workers, on_done=progress
+        ):
+            finish(todo[position], choices)
+    elif todo:
         found, _ = grouped_candidates(
             cat,
-            [geom for _, geom in rows],
+            [rows[n][1] for n in todo],
             cell=group_cell,
             search=search_keywords,
             workers=workers,
         )
-        covers = _grouped_covers(
-            found,
-            [geom for _, geom in rows],
-            in_periods,
-            cover_many,
-            footprint=cloud_over == "footprint",
-            workers=workers,
-            on_label=on_label,
-        )
-        for n, ((label_id, _), items) in enumerate(zip(rows, found, strict=True)):
+        covers: dict[tuple[tuple[str | None, str], int], CloudCover] = {}
+
+        def ready(m: int) -> None:
             candidates = [
                 Candidate(item, when, value)
-                for item in items
+                for item in found[m]
                 if (when := in_periods(item)) is not None
-                and (value := covers.get((_key(item), n))) is not None
+                and (value := covers.get((_key(item), m))) is not None
             ]
-            results[n] = decide(label_id, candidates)
+            finish(todo[m], decide(rows[todo[m]][0], candidates))
+
+        _grouped_covers(
+            found,
+            [rows[n][1] for n in todo],
+            in_periods,
+            cover_many,
+            covers,
+            footprint=cloud_over == "footprint",
+            workers=workers,
+            on_ready=ready,
+            on_label=progress,
+        )
 
     records: dict[str, list[Any]] = {name: [] for name in SELECTION_COLUMNS}
     chosen_items: dict[str, pystac.Item] = {}
@@ -377,32 +448,6 @@ def select_scenes(
             data[name] = pd.Series(values, dtype=types[name])
     table = gpd.GeoDataFrame(data, geometry=records["geometry"], crs="EPSG:4326")
 
-    config = {
-        "geochip_version": __version__,
-        "catalog": redact(cat.href),
-        "catalog_kind": cat.kind,
-        "collections": [collections] if isinstance(collections, str) else list(collections or []),
-        "periods": [
-            {
-                "index": p.index,
-                "name": p.name,
-                "start": p.start.isoformat(),
-                "end": p.end.isoformat(),
-            }
-            for p in period_list
-        ],
-        "max_cloud": max_cloud,
-        "relax_step": relax_step,
-        "cloud_limit": cloud_limit,
-        "thresholds": ladder,
-        "k": k,
-        "cloud_band": cloud_band
-        if cloud_band is None or isinstance(cloud_band, str)
-        else cloud_band.describe(),
-        "cloud_over": cloud_over,
-        "missing_cloud": missing_cloud,
-        "strict": strict,
-    }
     selection = Selection(table, chosen_items, config, dict(sorted(skipped.items())))
     log.info("selection: %s", selection)
     return selection
