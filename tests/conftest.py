@@ -77,7 +77,8 @@ def pgstac() -> Iterator[Any]:
             [collection_dict(S2_COLLECTION), collection_dict(LANDSAT_COLLECTION)],
             eo_test_items(),
         )
-        print(f"pgstac fixture started in {server.startup_seconds:.1f} s")
+        steps = ", ".join(f"{k} {v:.1f} s" for k, v in server.timings.items())
+        print(f"pgstac fixture started in {server.startup_seconds:.1f} s ({steps})")
         yield server
     finally:
         server.stop()

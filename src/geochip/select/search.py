@@ -53,10 +53,12 @@ log = logging.getLogger(__name__)
 
 
 class _CloudCache:
-    """Scene-scope cloud covers, shared by the label tasks (thread-safe)."""
+    """Scene-scope cloud covers, shared by the label tasks (thread-safe): an item's cover is
+    computed once, while other tasks asking for it meanwhile wait for that result."""
 
     def __init__(self) -> None:
         self.values: dict[tuple[str | None, str], CloudCover] = {}
+        self.pending: dict[tuple[str | None, str], threading.Lock] = {}
         self.lock = threading.Lock()
 
     def get(self, item: pystac.Item, compute: Callable[[], CloudCover]) -> CloudCover:
@@ -64,9 +66,16 @@ class _CloudCache:
         with self.lock:
             if key in self.values:
                 return self.values[key]
-        value = compute()
-        with self.lock:
-            return self.values.setdefault(key, value)
+            once = self.pending.setdefault(key, threading.Lock())
+        with once:
+            with self.lock:
+                if key in self.values:
+                    return self.values[key]
+            value = compute()
+            with self.lock:
+                self.values[key] = value
+                self.pending.pop(key, None)
+                return value
 
 
 def _key(item: pystac.Item) -> tuple[str | None, str]:

@@ -88,7 +88,8 @@ class PgstacServer:
 
     ``url`` (ending with a slash) is the STAC API; ``dsn`` the database. :meth:`load`
     upserts collections and items (pystac objects or dicts). ``startup_seconds`` is how
-    long :meth:`start` took.
+    long :meth:`start` took, ``timings`` its steps (``postgres``: initdb and start;
+    ``migrate``: the pgstac schema; ``api``: uvicorn up).
     """
 
     def __init__(self, *, startup_timeout: float = 60.0) -> None:
@@ -97,6 +98,7 @@ class PgstacServer:
         self.dsn = ""
         self.port = 0
         self.startup_seconds = 0.0
+        self.timings: dict[str, float] = {}
         self._dir: Path | None = None
         self._bindir: Path | None = None
         self._user: str | None = None
@@ -259,9 +261,14 @@ class PgstacServer:
         """Start PostgreSQL, install pgstac, start the API; stops what started on failure."""
         began = time.perf_counter()
         try:
-            self._start_postgres()
-            self._migrate()
-            self._start_api()
+            for name, step in (
+                ("postgres", self._start_postgres),
+                ("migrate", self._migrate),
+                ("api", self._start_api),
+            ):
+                t = time.perf_counter()
+                step()
+                self.timings[name] = time.perf_counter() - t
         except BaseException:
             self.stop()
             raise
