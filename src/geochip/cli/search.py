@@ -256,6 +256,13 @@ def select(
     header_env: _HeaderEnv = None,
     api_key_env: _ApiKeyEnv = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar over labels.")] = True,
+    group_cell: Annotated[
+        float | None,
+        typer.Option(
+            help="Group labels by a grid cell of this many degrees: one search per group, "
+            "each cloud band read once (same choices as one search per label)."
+        ),
+    ] = None,
 ) -> None:
     """Choose the least cloudy scene per label and period (bounded relaxation); write the
     selection table and its items."""
@@ -276,6 +283,8 @@ def select(
     cat = _open(catalog, header, header_env, api_key_env, max_requests=max_requests)
     frame = load_labels(labels, id_column=id_column)
     stages = Stages(enabled=progress, console=console)
+    # a selection killed part way resumes from its journal (removed once the table is saved)
+    journal = out.with_name(f".{out.name}.journal.jsonl")
     with stages.stage("labels", total=len(frame)) as advance:
         selection = select_scenes(
             cat,
@@ -294,8 +303,11 @@ def select(
             strict=strict,
             workers=workers,
             on_label=advance,
+            group_cell=group_cell,
+            checkpoint=journal,
         )
     path = selection.save(out)
+    journal.unlink(missing_ok=True)
     s = selection.summary()
     table = Table(title="selection")
     for name in ("labels", "periods", "filled", "relaxed", "empty", "items", "skipped"):

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -133,7 +134,17 @@ def _api_io(http: HttpSession) -> Any:
                 response = http.send(method, href, json_body=parameters)
             else:
                 response = http.send(method, href, params=parameters or None)
-            return response.content.decode("utf-8")
+            text = response.content.decode("utf-8", errors="replace")
+            try:
+                json.loads(text)
+            except ValueError as err:
+                raise CatalogError(
+                    f"{method} {redact(href)} answered something that is not JSON "
+                    f"(content-type {response.headers.get('content-type')!r}, "
+                    f"{len(response.content)} bytes; {err}); a login page or a proxy in the "
+                    "way, or a cut-off answer: check the URL and try again"
+                ) from None
+            return text
 
     return GeochipStacApiIO()
 
