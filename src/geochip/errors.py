@@ -24,9 +24,12 @@ __all__ = [
     "LeakageError",
     "MissingExtraError",
     "MissingGeoreferenceError",
+    "ModelError",
     "NoChipsError",
     "NoCloudInfoError",
+    "OutputExistsError",
     "OverviewNotFoundError",
+    "PredictFailedError",
     "RasterReadError",
     "RasterTooLargeError",
     "SearchLimitError",
@@ -147,3 +150,16 @@ class DatasetNotFoundError(GeochipError, LookupError):
 
 class DatasetNotAvailableError(GeochipError, FileNotFoundError):
     """A registered dataset's files are not on disk (says how to download them)."""
+
+
+class ModelError(GeochipError, ValueError):
+    """A model cannot be loaded, or its output does not fit its input (shape, channels)."""
+
+
+class OutputExistsError(GeochipError, FileExistsError):
+    """An output file exists already and overwriting it was not asked for."""
+
+
+class PredictFailedError(RasterReadError):
+    """Some windows of a prediction could not be read; the blocks they touch are recorded
+    as failed and the output is not written (a rerun retries them)."""
