@@ -19,9 +19,9 @@ import rasterio
 import torch
 from odc.geo.geobox import GeoBox
 
+from geochip import predict
 from geochip.errors import MissingExtraError
-from geochip.predict import predict
-from geochip.predict.windows import axis_positions, plan_windows
+from geochip.inference.windows import axis_positions, plan_windows
 from geochip.testing import make_cog, make_item
 
 torch.manual_seed(0)
@@ -349,7 +349,7 @@ def test_without_torch_the_error_names_the_extra(
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 def test_a_torchscript_file_loads(scene: Path, tmp_path: Path) -> None:
-    from geochip.predict.model import load_model
+    from geochip.inference.model import load_model
 
     model = tmp_path / "net.pt"
     torch.jit.script(_net()).save(str(model))

@@ -1,4 +1,4 @@
-"""geochip.predict.retile: COG tiles that read back equal to the source (oracle: rasterio)."""
+"""geochip.inference.retile: COG tiles that read back equal to the source (oracle: rasterio)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from rasterio.windows import Window
 
 import geochip
 from geochip.errors import InputError
-from geochip.predict.retile import retile
+from geochip.inference.retile import retile
 from geochip.testing import make_cog
 
 

@@ -79,7 +79,7 @@ def predict(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
 ) -> None:
     """Apply a model to whole scenes: blended windows into a Cloud-Optimized GeoTIFF."""
-    from ..predict.run import predict as run_predict  # lazy: CLI
+    from ..inference.run import predict as run_predict  # lazy: CLI
 
     normalize: Any = None
     if mean is not None or std is not None:
@@ -135,7 +135,7 @@ def retile(
     overwrite: Annotated[bool, typer.Option(help="Redo an existing catalog.")] = False,
 ) -> None:
     """Cut rasters into COG tiles that divide into patches; write them as a STAC collection."""
-    from ..predict.retile import retile as run_retile  # lazy: CLI
+    from ..inference.retile import retile as run_retile  # lazy: CLI
 
     path = run_retile(sources, tile, out, patch=patch, edge=edge,  # type: ignore[arg-type]
                       collection=collection, overwrite=overwrite)  # fmt: skip

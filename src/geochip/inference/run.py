@@ -4,8 +4,8 @@ The pipeline: a reader thread reads the planned windows (the streaming path: rea
 COG tiles decoded once and shared by overlapping windows) and groups them into batches; a
 bounded queue hands the batches to the model (on the calling thread, on its device); a
 second bounded queue hands probabilities to a blending thread
-(:class:`~geochip.predict.blend.Blender`) that writes finished strips
-(:class:`~geochip.predict.writer.StripStore`). Memory is set by the chip size, the batch
+(:class:`~geochip.inference.blend.Blender`) that writes finished strips
+(:class:`~geochip.inference.writer.StripStore`). Memory is set by the chip size, the batch
 size and the overlap, not by the raster. Windows that are all nodata are not given to the
 model; their pixels are nodata in the output.
 
@@ -413,7 +413,7 @@ def predict(
     one ``<image id>.tif`` per image) or items with a ``grid`` (a mosaic on that grid).
     Windows of ``chip`` pixels overlap by at least ``overlap`` and blend on probabilities
     (``border`` pixels cropped at inner edges); ``normalize``: ``{"mean", "std"}``, a
-    :class:`~geochip.predict.model.Normalization` or a chip dataset (its manifest).
+    :class:`~geochip.inference.model.Normalization` or a chip dataset (its manifest).
     ``output``: ``classes`` (argmax, uint8 or uint16), ``probabilities``
     (``probability_dtype``) or ``both`` (probabilities in ``<stem>-probabilities.tif``).
     A STAC item ``<stem>.json`` is written last. A run that was interrupted resumes where

@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,14 +107,22 @@ def load_model(path: str | Path) -> Any:
     if not path.is_file():
         raise InputError(f"model file {path} does not exist")
     errors = []
-    try:
-        return torch.jit.load(str(path), map_location="cpu").eval()
-    except Exception as err:  # not a TorchScript archive
-        errors.append(f"TorchScript: {err}".splitlines()[0])
-    try:
-        return torch.export.load(str(path)).module()
-    except Exception as err:  # not an exported program either
-        errors.append(f"torch.export: {err}".splitlines()[0])
+    if not zipfile.is_zipfile(path):
+        errors.append("the file is not a zip archive, which both formats are")
+    else:
+        try:
+            return torch.jit.load(str(path), map_location="cpu").eval()
+        except Exception as err:  # not a TorchScript archive
+            errors.append(f"TorchScript: {str(err).splitlines()[0]}")
+        quiet = logging.getLogger("torch.export")
+        level = quiet.level
+        quiet.setLevel(logging.CRITICAL)  # it logs a traceback before raising
+        try:
+            return torch.export.load(str(path)).module()
+        except Exception as err:  # not an exported program either
+            errors.append(f"torch.export: {str(err).splitlines()[0]}")
+        finally:
+            quiet.setLevel(level)
     raise ModelError(
         f"{path}: not a TorchScript archive (torch.jit.save) nor a torch.export program "
         f"(torch.export.save): {'; '.join(errors)}"

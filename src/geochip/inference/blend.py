@@ -1,6 +1,6 @@
 """Blending window outputs into final pixels with memory set by the chip, not the raster.
 
-Windows arrive in row-major order (:meth:`~geochip.predict.windows.WindowPlan.order`).
+Windows arrive in row-major order (:meth:`~geochip.inference.windows.WindowPlan.order`).
 Every window's probabilities, times its blend weight, are added (float64) to what its
 neighbours left: the window to its left hands over the columns they share (``left``), the
 window row above hands over the rows they share (``carry``, the overlap rows only, across

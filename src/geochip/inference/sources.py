@@ -16,6 +16,7 @@ the caller records it as failed.
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ import numpy.typing as npt
 import pystac
 from affine import Affine
 from odc.geo.geobox import GeoBox
+from rasterio.errors import NotGeoreferencedWarning
 
 from ..core.env import GdalEnv
 from ..core.grid import Window, same_grid
@@ -213,6 +215,19 @@ def resolve_sources(
 ) -> list[WindowSource]:
     """What predict reads for ``source`` (see the module docstring); one entry per output."""
     env = env or GdalEnv.default()
+    with warnings.catch_warnings():
+        # a raster without georeferencing is refused with a named error, not a warning
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        return _resolve(source, bands, grid, nodata, env)
+
+
+def _resolve(
+    source: Any,
+    bands: Sequence[str] | None,
+    grid: GeoBox | None,
+    nodata: float | None,
+    env: GdalEnv,
+) -> list[WindowSource]:
     if isinstance(source, RegistryData):
         return [_sample_source(s, nodata, env) for s in source]
     if isinstance(source, Sample):
