@@ -359,3 +359,39 @@ def test_a_torchscript_file_loads(scene: Path, tmp_path: Path) -> None:
     assert load_model(model) is not None
     item = json.loads(a.items[0].read_text())
     assert item["properties"]["geochip:model"]["href"] == str(model)
+
+
+def test_kill_9_then_resume_is_byte_identical(scene: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    from geochip.testing.models import tiny_segmenter
+
+    opts = {"chip": 96, "overlap": 24, "batch_size": 3, "tile": 64, "output": "both"}
+    code = (
+        "import sys, time\n"
+        "from geochip import predict\n"
+        "from geochip.testing.models import tiny_segmenter\n"
+        "net = tiny_segmenter()\n"
+        "def slow(x):\n"
+        "    time.sleep(0.3)\n"
+        "    return net(x)\n"
+        f"predict(slow, {str(scene)!r}, sys.argv[1], **{opts!r})\n"
+    )
+    out = tmp_path / "k" / "p.tif"
+    state = tmp_path / "k" / ".p.tif.predict" / "state.json"
+    proc = subprocess.Popen([sys.executable, "-c", code, str(out)])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if state.exists() and len(json.loads(state.read_text() or "{}").get("strips", {})) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    net = tiny_segmenter()
+    again = predict(lambda x: net(x), scene, out, **opts)  # noqa: PLW0108
+    assert again.resumed_strips >= 2
+    whole = predict(lambda x: net(x), scene, tmp_path / "w" / "p.tif", **opts)  # noqa: PLW0108
+    for a, b in zip(whole.paths + whole.items, again.paths + again.items, strict=True):
+        assert a.read_bytes() == b.read_bytes(), b.name

@@ -39,7 +39,13 @@ def _floats(value: str | None, name: str) -> list[float] | None:
 
 @app.command()
 def predict(
-    model: Annotated[Path, typer.Argument(help="A TorchScript (.pt) or torch.export (.pt2) file.")],
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="A TorchScript (.pt) or torch.export (.pt2) file, or package.module:function "
+            "(called with no arguments, it returns the model)."
+        ),
+    ],
     source: Annotated[
         str,
         typer.Argument(
@@ -89,12 +95,17 @@ def predict(
     elif normalize_from is not None:
         normalize = normalize_from
     band_list = _split_bands(bands)
+    the_model: Any = Path(model)
+    if not Path(model).exists() and ":" in model:
+        from ..core.imports import load_object
+
+        the_model = load_object(model, "MODEL")()
     try:
         result = run_predict(
-            model,
+            the_model,
             _source(source, registry, download),
             out,
-            bands=[str(b) for b in band_list] if band_list else None,
+            bands=band_list,
             chip=chip,
             overlap=overlap,
             border=border,

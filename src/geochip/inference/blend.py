@@ -125,14 +125,18 @@ class Blender:
         plan = self.plan
         chip = plan.chip
         y0, x0 = plan.rows[r], plan.cols[c]
-        buf = np.zeros((self.k, chip, chip), dtype=np.float64)
-        top = plan.rows[r - 1] + chip - y0 if r > 0 else 0
-        if top > 0:
-            buf[:, :top, :] = self.carry[:, :top, x0 : x0 + chip]
-        if c > 0 and self.left is not None:
-            buf[:, :, : self.left.shape[2]] = self.left
+        # buf = w * p + what the neighbours left (IEEE addition commutes: the same bits
+        # as adding w * p to the neighbours' sums)
         if probs is not None:
-            buf += plan.weight(r, c) * probs
+            buf = np.multiply(probs, plan.weight(r, c), dtype=np.float64)
+        else:
+            buf = np.zeros((self.k, chip, chip), dtype=np.float64)
+        top = plan.rows[r - 1] + chip - y0 if r > 0 else 0
+        left = self.left.shape[2] if c > 0 and self.left is not None else 0
+        if top > 0:
+            buf[:, :top, left:] += self.carry[:, :top, x0 + left : x0 + chip]
+        if left:
+            buf[:, :, :left] += self.left
         ny = plan.next_row(r) - y0
         nx = plan.next_col(c) - x0
         fh, fw = min(ny, plan.height - y0), min(nx, plan.width - x0)

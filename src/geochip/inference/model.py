@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -181,6 +182,7 @@ class ModelRunner:
         self.tta = tta
         self.classes = list(classes) if classes is not None else None
         self.calls = 0  # batches the model was called on (TTA counts one)
+        self.seconds = 0.0  # time spent in the model (with the copies to and from it)
 
     def _prepare(self, batch: npt.NDArray[Any]) -> Any:
         x = batch.astype(np.float32, copy=False)
@@ -237,6 +239,7 @@ class ModelRunner:
         if batch.shape[1] != self.bands:
             raise ModelError(f"batch has {batch.shape[1]} bands, expected {self.bands}")
         torch = self.torch
+        started = time.perf_counter()
         with torch.inference_mode():
             x = self._prepare(batch)
             self.calls += 1
@@ -246,4 +249,5 @@ class ModelRunner:
                     y = y + torch.flip(self._forward(torch.flip(x, dims)), dims)
                 y = y / 4
             out: npt.NDArray[np.float32] = y.to("cpu").numpy().astype(np.float32, copy=False)
+        self.seconds += time.perf_counter() - started
         return out

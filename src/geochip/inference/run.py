@@ -71,6 +71,7 @@ class PredictResult:
     skipped: int = 0
     resumed_strips: int = 0
     seconds: float = 0.0
+    model_seconds: float = 0.0
 
     @property
     def path(self) -> Path:
@@ -351,6 +352,7 @@ def _predict_one(
         if started_blend:
             blender_thread.join()
     result.model_calls = runner.calls
+    result.model_seconds = runner.seconds
     if failed:
         rows = ", ".join(str(k_ * tile) for k_ in sorted(failed))
         raise PredictFailedError(
@@ -383,7 +385,7 @@ def predict(
     source: Any,
     out: str | Path,
     *,
-    bands: Sequence[str] | None = None,
+    bands: Sequence[str | int] | None = None,
     grid: GeoBox | None = None,
     chip: int = 512,
     overlap: int = 64,

@@ -154,15 +154,16 @@ def _scene_source(scene: Scene, item: pystac.Item | None = None) -> SceneSource:
 
 
 def _open_item(
-    item: pystac.Item, bands: Sequence[str] | None, nodata: float | None, env: GdalEnv
+    item: pystac.Item, bands: Sequence[str | int] | None, nodata: float | None, env: GdalEnv
 ) -> Scene:
     """An item as a scene: bands that are asset keys become the assets; ``asset.N`` names
     band N of one asset; other names are looked up among the assets' bands."""
-    if bands and all(b in item.assets for b in bands):
-        return open_scene(item, asset=list(bands), nodata=nodata, env=env)
-    if bands:
-        heads = {b.rpartition(".")[0] for b in bands}
-        numbers = [b.rpartition(".")[2] for b in bands]
+    names = [b for b in bands or [] if isinstance(b, str)]
+    if bands and len(names) == len(bands) and all(b in item.assets for b in names):
+        return open_scene(item, asset=names, nodata=nodata, env=env)
+    if bands and len(names) == len(bands):
+        heads = {b.rpartition(".")[0] for b in names}
+        numbers = [b.rpartition(".")[2] for b in names]
         if (
             len(heads) == 1
             and all(n.isdigit() for n in numbers)
@@ -208,7 +209,7 @@ def _cube_source(
 def resolve_sources(
     source: Any,
     *,
-    bands: Sequence[str] | None = None,
+    bands: Sequence[str | int] | None = None,
     grid: GeoBox | None = None,
     nodata: float | None = None,
     env: GdalEnv | None = None,
@@ -223,7 +224,7 @@ def resolve_sources(
 
 def _resolve(
     source: Any,
-    bands: Sequence[str] | None,
+    bands: Sequence[str | int] | None,
     grid: GeoBox | None,
     nodata: float | None,
     env: GdalEnv,
@@ -242,7 +243,7 @@ def _resolve(
             raise InputError("grid= goes with STAC items (a list or an ItemCollection)")
         if not bands:
             raise InputError("items on a grid need bands=[...] (asset keys or band names)")
-        return [_cube_source(items, bands, grid, nodata)]
+        return [_cube_source(items, [str(b) for b in bands], grid, nodata)]
     if isinstance(source, pystac.Item):
         return [_scene_source(_open_item(source, bands, nodata, env), source)]
     if isinstance(source, list | tuple | pystac.ItemCollection):
