@@ -28,14 +28,19 @@ __all__ = [
     "MissingExtraError",
     "MissingGeoreferenceError",
     "MissingHrefError",
+    "ModelError",
     "NoChipsError",
-    "NoOverlapError",
     "NoCloudInfoError",
+    "NoOverlapError",
+    "NoValidPixelsError",
+    "OutputExistsError",
     "OverviewNotFoundError",
+    "PredictFailedError",
     "RasterReadError",
     "RasterTooLargeError",
     "SearchLimitError",
     "StoreError",
+    "UnknownClassError",
 ]
 
 
@@ -183,3 +188,16 @@ class NoValidPixelsError(GeochipError, ValueError):
 
 class UnknownClassError(GeochipError, LookupError):
     """A class id was named that the chip dataset does not have (names those it has)."""
+
+
+class ModelError(GeochipError, ValueError):
+    """A model cannot be loaded, or its output does not fit its input (shape, channels)."""
+
+
+class OutputExistsError(GeochipError, FileExistsError):
+    """An output file exists already and overwriting it was not asked for."""
+
+
+class PredictFailedError(RasterReadError):
+    """Some windows of a prediction could not be read; the blocks they touch are recorded
+    as failed and the output is not written (a rerun retries them)."""
