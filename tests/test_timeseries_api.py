@@ -105,7 +105,8 @@ def test_a_geometry_the_api_has_no_scene_for_is_reported_empty(
     by_id = {r.id: r for r in summary.results}
     assert by_id["p1"].status == "done"
     assert by_id["far"].status == "empty"
-    assert by_id["far"].reason.startswith("no scene") and "bbox=[-60.0" in by_id["far"].reason
+    assert by_id["far"].reason.startswith("no scene")
+    assert "intersects=Polygon in [-60.0" in by_id["far"].reason  # the grid's footprint
     assert sorted(p.name for p in tmp_path.glob("*.nc")) == ["p1.nc"]
 
 

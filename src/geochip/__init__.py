@@ -55,8 +55,10 @@ _LAZY = {
     "open_store": "geochip.store.reader",
     "plan_chips": "geochip.plan.chips",
     "plan_scenes": "geochip.plan.scenes",
+    "predict": "geochip.inference.run",
     "point_geobox": "geochip.core.grid",
     "rasterize_labels": "geochip.read.labels",
+    "retile": "geochip.inference.retile",
     "run_timeseries": "geochip.workflows.timeseries",
     "sample_catalog": "geochip.sources.sample",
     "scale_cube": "geochip.read.cube",
@@ -103,7 +105,9 @@ __all__ = [
     "plan_chips",
     "plan_scenes",
     "point_geobox",
+    "predict",
     "rasterize_labels",
+    "retile",
     "run_timeseries",
     "sample_catalog",
     "scale_cube",
@@ -119,6 +123,8 @@ if TYPE_CHECKING:
     from .builder.run import build
     from .core.grid import geometry_geobox, label_geobox, point_geobox
     from .core.versions import show_versions
+    from .inference.retile import retile
+    from .inference.run import predict
     from .ml.lightning import ChipDataModule
     from .ml.stream import StreamDataset
     from .ml.torch import ChipDataset, collate_chips

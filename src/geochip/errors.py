@@ -8,13 +8,16 @@ know geochip. Messages name the bad value, what was expected, and what to do abo
 from __future__ import annotations
 
 __all__ = [
+    "AmbiguousBandError",
     "BandNotFoundError",
+    "BboxError",
     "CRSMismatchError",
     "CatalogError",
     "CatalogUnreachableError",
     "ConfigError",
     "DatasetNotAvailableError",
     "DatasetNotFoundError",
+    "EmptyInputError",
     "EmptyPeriodError",
     "EmptySearchError",
     "GeochipError",
@@ -24,13 +27,20 @@ __all__ = [
     "LeakageError",
     "MissingExtraError",
     "MissingGeoreferenceError",
+    "MissingHrefError",
+    "ModelError",
     "NoChipsError",
     "NoCloudInfoError",
+    "NoOverlapError",
+    "NoValidPixelsError",
+    "OutputExistsError",
     "OverviewNotFoundError",
+    "PredictFailedError",
     "RasterReadError",
     "RasterTooLargeError",
     "SearchLimitError",
     "StoreError",
+    "UnknownClassError",
 ]
 
 
@@ -44,6 +54,21 @@ class InputError(GeochipError, ValueError):
 
 class ConfigError(InputError):
     """A configuration field has a value that is not allowed."""
+
+
+class BboxError(InputError):
+    """A bounding box is not (west, south, east, north) in degrees with west <= east."""
+
+
+class EmptyInputError(InputError):
+    """An input holds nothing to work on: an empty file, no geometries, only null or empty
+    geometries. Refused before any work starts, so that a run never ends "successfully"
+    having done nothing."""
+
+
+class NoOverlapError(EmptyInputError):
+    """Inputs that must overlap do not: labels outside every scene or every chip of the
+    plan (the mask would be background everywhere)."""
 
 
 class BandNotFoundError(GeochipError, LookupError):
@@ -61,6 +86,10 @@ class BandNotFoundError(GeochipError, LookupError):
 
     def __reduce__(self) -> tuple[type, tuple[str, list[str], list[str]]]:
         return (type(self), (self.source, self.asked, self.available))
+
+
+class AmbiguousBandError(InputError):
+    """A band name matches several bands of an item (names the candidates)."""
 
 
 class OverviewNotFoundError(InputError):
@@ -129,6 +158,10 @@ class CatalogError(GeochipError, OSError):
     """A catalog answered with an error, or with something that is not STAC."""
 
 
+class MissingHrefError(CatalogError):
+    """An item's asset has no ``href`` (names the item and the asset)."""
+
+
 class CatalogUnreachableError(CatalogError, ConnectionError):
     """A catalog could not be reached (connection refused, timeout, DNS) after retries."""
 
@@ -147,3 +180,24 @@ class DatasetNotFoundError(GeochipError, LookupError):
 
 class DatasetNotAvailableError(GeochipError, FileNotFoundError):
     """A registered dataset's files are not on disk (says how to download them)."""
+
+
+class NoValidPixelsError(GeochipError, ValueError):
+    """Statistics (normalisation, a report) were asked of pixels that are all nodata."""
+
+
+class UnknownClassError(GeochipError, LookupError):
+    """A class id was named that the chip dataset does not have (names those it has)."""
+
+
+class ModelError(GeochipError, ValueError):
+    """A model cannot be loaded, or its output does not fit its input (shape, channels)."""
+
+
+class OutputExistsError(GeochipError, FileExistsError):
+    """An output file exists already and overwriting it was not asked for."""
+
+
+class PredictFailedError(RasterReadError):
+    """Some windows of a prediction could not be read; the blocks they touch are recorded
+    as failed and the output is not written (a rerun retries them)."""

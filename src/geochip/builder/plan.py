@@ -10,11 +10,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 import pystac
+import shapely
 
+from ..core.geometry import rfc7946_bbox, wgs84_footprints
 from ..core.vectors import read_vector
-from ..errors import InputError
+from ..errors import EmptyInputError, InputError, NoOverlapError
 from ..plan.chips import plan_chips
 from ..plan.splits import SplitResult, assign_random, assign_regions, assign_splits, drop_buffer
 from ..read.labels import rasterize_labels
@@ -51,6 +54,8 @@ class BuildPlan:
     periods: list[Period] = field(default_factory=list)
     selection: Selection | None = None
     skipped: dict[str, str] = field(default_factory=dict)
+    bands: tuple[str, ...] = ()
+    """The image's channels (an asset of N bands asked for by its key gives N)."""
 
     @property
     def plan(self) -> gpd.GeoDataFrame:
@@ -142,7 +147,7 @@ def plan_build(config: BuildConfig) -> BuildPlan:
             f"outside every region, {split.dropped_buffer} within the buffer); use larger "
             "blocks, a smaller buffer or other regions"
         )
-    labels, report = _prepare_labels(config, grids)
+    labels, report = _prepare_labels(config, grids, split.plan)
     first = next(iter(grids.values()))
     dtype, nodata = output_dtype(config, first.dtype, first.nodata)
     return BuildPlan(
@@ -154,17 +159,24 @@ def plan_build(config: BuildConfig) -> BuildPlan:
         report,
         dtype=dtype,
         nodata=nodata,
-        read=read_options(config, dtype, nodata),
+        read=read_options(config, dtype, nodata, gp.asked),
         periods=gp.periods,
         selection=gp.selection,
         skipped=gp.skipped,
+        bands=gp.bands,
     )
 
 
 def _prepare_labels(
-    config: BuildConfig, grids: Mapping[str, GridSpec]
+    config: BuildConfig, grids: Mapping[str, GridSpec], chips: gpd.GeoDataFrame
 ) -> tuple[gpd.GeoDataFrame | None, dict[str, int]]:
-    """Read and check vector labels once; class ids replace the attribute values."""
+    """Read and check vector labels once; class ids replace the attribute values.
+
+    Labels that cover nothing are refused before any pixel is read: a file without shapes,
+    or only null/empty ones (:class:`~geochip.errors.EmptyInputError`), and shapes none of
+    which overlaps a chip of the plan (:class:`~geochip.errors.NoOverlapError`; the masks
+    would be background everywhere). Shapes outside every chip are counted (``outside``).
+    """
     if config.labels is None or config.labels.kind != "vector":
         return None, {}
 
@@ -173,6 +185,12 @@ def _prepare_labels(
     assert cfg.classes is not None
     path = str(sample_labels_path()) if cfg.path == "sample" else cfg.path
     shapes = read_vector(path, layer=cfg.layer, what="label file")
+    if len(shapes) == 0:
+        raise EmptyInputError(f"labels: the label file {path} holds no shape")
+    if bool((shapes.geometry.isna() | shapes.geometry.is_empty).all()):
+        raise EmptyInputError(
+            f"labels: the {len(shapes)} shapes of {path} are all null or empty geometries"
+        )
     # YAML keys are strings; an integer attribute column matches them by value too
     classes: dict[Any, int] = dict(cfg.classes)
     for key, value in cfg.classes.items():
@@ -196,15 +214,44 @@ def _prepare_labels(
         keep &= geoms.is_valid
     shapes = shapes[keep].copy()
     shapes["_class"] = [int(classes[v]) for v in shapes[cfg.attribute]]
+    inside = _shapes_on_chips(shapes, chips)
+    if len(shapes) and not inside.any():
+        raise NoOverlapError(
+            f"labels: none of the {len(shapes)} shapes of {path} (bounds "
+            f"{_bounds_4326(shapes.geometry)} in EPSG:4326) overlaps any of the "
+            f"{len(chips)} chips planned (bounds {_bounds_4326(chips.geometry)}); every mask "
+            "would be background. Check the label file, its CRS, and the sources' area"
+        )
     return shapes[["_class", "geometry"]].reset_index(drop=True), {
         "shapes": len(shapes),
         "empty": report.empty,
         "invalid": report.invalid,
+        "outside": int((~inside).sum()),
     }
+
+
+def _shapes_on_chips(shapes: gpd.GeoDataFrame, chips: gpd.GeoDataFrame) -> np.ndarray:
+    """Booleans: which shapes overlap at least one chip (compared in each chip's CRS)."""
+    inside = np.zeros(len(shapes), dtype=bool)
+    for crs, rows in chips.groupby("crs", sort=False):
+        boxes = shapely.box(
+            rows["minx"].to_numpy(), rows["miny"].to_numpy(),
+            rows["maxx"].to_numpy(), rows["maxy"].to_numpy(),
+        )  # fmt: skip
+        local = shapes.geometry.to_crs(crs).to_numpy()
+        hits = shapely.STRtree(boxes).query(local, predicate="intersects")
+        inside[np.unique(hits[0])] = True
+    return inside
+
+
+def _bounds_4326(geoms: gpd.GeoSeries) -> list[float]:
+    """RFC 7946 bounds (west > east across 180) of ``geoms``, for messages."""
+    footprint = shapely.union_all(wgs84_footprints(geoms.values, geoms.crs, points=1))
+    return [round(float(v), 5) for v in rfc7946_bbox(footprint)]
 
 
 def lead_dims(plan: BuildPlan, config: BuildConfig) -> tuple[int, ...]:
     """The image's dimensions before (y, x): (C,) or (T, C)."""
     steps = plan.steps
-    bands = len(config.bands.names)
+    bands = len(plan.bands or config.bands.names)
     return (bands,) if steps is None else (steps, bands)

@@ -32,7 +32,9 @@ from ..core.engine import open_engine
 from ..core.files import atomic_write_bytes
 from ..core.progress import Stages
 from ..errors import StoreError
+from ..store.bandstats import batch_stats, batch_to_json, merge_batches, save_stats
 from ..store.format import MASK_IGNORE, Layout, iter_batches
+from ..store.reader import ArrayReader
 from ..store.stats import ChipStats
 from ..store.writer import StoreWriter, finalize_store
 from .catalog import apply_registry
@@ -82,13 +84,16 @@ def build(
     progress: bool = True,
     console: Any = None,
     on_batch: Callable[[int, int], None] | None = None,
+    band_stats: bool = True,
 ) -> BuildResult:
     """Build (or resume, or confirm) the chip dataset ``config`` describes.
 
     ``resume=True`` insists that an unfinished build is there to resume. ``overwrite``
     replaces whatever geochip store is at the output path. ``on_batch(done, total)`` is
-    called after every batch (progress). Returns a :class:`BuildResult`; failed chips are
-    in ``result.failed`` and in the index (status ``failed`` with the error).
+    called after every batch (progress). ``band_stats=False`` skips the band statistics
+    (``stats.json``, the manifest's ``stats``; see :mod:`geochip.store.bandstats`).
+    Returns a :class:`BuildResult`; failed chips are in ``result.failed`` and in the index
+    (status ``failed`` with the error).
     """
     config = apply_registry(config)
     t0 = time.perf_counter()
@@ -149,7 +154,7 @@ def build(
             width=width,
             dtype=dtype,
             nodata=nodata,
-            bands=config.bands.names,
+            bands=list(bp.bands or config.bands.names),
             with_mask=with_mask,
             classes=(config.labels.classes or {}) if config.labels is not None else None,
             layout=layout,
@@ -174,7 +179,9 @@ def build(
             advance(b + 1)
     skipped = len(records)
     todo = set(range(len(spans))) - set(records)
-    tasks = batch_tasks(out, bp, config, fingerprint, dtype, nodata, with_mask, per_file, todo)
+    tasks = batch_tasks(
+        out, bp, config, fingerprint, dtype, nodata, with_mask, per_file, todo, band_stats
+    )
     pending = len(todo)
     eng = config.engine
 
@@ -212,6 +219,11 @@ def build(
         if bp.selection is not None:
             # provenance: the table and the chosen items (unsigned hrefs), atomically
             bp.selection.save(out / SELECTION_FILE)
+        stats_section = (
+            _band_stats(out, bp, spans, records, dtype, nodata, config.bands.names)
+            if band_stats
+            else None
+        )
         manifest = finalize_store(
             out,
             bp.plan,
@@ -224,7 +236,7 @@ def build(
                 "image": {
                     "shape": [n, *lead, height, width],
                     "dtype": dtype,
-                    "bands": list(config.bands.names),
+                    "bands": list(bp.bands or config.bands.names),
                     "nodata": _jsonable(nodata),
                     "dims": ["chip", *(["time"] if len(lead) == 2 else []), "band", "y", "x"],
                 },
@@ -244,6 +256,7 @@ def build(
                     **summary,
                 },
                 "labels": bp.label_report,
+                **({"stats": stats_section} if stats_section is not None else {}),
                 **_time_manifest(bp, config),
             },
         )
@@ -267,6 +280,31 @@ def build(
         failed=failed,
         timings=dict(stages.timings),
     )
+
+
+def _band_stats(
+    out: Path,
+    bp: BuildPlan,
+    spans: list[tuple[int, int]],
+    records: dict[int, dict[str, Any]],
+    dtype: str,
+    nodata: Any,
+    bands: list[str],
+) -> dict[str, Any]:
+    """Merge the batches' band statistics in batch order (exact, resume-identical), write
+    ``stats.json`` and return the manifest's ``stats``. A batch recorded without them (by an
+    older geochip) is counted from the chips it wrote."""
+    splits = [str(s) for s in bp.plan["split"]] if "split" in bp.plan else ["all"] * len(bp.plan)
+    parts = []
+    reader = ArrayReader(out / "chips.zarr" / "image")
+    for b, (start, stop) in enumerate(spans):
+        rec = records[b]
+        if "band_stats" not in rec:
+            chips = np.stack([reader.read(i) for i in range(start, stop)])
+            ok = [c["status"] == "ok" for c in rec["chips"]]
+            rec["band_stats"] = batch_to_json(batch_stats(chips, splits[start:stop], nodata, ok))
+        parts.append(rec["band_stats"])
+    return save_stats(out, merge_batches(parts, dtype, len(bands)), bands, dtype)
 
 
 def _grid_sources(bp: BuildPlan) -> dict[str, dict[str, Any]]:
@@ -332,8 +370,8 @@ def summarize(result: BuildResult) -> list[str]:
     if result.up_to_date:
         lines.append("up to date: the dataset is complete and its config unchanged")
     lines.append(
-        f"chips: {c['chips']} ({c.get('ok', c['chips'])} ok, {c.get('nodata', 0)} over the "
-        f"nodata limit, {c['failed']} failed); splits {c['splits']}"
+        f"chips: {c['chips']} ({c.get('ok', c['chips'])} ok, {c.get('nodata', 0)} nodata, "
+        f"{c['failed']} failed); splits {c['splits']}"
     )
     if s:
         lines.append(

@@ -23,11 +23,13 @@ import shapely
 from ..core.env import gdal_env
 from ..core.files import atomic_write_bytes
 from ..core.grid import Window, array_window
-from ..core.retry import retry
+from ..core.retry import is_transient, retry
 from ..core.security import redact
+from ..errors import RasterReadError
 from ..read.labels import rasterize_labels
+from ..store.bandstats import batch_stats, batch_to_json
 from ..store.format import MASK_IGNORE, iter_batches
-from ..store.stats import ChipStats, chip_stats
+from ..store.stats import ChipStats, all_nodata, chip_stats
 from ..store.writer import StoreWriter
 from .config.model import BuildConfig
 from .grids import GridSpec
@@ -80,6 +82,8 @@ class BatchTask:
     retries: int
     retry_delay: float
     read: ReadOptions
+    splits: tuple[str, ...] = ()
+    """The split of each chip (band statistics are kept per split); empty: no stats."""
 
 
 def _burn(task: BatchTask, spec: GridSpec, geobox: GeoBox) -> npt.NDArray[np.uint8] | None:
@@ -152,7 +156,8 @@ def _chip_stats(
         base = chip_stats(chip_image, chip_mask, task.nodata)
         fraction = float(missing.mean())
         empty = int(missing.reshape(len(missing), -1).all(axis=1).sum())
-        status = "nodata" if fraction > task.max_nodata_fraction else "ok"
+        no_data = fraction > task.max_nodata_fraction or all_nodata(chip_image, task.nodata)
+        status = "nodata" if no_data else "ok"
         stats = replace(base, status=status, nodata_fraction=fraction, empty_steps=empty)
     return chip_mask, stats
 
@@ -195,7 +200,9 @@ def run_batch(task: BatchTask) -> dict[str, Any]:
                 return pixels, _burn(task, spec, spec.geobox()[r0:r1, c0:c1])
 
             try:
-                pixels, labels = retry(load, retries=task.retries, delay=task.retry_delay)
+                pixels, labels = retry(
+                    load, retries=task.retries, delay=task.retry_delay, transient=_transient
+                )
             except Exception as err:
                 message = redact(_describe_failure(err, spec, bounds))[:2000]
                 for chip in chips:
@@ -223,10 +230,19 @@ def run_batch(task: BatchTask) -> dict[str, Any]:
         "chips": [s.to_json() if s is not None else None for s in stats],
         "files": files,
     }
+    if task.splits:  # band statistics of the chips written, per split
+        ok = [s is not None and s.status == "ok" for s in stats]
+        record["band_stats"] = batch_to_json(batch_stats(image, task.splits, task.nodata, ok))
     atomic_write_bytes(
         record_path(task.store, task.batch), json.dumps(record, sort_keys=True).encode()
     )
     return record
+
+
+def _transient(err: BaseException) -> bool:
+    """Whether a row's failed load is worth loading again: not when a read already used up
+    its retries (a RasterReadError: the reads retry each file themselves)."""
+    return not isinstance(err, RasterReadError) and is_transient(err)
 
 
 def _empty(task: BatchTask) -> int | None:
@@ -244,11 +260,13 @@ def batch_tasks(
     with_mask: bool,
     per_file: int,
     todo: set[int],
+    band_stats: bool = True,
 ) -> Iterator[BatchTask]:
     """The tasks of the batches in ``todo``, made one at a time as the engine asks for
     them (so memory does not grow with the number of batches)."""
     chips = plan.plan
     rows = chips[["chip_id", "grid_id", "row", "col", "height", "width"]].to_dict("records")
+    split_of = [str(s) for s in chips["split"]] if "split" in chips else ["all"] * len(chips)
     gdal = config.engine.gdal_options()
     assert plan.read is not None
     label_index: dict[str, tuple[Any, Any, Any]] = {}
@@ -321,4 +339,5 @@ def batch_tasks(
             retries=config.engine.retries,
             retry_delay=config.engine.retry_delay,
             read=plan.read,
+            splits=tuple(split_of[start:stop]) if band_stats else (),
         )

@@ -16,12 +16,12 @@ from .app import app, err_console
 
 # The order of these imports is the order of the commands in `geochip --help`.
 # isort: off
-from . import demo, build, chips, datasets, search, store, timeseries
+from . import demo, build, chips, datasets, search, store, stats, timeseries, predict
 # isort: on
 
 __all__ = ["app", "main"]
 
-COMMAND_MODULES = (demo, build, chips, datasets, search, store, timeseries)
+COMMAND_MODULES = (demo, build, chips, datasets, search, store, stats, timeseries, predict)
 
 
 def main() -> None:

@@ -71,3 +71,11 @@ def build(
             "command again to retry them"
         )
         raise typer.Exit(EXIT_FAILED_CHIPS)
+    if not result.counts.get("ok", 1) and result.counts.get("nodata"):
+        # a complete store without a chip to train from does not end as a success
+        err_console.print(
+            f"no usable chip: all {result.counts['nodata']} chips hold no data (status "
+            "'nodata'); check the sources' area, the bands, the masks and "
+            "chips.max_nodata_fraction"
+        )
+        raise typer.Exit(1)

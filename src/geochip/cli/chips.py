@@ -15,6 +15,8 @@ from .app import app, console, err_console
 
 def _sources(values: list[str]) -> list[Any]:
     """Paths and URLs as they are; ``.json`` files as STAC Items or ItemCollections."""
+    from ..sources.items import item_from_dict  # lazy: the CLI imports what it runs
+
     out: list[Any] = []
     for value in values:
         if value.lower().endswith(".json"):
@@ -25,9 +27,9 @@ def _sources(values: list[str]) -> list[Any]:
             if data is None:
                 data = pystac.StacIO.default().read_json(value)
             if data.get("type") == "FeatureCollection":
-                out.extend(pystac.ItemCollection.from_dict(data, root=None).items)
+                out.extend(item_from_dict(f, value) for f in data.get("features") or [])
             elif data.get("type") == "Feature":
-                item = pystac.Item.from_dict(data)
+                item = item_from_dict(data, value)
                 item.set_self_href(str(Path(value).resolve()) if Path(value).exists() else value)
                 out.append(item)
             else:

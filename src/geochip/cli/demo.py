@@ -28,7 +28,14 @@ def demo(
         f"{result.masked_fraction:.1%} of chip pixels masked as cloud"
     )
     for split, shapes in result.batch_shapes.items():
-        console.print(f"DataLoader {split:<5}: {len(shapes)} batches, shapes {sorted(set(shapes))}")
+        console.print(
+            f"{result.reader} {split:<5}: {len(shapes)} batches, shapes {sorted(set(shapes))}"
+        )
+    if result.reader != "DataLoader":
+        console.print(
+            "(torch is not installed: pip install 'geochip[torch]' for the DataLoader)",
+            markup=False,
+        )
     table = Table(title="chips and label pixels per split")
     table.add_column("split")
     table.add_column("chips", justify="right")
@@ -46,7 +53,10 @@ def demo(
         timing.add_row(stage, f"{seconds:.2f}")
     timing.add_row("[bold]total[/]", f"[bold]{sum(result.timings.values()):.2f}[/]")
     console.print(timing)
-    console.print(f"store: {result.out}/  preview: {result.out / 'chips.png'}")
+    console.print(
+        f"store: {result.out}/  preview: {result.out / 'chips.png'}  "
+        f"report: {result.out / 'report.html'}"
+    )
 
 
 @app.command()

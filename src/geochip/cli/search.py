@@ -9,7 +9,6 @@ environment variable ``NAME``; ``--header "Name: value"`` is for non-secret head
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -47,6 +46,33 @@ def _split(values: list[str] | None) -> list[str] | None:
     return [v.strip() for value in values for v in value.split(",") if v.strip()]
 
 
+def request_headers(
+    headers: list[str] | None, header_env: list[str] | None, api_key_env: str | None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The request options of ``search``, ``select`` and ``timeseries`` as (headers sent as
+    given, header name -> NAME of the environment variable holding its value). A secret
+    header given by value (``--header "X-Api-Key: ..."``) is refused: it would sit in the
+    shell's history and, for ``timeseries``, in the config that goes to the workers."""
+    from ..core.security import check_headers
+
+    parsed: dict[str, str] = {}
+    for text in headers or []:
+        name, sep, value = text.partition(":")
+        if not sep or not name.strip():
+            raise InputError(f"--header must be 'Name: value', got {text.split(':')[0]!r}...")
+        parsed[name.strip()] = value.strip()
+    from_env: dict[str, str] = {}
+    for text in header_env or []:
+        name, sep, var = text.partition("=")
+        if not sep or not name.strip() or not var.strip():
+            raise InputError(f"--header-env {text!r}: give Name=VAR (VAR: an environment variable)")
+        from_env[name.strip()] = var.strip()
+    if api_key_env:
+        from_env["x-api-key"] = api_key_env
+    check_headers(parsed, from_env, option="--header")
+    return parsed, from_env
+
+
 def _open(
     catalog: str,
     headers: list[str] | None,
@@ -55,27 +81,12 @@ def _open(
     max_requests: int = 4,
     max_items: int = 10_000,
 ) -> Catalog:
+    from ..core.security import headers_from_env
     from ..sources.open import open_catalog
 
-    parsed: dict[str, str] = {}
-    for text in headers or []:
-        name, sep, value = text.partition(":")
-        if not sep or not name.strip():
-            raise InputError(f"--header must be 'Name: value', got {text.split(':')[0]!r}...")
-        parsed[name.strip()] = value.strip()
-    for text in header_env or []:
-        name, sep, var = text.partition("=")
-        if not sep or var.strip() not in os.environ:
-            raise InputError(f"--header-env {text!r}: give Name=VAR with $VAR set")
-        parsed[name.strip()] = os.environ[var.strip()]
-    api_key = None
-    if api_key_env:
-        api_key = os.environ.get(api_key_env)
-        if not api_key:
-            raise InputError(f"--api-key-env {api_key_env}: the variable is not set or empty")
-    return open_catalog(
-        catalog, headers=parsed, api_key=api_key, max_requests=max_requests, max_items=max_items
-    )
+    parsed, from_env = request_headers(headers, header_env, api_key_env)
+    parsed.update(headers_from_env(from_env, option="--header-env/--api-key-env"))
+    return open_catalog(catalog, headers=parsed, max_requests=max_requests, max_items=max_items)
 
 
 def _geometry_file(path: Path) -> dict[str, Any]:
@@ -91,9 +102,12 @@ def _geometry_file(path: Path) -> dict[str, Any]:
     frame = gpd.read_file(path)
     if frame.empty:
         raise InputError(f"--intersects {path}: no geometry in the file")
-    if frame.crs is not None:
-        frame = frame.to_crs("EPSG:4326")
-    union = frame.geometry.union_all()
+    from ..core.geometry import wgs84_footprints  # lazy: as geopandas
+
+    shapes = frame.geometry.values
+    if frame.crs is not None:  # split at 180 degrees (RFC 7946)
+        shapes = wgs84_footprints(shapes, frame.crs, points=1)
+    union = shapely.union_all(shapes)
     return dict(shapely.geometry.mapping(union))
 
 
@@ -134,17 +148,19 @@ def search(
     api_key_env: _ApiKeyEnv = None,
 ) -> None:
     """Search a catalog (API, static, stac-geoparquet or rasters) and list the items."""
+    from ..core.geometry import check_bbox  # lazy: the command imports what it runs
     from ..core.security import redact, unsign_href
 
-    cat = _open(catalog, header, header_env, api_key_env, max_items=max_items)
     box = None
-    if bbox is not None:
+    if bbox is not None:  # checked before the catalog is opened
         try:
-            box = [float(v) for v in bbox.split(",")]
+            values = [float(v) for v in bbox.split(",")]
         except ValueError:
             raise InputError(
                 f"--bbox must be four numbers west,south,east,north: {bbox!r}"
             ) from None
+        box = list(check_bbox(values, "--bbox"))
+    cat = _open(catalog, header, header_env, api_key_env, max_items=max_items)
     geometry = _geometry_file(intersects) if intersects is not None else None
     items = cat.search(
         collections=_split(collections),
@@ -240,6 +256,13 @@ def select(
     header_env: _HeaderEnv = None,
     api_key_env: _ApiKeyEnv = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar over labels.")] = True,
+    group_cell: Annotated[
+        float | None,
+        typer.Option(
+            help="Group labels by a grid cell of this many degrees: one search per group, "
+            "each cloud band read once (same choices as one search per label)."
+        ),
+    ] = None,
 ) -> None:
     """Choose the least cloudy scene per label and period (bounded relaxation); write the
     selection table and its items."""
@@ -260,6 +283,8 @@ def select(
     cat = _open(catalog, header, header_env, api_key_env, max_requests=max_requests)
     frame = load_labels(labels, id_column=id_column)
     stages = Stages(enabled=progress, console=console)
+    # a selection killed part way resumes from its journal (removed once the table is saved)
+    journal = out.with_name(f".{out.name}.journal.jsonl")
     with stages.stage("labels", total=len(frame)) as advance:
         selection = select_scenes(
             cat,
@@ -278,8 +303,11 @@ def select(
             strict=strict,
             workers=workers,
             on_label=advance,
+            group_cell=group_cell,
+            checkpoint=journal,
         )
     path = selection.save(out)
+    journal.unlink(missing_ok=True)
     s = selection.summary()
     table = Table(title="selection")
     for name in ("labels", "periods", "filled", "relaxed", "empty", "items", "skipped"):

@@ -44,7 +44,8 @@ def info(
     index = opened.index
     console.print(
         f"[bold]{store}[/]: {counts['chips']} chips, {counts['failed']} failed, "
-        f"{counts.get('nodata', 0)} over the nodata limit"
+        f"{counts.get('nodata', 0)} nodata (no data, or over the nodata limit; left out of "
+        "training)"
     )
     console.print(f"splits {counts['splits']}")
     image = opened.reader("image")
@@ -126,7 +127,8 @@ def check(
         console.print(table)
         console.print(
             f"integrity: {report.checked} chips read back, {len(report.corrupt)} checksum "
-            f"mismatches; {report.failed} chips failed at build time"
+            f"mismatches; {report.failed} chips failed at build time, {report.nodata} hold "
+            "nodata (left out)"
         )
         for name in report.corrupt[:10]:
             console.print(f"  CORRUPT {name}", markup=False, highlight=False)

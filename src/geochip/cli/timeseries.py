@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .app import app, console
+from .app import app, console, err_console
+from .search import _ApiKeyEnv, _Header, _HeaderEnv, request_headers
 
 
 def _bands(text: str) -> tuple[str, ...]:
@@ -42,10 +43,12 @@ def timeseries(
     collections: Annotated[
         str | None, typer.Option(help="Collections to search, comma-separated.")
     ] = None,
-    buffer: Annotated[float, typer.Option(help="Buffer around each geometry (image mode).")] = 0.0,
+    buffer: Annotated[
+        float, typer.Option(help="Buffer around each geometry (image mode; needs --buffer-unit).")
+    ] = 0.0,
     buffer_unit: Annotated[
-        str, typer.Option(help="Unit of --buffer: deg (EPSG:4326 degrees) or m (metres).")
-    ] = "deg",
+        str | None, typer.Option(help="Unit of --buffer: deg (EPSG:4326 degrees) or m (metres).")
+    ] = None,
     mode: Annotated[
         str, typer.Option(help="image: the buffered geometry's box; patch: --size pixels.")
     ] = "image",
@@ -90,12 +93,18 @@ def timeseries(
         int,
         typer.Option(min=0, max=10, help="Retries of a catalog request that failed transiently."),
     ] = 3,
+    header: _Header = None,
+    header_env: _HeaderEnv = None,
+    api_key_env: _ApiKeyEnv = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Build a time series cube per geometry: search, load, mask clouds, gap-fill, write.
 
     Geometries already written are skipped, so re-running resumes. Exit status 1 when any
-    geometry failed (the summary says why; summary.json in --out has every result).
+    geometry failed (the summary says why; summary.json in --out has every result), or when
+    every geometry was empty (nothing written). An API
+    key comes from the environment (--api-key-env VAR, --header-env Name=VAR): the workers
+    read the variable; the key never enters the config, the task graph or the files.
     """
     from ..core.progress import Stages
     from ..workflows.timeseries import TimeseriesConfig, read_geometries, run_timeseries
@@ -104,6 +113,7 @@ def timeseries(
         from ..sources.sample import sample_catalog
 
         catalog = str(sample_catalog())
+    sent, from_env = request_headers(header, header_env, api_key_env)
     config = TimeseriesConfig(
         catalog=catalog,
         bands=_bands(bands),
@@ -124,6 +134,8 @@ def timeseries(
         groupby=groupby,
         timeout=timeout,
         retries=retries,
+        headers=sent,
+        headers_env=from_env,
     )
     gdf = read_geometries(geoms, id_column)
     stages = Stages(enabled=progress, console=console)
@@ -162,4 +174,11 @@ def timeseries(
             table.add_row(r.id, r.status, r.reason[:200])
         console.print(table)
     if counts["failed"]:
+        sys.exit(1)
+    if not counts["done"] and not counts["skipped"]:
+        # every geometry empty: a run that wrote nothing does not end as a success
+        err_console.print(
+            f"nothing written: none of the {counts['empty']} geometries has a scene with data "
+            "(check --datetime, --collections, --max-cloud and where the geometries are)"
+        )
         sys.exit(1)

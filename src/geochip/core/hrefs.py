@@ -4,8 +4,12 @@
 the network gets :meth:`HrefPolicy.for_remote`: no local paths, no ``file://``, no ``../``
 escapes out of allowed roots, no GDAL ``/vsi...`` paths or driver prefixes, no link-local
 or cloud-metadata addresses, and no loopback/private addresses unless the catalog itself
-lives on one. Host names are checked as written (including the legacy IPv4 spellings curl
-accepts), not resolved.
+lives on one. :meth:`HrefPolicy.check` checks host names as written (including the legacy
+IPv4 spellings curl accepts), without DNS. A harmless-looking name can resolve to a blocked
+address (DNS rebinding: first a public answer, then ``127.0.0.1``), so
+:meth:`HrefPolicy.resolve` resolves a host, checks every address it resolves to, and returns
+them: the only addresses a connection may use. geochip's own HTTP connections
+(:mod:`geochip.sources.http`) connect only to such a checked address.
 
 Example:
     >>> policy = HrefPolicy.for_remote("https://earth-search.example.com/v1")
@@ -38,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "HrefPolicy",
     "check_item_hrefs",
+    "resolve_host",
 ]
 
 _REMOTE_SCHEMES = frozenset({"http", "https", "s3", "gs", "gcs", "az", "azure", "abfs", "abfss"})
@@ -100,6 +105,23 @@ def _is_private(host: str) -> bool:
     )
 
 
+def resolve_host(host: str, port: int | None = None) -> list[str]:
+    """Every address ``host`` resolves to now (``socket.getaddrinfo``: DNS, /etc/hosts, or
+    the literal address), in the resolver's order, without repeats. Raises
+    :class:`socket.gaierror` (an OSError) when it does not resolve.
+
+    >>> resolve_host("127.0.0.1", 80)
+    ['127.0.0.1']
+    """
+    infos = socket.getaddrinfo(host.strip("[]"), port, proto=socket.IPPROTO_TCP)
+    out: list[str] = []
+    for *_, sockaddr in infos:
+        address = str(sockaddr[0]).split("%", 1)[0]  # an IPv6 zone index is not the address
+        if address not in out:
+            out.append(address)
+    return out
+
+
 @dataclass(frozen=True)
 class HrefPolicy:
     """Which hrefs geochip may read for a catalog.
@@ -113,6 +135,9 @@ class HrefPolicy:
         allow_link_local: link-local addresses (``169.254.0.0/16``, ``fe80::/10``) and
             cloud metadata hosts (``169.254.169.254``, ``metadata.google.internal``...).
         schemes: URL schemes that are allowed for remote objects.
+        own_hosts: host names the user gave (the catalog's own): they may resolve to
+            loopback/private addresses even when ``allow_private`` is False (never to
+            link-local or metadata addresses).
     """
 
     allow_local: bool = True
@@ -121,6 +146,7 @@ class HrefPolicy:
     allow_private: bool = True
     allow_link_local: bool = False
     schemes: frozenset[str] = field(default=_REMOTE_SCHEMES)
+    own_hosts: frozenset[str] = frozenset()
 
     @classmethod
     def trusted(cls) -> HrefPolicy:
@@ -137,6 +163,7 @@ class HrefPolicy:
             allow_vsi=False,
             allow_private=_is_private(host),
             allow_link_local=False,
+            own_hosts=frozenset({host.lower().rstrip(".")} if host else ()),
         )
 
     def _deny(self, href: str, why: str, fix: str) -> HrefPolicyError:
@@ -237,6 +264,56 @@ class HrefPolicy:
                     "pass href_policy=HrefPolicy(allow_private=True) if you trust it",
                 )
         return href
+
+    def resolve(self, host: str, port: int | None = None, href: str | None = None) -> list[str]:
+        """Resolve ``host`` and check every address it resolves to; return them (connect
+        only to one of these). Raises :class:`~geochip.errors.HrefPolicyError` naming
+        ``href`` (or the host), the host and the address when any address is one this
+        policy refuses (a harmless name that resolves to ``127.0.0.1`` or
+        ``169.254.169.254`` is refused like the address itself), and
+        :class:`socket.gaierror` when the host does not resolve.
+
+        >>> "127.0.0.1" in HrefPolicy.trusted().resolve("localhost", 80)
+        True
+        >>> remote = HrefPolicy.for_remote("https://stac.example.com")
+        >>> remote.resolve("localhost", 80)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        geochip.errors.HrefPolicyError: href 'localhost' is on host localhost, which resolves ...
+        """
+        addresses = resolve_host(host, port)
+        what = href if href is not None else host
+        name = host.strip("[]").lower().rstrip(".")
+        for address in addresses:
+            if _is_link_local(address) and not self.allow_link_local:
+                raise self._deny(
+                    what,
+                    f"on host {host}, which resolves to the link-local or cloud-metadata "
+                    f"address {address}",
+                    "pass href_policy=HrefPolicy(allow_link_local=True) only if you must",
+                )
+            if (
+                _is_private(address)
+                and not self.allow_private
+                and name not in self.own_hosts
+                and not _is_link_local(address)
+            ):
+                raise self._deny(
+                    what,
+                    f"on host {host}, which resolves to the loopback or private address {address}",
+                    "pass href_policy=HrefPolicy(allow_private=True) if you trust it",
+                )
+        return addresses
+
+    def resolve_href(self, href: str) -> list[str]:
+        """:meth:`resolve` for the host of http(s) ``href`` (the addresses to connect to);
+        ``[]`` for other hrefs (local paths, s3://: nothing geochip connects to itself)."""
+        parts = urlsplit(href)
+        scheme = parts.scheme.lower()
+        if scheme not in {"http", "https"} or not parts.hostname:
+            return []
+        port = parts.port or (443 if scheme == "https" else 80)
+        return self.resolve(parts.hostname, port, href)
 
 
 def check_item_hrefs(

@@ -170,7 +170,9 @@ def call_with_retries(
                     raise
                 raise err from caught
 
-            log.info("retrying %s after %s (attempt %d)", redact(path), err, attempt + 1)
+            log.info(
+                "retrying %s after %s (attempt %d)", redact(path), redact(str(err)), attempt + 1
+            )
             clear_curl_cache(path)
             if on_retry is not None:
                 on_retry(attempt, err)

@@ -13,6 +13,10 @@
   them, :class:`~geochip.core.env.GdalEnv` never shows their values.
 * :func:`install_log_redaction` makes every log record go through :func:`redact`, so a
   library that logs request headers at DEBUG (pystac-client does) cannot leak a key.
+* Request headers that carry secrets come from environment variables, named by the user
+  (:func:`headers_from_env`: header name -> NAME of the variable): configs, task graphs and
+  output files hold the names, never the values; :func:`check_headers` refuses a secret
+  header given by value where it would be stored.
 * A **signer** (``planetary_computer.sign`` or any ``href -> href`` callable) is applied by
   :func:`sign_href` just before a read and never stored: plans, selection tables and logs
   keep unsigned hrefs (:func:`unsign_href` strips a signature that a server put in).
@@ -33,6 +37,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import traceback
@@ -40,13 +45,15 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 
 __all__ = [
     "CREDENTIAL_OPTIONS",
     "SECRET_HEADERS",
     "SECRET_KEYS",
     "Signer",
+    "check_headers",
+    "headers_from_env",
     "install_log_redaction",
     "is_credential_option",
     "redact",
@@ -157,6 +164,67 @@ def is_credential_option(name: str) -> bool:
 
 
 _REDACTED = "REDACTED"
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_headers(
+    headers: Mapping[str, str] | None = None,
+    headers_env: Mapping[str, str] | None = None,
+    *,
+    option: str = "headers",
+) -> None:
+    """Refuse request headers that would put a secret where it is stored or shipped:
+    ``headers`` (sent as given) must not name a secret header (:data:`SECRET_HEADERS`);
+    ``headers_env`` maps header names to the NAMES of environment variables, not values.
+
+    >>> check_headers({"Accept": "application/json"}, {"X-Api-Key": "MY_KEY"})
+    >>> try:
+    ...     check_headers({"X-Api-Key": "sk-live-1"})
+    ... except ConfigError as err:
+    ...     print(str(err)[:33])
+    headers: X-Api-Key holds a secret
+    """
+    for name in headers or {}:
+        if not _HEADER_NAME.fullmatch(name):
+            raise ConfigError(f"{option}: {name!r} is not an HTTP header name")
+        if name.lower() in SECRET_HEADERS:
+            raise ConfigError(
+                f"{option}: {name} holds a secret; take it from the environment "
+                f"(headers_env: {{{name!r}: 'VARIABLE'}}, or --header-env {name}=VARIABLE / "
+                "--api-key-env VARIABLE)"
+            )
+    env_option = option + ("-env" if option.startswith("--") else "_env")
+    for name, env in (headers_env or {}).items():
+        if not _HEADER_NAME.fullmatch(name):
+            raise ConfigError(f"{env_option}: {name!r} is not an HTTP header name")
+        if not isinstance(env, str) or not _ENV_NAME.fullmatch(env):
+            raise ConfigError(
+                f"{env_option}: the value of header {name!r} must be the NAME of an "
+                "environment variable (letters, digits, _), not the secret itself"
+            )
+
+
+def headers_from_env(names: Mapping[str, str], *, option: str = "headers_env") -> dict[str, str]:
+    """The headers ``names`` describes (header name -> NAME of an environment variable),
+    with their values read from the environment now. Every value is registered as a
+    secret (:func:`register_secret`). An unset or empty variable is a
+    :class:`~geochip.errors.ConfigError` naming the variable and the header (not a value).
+    """
+    out: dict[str, str] = {}
+    for header, env in names.items():
+        value = os.environ.get(env)
+        if not value:
+            raise ConfigError(
+                f"{option}: the environment variable {env} (for header {header}) is not set "
+                "or empty; export it first"
+            )
+        register_secret(value)
+        out[header] = value
+    return out
+
 
 _QUERY = re.compile(r"(?P<sep>^|[?&;\s])(?P<key>[^=&#\s?;]+)=(?P<value>[^&#\s;'\",]*)")
 

@@ -9,7 +9,8 @@ an ``id`` column and the geometry, in EPSG:4326. The rule, the same everywhere:
   or ``label_id``, else from the row numbers (``g0``, ``g1``, ...);
 * ids are unique; every geometry is present, not empty and valid; the CRS is known; there
   is at least one geometry. Anything else is an :class:`~geochip.errors.InputError`
-  naming the ids and the file.
+  naming the ids and the file; a file with nothing in it (0 bytes, no features, only
+  null or empty geometries) is an :class:`~geochip.errors.EmptyInputError`.
 
 geopandas is imported when a file is read (it costs ~0.6 s; the registry imports this
 module without needing it).
@@ -28,7 +29,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import InputError
+from ..errors import EmptyInputError, InputError
+from .geometry import wgs84_footprints
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -59,9 +61,15 @@ def read_vector(
         raise InputError(
             f"{text}: unsupported {what} type {suffix!r}; use one of {', '.join(VECTOR_SUFFIXES)}"
         )
-    if suffix in (".parquet", ".geoparquet"):
-        return gpd.read_parquet(text)
-    return gpd.read_file(text, layer=layer) if layer is not None else gpd.read_file(text)
+    if not remote and Path(text).is_file() and Path(text).stat().st_size == 0:
+        raise EmptyInputError(f"the {what} {text} is empty (0 bytes); give a file with geometries")
+    try:
+        if suffix in (".parquet", ".geoparquet"):
+            return gpd.read_parquet(text)
+        return gpd.read_file(text, layer=layer) if layer is not None else gpd.read_file(text)
+    except (OSError, ValueError, RuntimeError) as err:  # pyogrio's DataSourceError, arrow's
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputError(f"cannot read the {what} {text}: {first[:300]}") from None
 
 
 def with_ids(
@@ -93,12 +101,17 @@ def with_ids(
     else:
         ids = [f"g{n}" for n in range(len(frame))]
     if not ids:
-        raise InputError(f"no {what} in {source}")
+        raise EmptyInputError(f"no {what} in {source}: it holds no feature")
     out = gpd.GeoDataFrame({"id": ids}, geometry=list(frame.geometry), crs=frame.crs)
     dupes = sorted(set(out["id"][out["id"].duplicated()]))
     if dupes:
         raise InputError(f"the {what} of {source} must have unique ids; repeated: {dupes[:10]}")
     missing = out.geometry.isna() | out.geometry.is_empty
+    if missing.all():
+        raise EmptyInputError(
+            f"the {what} {list(out['id'])[:10]} of {source} have no geometry (all "
+            f"{len(out)} of them are null or empty: nothing to work on)"
+        )
     if missing.any():
         raise InputError(f"the {what} {list(out['id'][missing])[:10]} of {source} have no geometry")
     invalid = ~out.geometry.is_valid
@@ -107,4 +120,8 @@ def with_ids(
             f"the {what} {list(out['id'][invalid])[:10]} of {source} have invalid geometries; "
             "fix them (shapely.make_valid)"
         )
-    return out.to_crs("EPSG:4326")
+    if out.crs == "EPSG:4326":
+        return out
+    # from another CRS: split at 180 degrees, caps over the poles closed (RFC 7946)
+    shapes = wgs84_footprints(out.geometry.values, out.crs, points=1)
+    return gpd.GeoDataFrame({"id": out["id"]}, geometry=list(shapes), crs="EPSG:4326")

@@ -50,7 +50,9 @@ from torch.utils.data import Dataset
 
 from ..errors import InputError, StoreError
 from ..plan.splits import SPLITS
+from ..store.bandstats import band_stats
 from ..store.reader import ArrayReader, ChipStore, open_store
+from .normalize import Normalizer
 
 __all__ = [
     "ChipDataset",
@@ -148,7 +150,16 @@ class ChipDataset(Dataset[Sample]):
     """A map-style dataset over the usable chips of a store (optionally one split).
 
     ``transforms`` is called on every sample dict and returns a sample dict. Chips whose
-    status is not ``ok`` (over the nodata limit, failed) are left out.
+    status is not ``ok`` are left out: ``failed`` ones always, ``nodata`` ones (no data at
+    all, or over the build's nodata limit) unless ``include_nodata=True`` (their pixels
+    read as the image's nodata and the mask's ignore value where they were not stored).
+
+    ``dtype=None`` (the default) keeps the store's dtype. ``dtype="float32"`` (or another
+    float) with ``normalize="zscore"``, ``"percentile"``, a callable or None gives model-ready
+    images normalised with the band statistics of ``stats_split`` (see
+    :mod:`geochip.ml.normalize`): nodata and NaN become ``fill`` and the sample gains
+    ``valid``, a bool (H, W) (or (T, H, W)) mask of pixels where every band is valid.
+    ``normalize`` alone implies ``dtype="float32"``.
     """
 
     def __init__(
@@ -156,6 +167,12 @@ class ChipDataset(Dataset[Sample]):
         path: str | Path | ChipStore,
         split: str | None = None,
         transforms: Callable[[Sample], Sample] | None = None,
+        *,
+        include_nodata: bool = False,
+        dtype: Any = None,
+        normalize: str | Callable[[Any], Any] | None = None,
+        fill: float = 0.0,
+        stats_split: str = "train",
     ) -> None:
         self.store = path if isinstance(path, ChipStore) else open_store(path)
         index = self.store.index
@@ -163,7 +180,8 @@ class ChipDataset(Dataset[Sample]):
             if split not in SPLITS:
                 raise InputError(f"split must be one of {', '.join(SPLITS)} or None, got {split!r}")
             index = index[index["split"] == split]
-        index = index[index["status"] == "ok"]
+        usable = ("ok", "nodata") if include_nodata else ("ok",)
+        index = index[index["status"].isin(usable)]
         self.split = split
         self.transforms = transforms
         self.positions = index["index"].to_numpy(dtype=np.int64)
@@ -173,6 +191,16 @@ class ChipDataset(Dataset[Sample]):
         self._pid: int | None = None
         self._readers: dict[str, ArrayReader] = {}
         self._scratch: dict[str, npt.NDArray[Any]] = {}
+        self.normalizer: Normalizer | None = None
+        if dtype is not None or normalize is not None:
+            stats = band_stats(self.store, stats_split) if isinstance(normalize, str) else None
+            self.normalizer = Normalizer(
+                stats,
+                normalize,
+                "float32" if dtype is None else dtype,
+                nodata=self.store.manifest["image"].get("nodata"),
+                fill=fill,
+            )
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -199,7 +227,7 @@ class ChipDataset(Dataset[Sample]):
             raise IndexError(f"chip {i} out of range for a dataset of {len(self)}")
         return i % len(self)
 
-    def _sample(self, i: int, image: Any, mask: Any) -> Sample:
+    def _sample(self, i: int, image: Any, mask: Any, valid: Any = None) -> Sample:
         sample: Sample = {
             "image": image,
             "crs": self.crs[i],
@@ -208,6 +236,8 @@ class ChipDataset(Dataset[Sample]):
         }
         if mask is not None:
             sample["mask"] = mask
+        if valid is not None:
+            sample["valid"] = valid
         if self.transforms is not None:
             sample = self.transforms(sample)
         return sample
@@ -221,6 +251,9 @@ class ChipDataset(Dataset[Sample]):
         idx = [self._check(int(i)) for i in indices]
         names = ["image"] + (["mask"] if self.store.has_mask else [])
         views: dict[str, Any] = {}
+        if self.normalizer is not None:
+            views["image"], views["valid"] = self._normalized(idx)
+            names.remove("image")
         for name in names:
             reader = self._reader(name)
             buffer = _BatchBuffer(len(idx), reader.chip_shape, reader.dtype)
@@ -233,10 +266,54 @@ class ChipDataset(Dataset[Sample]):
                 raise
             views[name] = buffer.finish()
         mask = views.get("mask")
+        valid = views.get("valid")
         return [
-            self._sample(i, views["image"][k], None if mask is None else mask[k])
+            self._sample(
+                i,
+                views["image"][k],
+                None if mask is None else mask[k],
+                None if valid is None else valid[k],
+            )
             for k, i in enumerate(idx)
         ]
+
+    def _normalized(self, idx: Sequence[int]) -> tuple[Any, Any]:
+        """The batch as normalised floats (in shared memory in a worker), and its valid mask."""
+        assert self.normalizer is not None
+        reader = self._reader("image")
+        shape = (len(idx), *reader.chip_shape)
+        raw = self._scratch.get("raw")
+        if raw is None or raw.shape != shape:
+            raw = np.empty(shape, dtype=reader.dtype)
+            self._scratch["raw"] = raw
+        for k, i in enumerate(idx):
+            reader.read_into(int(self.positions[i]), raw[k])
+        dtype = self.normalizer.dtype
+        if not (_in_worker() and hasattr(os, "memfd_create")):
+            # numpy's allocation (huge pages where the kernel allows) faults in far less
+            # than a fresh torch.empty: the normalised batch is written there
+            values = np.empty(shape, dtype=dtype)
+            valid = self.normalizer(raw, values)
+            return torch.from_numpy(values), torch.from_numpy(valid)
+        # a DataLoader worker: normalise into a reused scratch (its pages are warm), then
+        # hand the bytes to the kernel, which fills the shared memfd without user faults
+        scratch = self._scratch.get("float")
+        if scratch is None or scratch.shape != shape or scratch.dtype != dtype:
+            scratch = np.empty(shape, dtype=dtype)
+            self._scratch["float"] = scratch
+        buffer = _BatchBuffer(len(idx), reader.chip_shape, dtype)
+        assert buffer.fd is not None
+        try:
+            valid = self.normalizer(raw, scratch)
+            view = memoryview(scratch.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
+            done = 0
+            while done < len(view):
+                done += os.pwrite(buffer.fd, view[done:], done)
+        except BaseException:
+            os.close(buffer.fd)
+            raise
+        out = buffer.finish()
+        return out, torch.from_numpy(valid)
 
     def __repr__(self) -> str:
         return f"ChipDataset({str(self.store.path)!r}, split={self.split!r}, chips={len(self)})"

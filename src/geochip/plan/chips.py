@@ -45,6 +45,7 @@ from affine import Affine
 from odc.geo.geobox import GeoBox
 
 from ..core.files import atomic_path
+from ..core.geometry import wgs84_footprints
 from ..core.grid import Edge, SizeLike, Window, chip_windows, yx
 from ..errors import InputError, StoreError
 
@@ -124,8 +125,8 @@ def plan_chips(
     transforms = [
         [aff.a, aff.b, float(x), aff.d, aff.e, float(y)] for x, y in zip(x0, y0, strict=False)
     ]
-    native = gpd.GeoSeries(shapely.box(minx, miny, maxx, maxy), crs=geobox.crs.to_wkt())
-    geometry = native.to_crs("EPSG:4326")
+    # footprints split at 180 degrees (RFC 7946), from the chips' corners
+    geometry = wgs84_footprints(shapely.box(minx, miny, maxx, maxy), geobox.crs, points=1)
     data = {
         "chip_id": [f"{grid_id}-r{r}-c{c}" for r, c in zip(rows, cols, strict=False)],
         "grid_id": grid_id,
@@ -140,7 +141,7 @@ def plan_chips(
         "maxx": maxx,
         "maxy": maxy,
     }
-    return gpd.GeoDataFrame(data, geometry=geometry.values, crs="EPSG:4326")
+    return gpd.GeoDataFrame(data, geometry=geometry, crs="EPSG:4326")
 
 
 def chip_geobox(row: Mapping[str, Any] | Any) -> GeoBox:

@@ -54,6 +54,7 @@ __all__ = [
     "COMPOSITE_METHODS",
     "GAPFILL_METHODS",
     "apply_mask",
+    "check_max_gap",
     "composite",
     "count_missing",
     "gapfill",
@@ -146,6 +147,11 @@ def _gap_kernel(
         base = values.astype(out_dtype, copy=True)
     base[ok] = filled[ok].astype(out_dtype)
     return base
+
+
+def check_max_gap(max_gap: int | str | dt.timedelta | None) -> None:
+    """Refuse a ``max_gap`` that :func:`gapfill` would refuse (before any work starts)."""
+    _max_gap(max_gap)
 
 
 def _max_gap(max_gap: int | str | dt.timedelta | None) -> tuple[int | None, float | None]:

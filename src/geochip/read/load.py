@@ -32,8 +32,12 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 from rasterio.errors import NotGeoreferencedWarning
 
+from ..core.bands import Band, asset_band_fields, resolve_bands
+from ..core.env import GdalEnv
 from ..core.grid import YX, SizeLike, yx
-from ..errors import BandNotFoundError, InputError
+from ..core.hrefs import HrefPolicy
+from ..errors import InputError
+from .driver import CheckedRioDriver
 
 __all__ = [
     "CATEGORICAL_ROLES",
@@ -54,6 +58,13 @@ CATEGORICAL_ROLES = frozenset({"cloud", "data-mask", "snow-ice", "water-mask", "
 _CATEGORICAL_NAMES = frozenset({"qa", "qa_pixel", "bqa", "scl", "fmask", "mask", "cloud_mask"})
 
 
+def _is_categorical(item: pystac.Item, band: Band) -> bool:
+    names = {band.name.lower(), band.asked.lower(), band.asset.lower()}
+    if names & _CATEGORICAL_NAMES:
+        return True
+    return bool(set(item.assets[band.asset].roles or []) & CATEGORICAL_ROLES)
+
+
 def categorical_bands(items: Sequence[pystac.Item], bands: Sequence[str]) -> set[str]:
     """The bands among ``bands`` that hold classes or bit flags (by asset role or name)."""
     out = set()
@@ -62,17 +73,18 @@ def categorical_bands(items: Sequence[pystac.Item], bands: Sequence[str]) -> set
             out.add(band)
             continue
         for item in items:
-            asset = item.assets.get(band)
-            if asset is not None and set(asset.roles or []) & CATEGORICAL_ROLES:
+            found = resolve_bands(item, [band], headers=False)
+            if any(_is_categorical(item, b) for b in found):
                 out.add(band)
                 break
     return out
 
 
 def item_bands(item: pystac.Item) -> list[str]:
-    """The band names :func:`load_cube` accepts for ``item``, in asset order: an asset's key,
-    and for an asset that holds several bands (STAC 1.1 ``bands`` of length N, e.g. one RGB
-    GeoTIFF) also ``<key>.1`` .. ``<key>.N`` (odc-stac's naming, 1-based).
+    """The asset keys of ``item``, in asset order, and for an asset that holds several bands
+    (STAC 1.1 ``bands`` of length N, e.g. one RGB GeoTIFF) also ``<key>.1`` .. ``<key>.N``
+    (1-based). Band names and common names are accepted too (see
+    :func:`geochip.core.bands.band_choices`, :func:`geochip.core.bands.resolve_bands`).
 
     >>> import datetime as dt, pystac
     >>> item = pystac.Item("x", None, None, dt.datetime(2024, 1, 1), {})
@@ -84,29 +96,18 @@ def item_bands(item: pystac.Item) -> list[str]:
     out = []
     for key in item.assets:
         out.append(key)
-        n = len(_asset_bands(item, key))
+        bands, _ = asset_band_fields(item, key)
+        n = len(bands or [])
         if n > 1:
             out.extend(f"{key}.{i}" for i in range(1, n + 1))
     return out
 
 
-def _has_band(item: pystac.Item, band: str) -> bool:
-    if band in item.assets:
-        return True
-    key, _, index = band.rpartition(".")
-    return (
-        key in item.assets
-        and index.isdigit()
-        and 1 <= int(index) <= max(len(_asset_bands(item, key)), 1)
-    )
-
-
 def check_bands(items: Sequence[pystac.Item], bands: Sequence[str]) -> None:
-    """Raise :class:`~geochip.errors.BandNotFoundError` when an item lacks one of ``bands``."""
+    """Raise :class:`~geochip.errors.BandNotFoundError` when an item lacks one of ``bands``
+    (:class:`~geochip.errors.AmbiguousBandError` when a name matches several); no I/O."""
     for item in items:
-        missing = [b for b in bands if not _has_band(item, b)]
-        if missing:
-            raise BandNotFoundError(f"item {item.id}", missing, sorted(item_bands(item)))
+        resolve_bands(item, bands, headers=False)
 
 
 #: Bytes one output chunk of one band may take when ``chunks="auto"`` (16 MiB: 2048x2048
@@ -165,40 +166,22 @@ def chunk_size(
     return yx(chunks, "chunks")
 
 
-def _band_dtype(items: Sequence[pystac.Item], band: str) -> str | None:
-    for item in items:
-        for b in _asset_bands(item, band):
-            if b.get("data_type"):
-                return str(b["data_type"])
-    return None
-
-
-def _asset_bands(item: pystac.Item, band: str) -> list[dict[str, Any]]:
-    asset = item.assets.get(band)
-    if asset is None:
-        return []
-    extra = asset.extra_fields
-    if "bands" in extra:
-        return list(extra["bands"])
-    if "raster:bands" in extra:  # items that did not go through normalize_item
-        return [
-            {("raster:" + k if k in {"scale", "offset"} else k): v for k, v in b.items()}
-            for b in extra["raster:bands"]
-        ]
-    return []
-
-
 def band_scaling(items: Sequence[pystac.Item], band: str) -> tuple[float, float]:
-    """(scale, offset) of ``band`` from the raster extension; (nan, nan) when not given.
+    """(scale, offset) of ``band`` from the raster extension (the band's ``raster:scale`` /
+    ``raster:offset``, else the asset's, as :func:`geochip.core.bands.resolve_bands`
+    reads them); (nan, nan) when not given.
 
     Raises :class:`~geochip.errors.InputError` when the items disagree (e.g. Sentinel-2 L2A
     before and after processing baseline 04.00): load such items in separate cubes.
     """
     found: dict[tuple[float, float], list[str]] = {}
     for item in items:
-        for b in _asset_bands(item, band)[:1]:
-            if "raster:scale" in b or "raster:offset" in b:
-                key = (float(b.get("raster:scale", 1.0)), float(b.get("raster:offset", 0.0)))
+        for b in resolve_bands(item, [band], headers=False)[:1]:
+            if b.scale is not None or b.offset is not None:
+                key = (
+                    b.scale if b.scale is not None else 1.0,
+                    b.offset if b.offset is not None else 0.0,
+                )
                 found.setdefault(key, []).append(item.id)
     if len(found) > 1:
         detail = "; ".join(f"scale={k[0]}, offset={k[1]}: {v[:3]}" for k, v in found.items())
@@ -209,6 +192,49 @@ def band_scaling(items: Sequence[pystac.Item], band: str) -> tuple[float, float]
     if not found:
         return (float("nan"), float("nan"))
     return next(iter(found))
+
+
+_NON_IMAGE_RASTER = ("application/x-hdf", "application/hdf", "application/x-netcdf")
+
+
+def _odc_item(item: pystac.Item, bands: Sequence[Band]) -> tuple[pystac.Item, list[str]]:
+    """A copy of ``item`` that odc-stac reads exactly as geochip resolved it: one asset per
+    channel (``c<j>``, the source asset's href and projection fields) whose ``bands`` carry
+    the data type and nodata geochip found; and the band names to ask odc-stac for."""
+    out = item.clone()
+    out.assets.clear()
+    out.properties.pop("eo:bands", None)
+    requests = []
+    for j, band in enumerate(bands):
+        source = item.assets[band.asset]
+        extra = {
+            k: v
+            for k, v in source.extra_fields.items()
+            if k not in {"bands", "eo:bands", "raster:bands", "nodata", "data_type"}
+        }
+        fields: dict[str, Any] = {}
+        if band.data_type:
+            fields["data_type"] = band.data_type
+        if band.nodata is not None:
+            fields["nodata"] = band.nodata
+        count = band.count or 1
+        extra["bands"] = [dict(fields) for _ in range(max(count, band.index))]
+        media = source.media_type
+        keep = media is not None and media.lower().startswith(("image/", *_NON_IMAGE_RASTER))
+        out.add_asset(
+            f"c{j}",
+            pystac.Asset(
+                band.href, media_type=media if keep else None, roles=["data"], extra_fields=extra
+            ),
+        )
+        requests.append(f"c{j}" if len(extra["bands"]) == 1 else f"c{j}.{band.index}")
+    return out, requests
+
+
+def _describe(band: Band) -> str:
+    if (band.count or 1) == 1:
+        return f"asset {band.asset!r}"
+    return f"band {band.index} of the {band.count}-band asset {band.asset!r}"
 
 
 def load_cube(
@@ -223,6 +249,8 @@ def load_cube(
     patch_url: Any = None,
     nodata: float | Mapping[str, float] | None = None,
     max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    env: GdalEnv | None = None,
+    href_policy: HrefPolicy | None = None,
 ) -> xr.Dataset:
     """Load ``bands`` of ``items`` onto ``geobox`` as a lazy (time, y, x) Dataset.
 
@@ -230,9 +258,14 @@ def load_cube(
       bands; categorical bands (see :func:`categorical_bands`: SCL, QA, masks) always use
       nearest, so class values and bit fields are never blended. Bands of any native
       resolution (10, 20, 60 m) land on the one grid.
+    * **Bands.** A name is resolved on each item by
+      :func:`geochip.core.bands.resolve_bands` (asset key, ``<asset>.<n>``, band name,
+      common name, then any case when unique); an asset of N bands asked for by its key
+      gives N variables ``<asset>.1`` .. ``<asset>.N``.
     * **Dtype and nodata.** The source dtype is kept (``attrs["nodata"]`` on each variable
-      is the source nodata, or ``nodata`` when given); scaling is a separate, explicit step
-      (:func:`geochip.read.cube.scale_cube`).
+      is the source nodata, or ``nodata`` when given): from the item's metadata (band, then
+      asset, then item fields), else from the raster's header (never a float32/NaN guess);
+      scaling is a separate, explicit step (:func:`geochip.read.cube.scale_cube`).
     * **Chunks.** ``chunks`` is the spatial chunk of one band and one time step (an int,
       ``{"y": .., "x": ..}``, or ``"auto"``: the largest multiple of 512 px that fits in
       ``max_chunk_bytes``); one chunk is one task, so a task's memory is bounded by the
@@ -242,7 +275,15 @@ def load_cube(
       ``"id"`` (every item its own step), a property name or an odc-stac callable. Items
       in one step are fused first-valid-wins, in (time, id) order.
     * ``patch_url`` is called on every href just before it is read (signing); it never
-      changes the items. A failed read raises; it never becomes nodata silently.
+      changes the items.
+    * **Failed reads.** Every read runs under ``env``'s GDAL options and retry policy
+      (:class:`geochip.read.driver.CheckedRioDriver`): a transient failure, or a read during
+      which GDAL signalled an error while returning data (a truncated tile index reads as
+      zeros), is retried; one that still fails raises
+      :class:`~geochip.errors.RasterReadError` naming the href. It never becomes nodata.
+    * **Addresses.** Before each read of an http(s) href, its host is resolved and every
+      address checked against ``href_policy`` (default: no link-local or cloud-metadata
+      address); a refused one raises :class:`~geochip.errors.HrefPolicyError`.
     """
     _quiet_spurious_warp_warning()
     items = list(items)
@@ -260,28 +301,56 @@ def load_cube(
             f"groupby {groupby!r} is neither one of {', '.join(GROUPBY_NAMES)} nor a property "
             "of the items"
         )
-    check_bands(items, bands)
-    categorical = categorical_bands(items, bands)
-    if isinstance(resampling, str):
-        table = {b: ("nearest" if b in categorical else resampling) for b in bands}
-    else:
-        table = {
-            b: ("nearest" if b in categorical else resampling.get(b, "nearest")) for b in bands
-        }
+    resolved = [resolve_bands(item, bands, sign=patch_url) for item in items]
+    channels = [b.name for b in resolved[0]]
+    odc_items, requests = [], None
+    for item, found in zip(items, resolved, strict=True):
+        converted, asked = _odc_item(item, found)
+        if requests is None:
+            requests = asked
+        elif [b.name for b in found] != channels or asked != requests:
+            first = ", ".join(f"{b.name}: {_describe(b)}" for b in resolved[0])
+            this = ", ".join(f"{b.name}: {_describe(b)}" for b in found)
+            raise InputError(
+                f"items {items[0].id} and {item.id} hold the bands {bands} differently "
+                f"({first}; and {this}); load them in separate cubes"
+            )
+        odc_items.append(converted)
+    assert requests is not None
+    to_request = dict(zip(channels, requests, strict=True))
+    categorical = {b.name for b in resolved[0] if _is_categorical(items[0], b)} | {
+        b.name for b in resolved[0] if b.asked.lower() in _CATEGORICAL_NAMES
+    }
+    table: dict[str, str] = {}
+    for b in resolved[0]:
+        if b.name in categorical:
+            method = "nearest"
+        elif isinstance(resampling, str):
+            method = resampling
+        else:
+            method = resampling.get(b.name, resampling.get(b.asked, "nearest"))
+        table[to_request[b.name]] = method
     chunk_arg: dict[str, int | Literal["auto"]] | None = None
     widest = max(
-        (np.dtype(d).itemsize for d in (_band_dtype(items, b) for b in bands) if d),
+        (np.dtype(b.data_type).itemsize for b in resolved[0] if b.data_type),
         default=2,
     )
     size = chunk_size(f"u{widest}" if widest <= 8 else "u8", chunks, max_chunk_bytes)
     if size is not None:
         chunk_arg = {"time": 1, "y": size.y, "x": size.x}
     extra: dict[str, Any] = {}
-    if nodata is not None:
+    if isinstance(nodata, Mapping):
+        extra["nodata"] = {
+            to_request[b.name]: nodata[key]
+            for b in resolved[0]
+            for key in (b.name, b.asked)
+            if key in nodata
+        }
+    elif nodata is not None:
         extra["nodata"] = nodata
-    return odc.stac.load(
-        items,
-        bands=bands,
+    ds = odc.stac.load(
+        odc_items,
+        bands=requests,
         geobox=geobox,
         resampling=table,
         chunks=chunk_arg,
@@ -289,8 +358,10 @@ def load_cube(
         pool=pool,
         patch_url=patch_url,
         fail_on_error=True,
+        driver=CheckedRioDriver(env, href_policy),
         **extra,
     )
+    return ds.rename({r: c for c, r in to_request.items() if r != c})
 
 
 def load_stack(
@@ -304,6 +375,8 @@ def load_stack(
     patch_url: Any = None,
     nodata: float | Mapping[str, float] | None = None,
     max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    env: GdalEnv | None = None,
+    href_policy: HrefPolicy | None = None,
 ) -> xr.DataArray:
     """:func:`load_cube` as one lazy (time, band, y, x) DataArray: the datacube.
 
@@ -334,8 +407,10 @@ def load_stack(
         patch_url=patch_url,
         nodata=nodata,
         max_chunk_bytes=max_chunk_bytes,
+        env=env,
+        href_policy=href_policy,
     )
-    bands = list(bands)
+    bands = [str(b) for b in ds.data_vars]  # the channels: an asset of N bands gives N
     dtype = np.result_type(*(ds[b].dtype for b in bands))
     nodatas = []
     for b in bands:

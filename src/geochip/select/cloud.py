@@ -50,11 +50,12 @@ import shapely.geometry
 from rasterio.errors import RasterioError
 from rasterio.warp import transform_geom
 
+from ..core.bands import resolve_bands
 from ..core.env import DEFAULTS
 from ..core.hrefs import HrefPolicy
 from ..core.masks import QA_LAYOUTS, landsat_qa_fill, landsat_qa_mask, probability_mask, scl_mask
 from ..core.security import Signer, redact, sign_href
-from ..errors import InputError, NoCloudInfoError, RasterReadError
+from ..errors import BandNotFoundError, InputError, NoCloudInfoError, RasterReadError
 from ..sources.items import eo_cloud_cover
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ __all__ = [
     "CloudCover",
     "CloudKind",
     "cloud_cover",
+    "cloud_covers",
     "detect_cloud_band",
 ]
 
@@ -206,70 +208,102 @@ def _choose_level(height: int, width: int, overviews: Sequence[int], min_pixels:
     return best
 
 
-def _read_window(
-    href: str, footprint: Any, min_pixels: int, decimation: int | None
-) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], int, float | None]:
-    """(values, inside-footprint mask, decimation used, nodata) for one band."""
+_Read = tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], int, float | None]
+
+
+def _pixel_window(ds: Any, geom: Any) -> Any:
+    """The whole-pixel window of ``ds`` around ``geom`` (in its CRS), clipped to the raster."""
+    full = rasterio.windows.Window(0, 0, ds.width, ds.height)
+    bounds = shapely.geometry.shape(geom).bounds
+    exact = rasterio.windows.from_bounds(*bounds, transform=ds.transform)
+    col0, row0 = math.floor(exact.col_off), math.floor(exact.row_off)
+    win = rasterio.windows.Window(
+        col0,
+        row0,
+        math.ceil(exact.col_off + exact.width) - col0,
+        math.ceil(exact.row_off + exact.height) - row0,
+    )
+    try:
+        win = win.intersection(full)
+    except rasterio.errors.WindowError:
+        win = None
+    if win is None or win.width <= 0 or win.height <= 0:
+        raise InputError("the footprint does not overlap the cloud band's raster")
+    return win
+
+
+def _read_windows(
+    href: str, footprints: Sequence[Any], min_pixels: int, decimation: int | None
+) -> list[_Read]:
+    """(values, inside-footprint mask, decimation used, nodata) for each footprint (None: the
+    whole band). The band is opened once; each footprint is read at the coarsest overview
+    that gives it at least ``min_pixels`` pixels, and the footprints read at one level share
+    one window read (the box around them all) unless that box is much larger than they are."""
     with rasterio.Env(**GDAL_READ_OPTIONS), rasterio.open(href) as base:
         overviews = list(base.overviews(1))
-        full = rasterio.windows.Window(0, 0, base.width, base.height)
-        geom = None
-        if footprint is not None:
-            if base.crs is None:
-                raise InputError("the cloud band has no CRS: a footprint cannot be placed on it")
-            geom = transform_geom("EPSG:4326", base.crs, footprint)
-
-            bounds = shapely.geometry.shape(geom).bounds
-            win = rasterio.windows.from_bounds(*bounds, transform=base.transform)
-        else:
-            win = full
-        if decimation is None:
-            level = _choose_level(
-                math.ceil(win.height), math.ceil(win.width), overviews, min_pixels
-            )
-        elif decimation == 1:
-            level = 0
-        elif decimation in overviews:
-            level = overviews.index(decimation) + 1
-        else:
-            raise InputError(
-                f"no {decimation}x overview in the cloud band; it has {overviews or 'none'} "
-                "(use decimation=None to choose one)"
-            )
-        factor = [1, *overviews][level]
         nodata = base.nodata
-    open_kwargs = {"overview_level": level - 1} if level > 0 else {}
-    with rasterio.Env(**GDAL_READ_OPTIONS), rasterio.open(href, **open_kwargs) as ds:
-        full = rasterio.windows.Window(0, 0, ds.width, ds.height)
-        if geom is not None:
-            bounds = shapely.geometry.shape(geom).bounds
-            exact = rasterio.windows.from_bounds(*bounds, transform=ds.transform)
-            col0, row0 = math.floor(exact.col_off), math.floor(exact.row_off)
-            win = rasterio.windows.Window(
-                col0,
-                row0,
-                math.ceil(exact.col_off + exact.width) - col0,
-                math.ceil(exact.row_off + exact.height) - row0,
-            )
-            try:
-                win = win.intersection(full)
-            except rasterio.errors.WindowError:
-                win = None
-            if win is None or win.width <= 0 or win.height <= 0:
-                raise InputError("the footprint does not overlap the cloud band's raster")
-        else:
-            win = full
-        values = ds.read(1, window=win)
-        if geom is not None:
-            transform = ds.window_transform(win)
-            inside = rasterio.features.geometry_mask([geom], values.shape, transform, invert=True)
-            if not inside.any():  # a footprint smaller than a pixel: the pixels it touches
-                inside = rasterio.features.geometry_mask(
-                    [geom], values.shape, transform, invert=True, all_touched=True
+        plans: list[tuple[int, Any]] = []
+        for footprint in footprints:
+            geom = None
+            if footprint is not None:
+                if base.crs is None:
+                    raise InputError(
+                        "the cloud band has no CRS: a footprint cannot be placed on it"
+                    )
+                geom = transform_geom("EPSG:4326", base.crs, footprint)
+                bounds = shapely.geometry.shape(geom).bounds
+                win = rasterio.windows.from_bounds(*bounds, transform=base.transform)
+            else:
+                win = rasterio.windows.Window(0, 0, base.width, base.height)
+            if decimation is None:
+                level = _choose_level(
+                    math.ceil(win.height), math.ceil(win.width), overviews, min_pixels
                 )
-        else:
-            inside = np.ones(values.shape, dtype=bool)
-    return values, inside, factor, nodata
+            elif decimation == 1:
+                level = 0
+            elif decimation in overviews:
+                level = overviews.index(decimation) + 1
+            else:
+                raise InputError(
+                    f"no {decimation}x overview in the cloud band; it has {overviews or 'none'} "
+                    "(use decimation=None to choose one)"
+                )
+            plans.append((level, geom))
+    out: list[_Read | None] = [None] * len(plans)
+    for level in sorted({lv for lv, _ in plans}):
+        factor = [1, *overviews][level]
+        todo = [(n, geom) for n, (lv, geom) in enumerate(plans) if lv == level]
+        open_kwargs = {"overview_level": level - 1} if level > 0 else {}
+        with rasterio.Env(**GDAL_READ_OPTIONS), rasterio.open(href, **open_kwargs) as ds:
+            full = rasterio.windows.Window(0, 0, ds.width, ds.height)
+            wins = [full if geom is None else _pixel_window(ds, geom) for _, geom in todo]
+            col0 = min(int(w.col_off) for w in wins)
+            row0 = min(int(w.row_off) for w in wins)
+            col1 = max(int(w.col_off + w.width) for w in wins)
+            row1 = max(int(w.row_off + w.height) for w in wins)
+            box = rasterio.windows.Window(col0, row0, col1 - col0, row1 - row0)
+            shared = None
+            if box.width * box.height <= 4 * sum(w.width * w.height for w in wins):
+                shared = ds.read(1, window=box)
+            for (n, geom), win in zip(todo, wins, strict=True):
+                if shared is not None:
+                    r, c = int(win.row_off) - row0, int(win.col_off) - col0
+                    values = shared[r : r + int(win.height), c : c + int(win.width)]
+                else:
+                    values = ds.read(1, window=win)
+                if geom is not None:
+                    transform = ds.window_transform(win)
+                    inside = rasterio.features.geometry_mask(
+                        [geom], values.shape, transform, invert=True
+                    )
+                    if not inside.any():  # a footprint smaller than a pixel: pixels it touches
+                        inside = rasterio.features.geometry_mask(
+                            [geom], values.shape, transform, invert=True, all_touched=True
+                        )
+                else:
+                    inside = np.ones(values.shape, dtype=bool)
+                out[n] = (values, inside, factor, nodata)
+    return [r for r in out if r is not None]
 
 
 def _count(
@@ -320,6 +354,30 @@ def cloud_cover(
         value = eo_cloud_cover(item)
         if value is not None:
             return CloudCover(value, "property", "scene")
+    return cloud_covers(
+        item,
+        [footprint],
+        band=band,
+        signer=signer,
+        href_policy=href_policy,
+        min_pixels=min_pixels,
+        decimation=decimation,
+    )[0]
+
+
+def cloud_covers(
+    item: pystac.Item,
+    footprints: Sequence[Any],
+    *,
+    band: CloudBand | Literal["auto"] | None = "auto",
+    signer: Signer | None = None,
+    href_policy: HrefPolicy | None = None,
+    min_pixels: int = 4096,
+    decimation: int | None = None,
+) -> list[CloudCover]:
+    """Cloud cover of ``item`` counted from its cloud band over each of ``footprints``
+    (None: the whole scene), from one opening of the band and one window read per
+    overview level: what :func:`cloud_cover` gives for each footprint, to the bit."""
     chosen = detect_cloud_band(item) if band == "auto" else band
     if chosen is None:
         why = (
@@ -328,53 +386,55 @@ def cloud_cover(
             else "needs a cloud band to count clouds over a footprint, and none is recognised"
         )
         raise _no_cloud_info(item, why)
-    if chosen.asset not in item.assets:
-        raise _no_cloud_info(item, f"has no asset {chosen.asset!r} to count clouds from")
+    try:
+        (resolved,) = resolve_bands(item, [chosen.asset], headers=False)[:1]
+    except BandNotFoundError:
+        raise _no_cloud_info(item, f"has no asset {chosen.asset!r} to count clouds from") from None
     if min_pixels < 1:
         raise InputError(f"min_pixels must be at least 1, got {min_pixels}")
-    if footprint is not None and hasattr(footprint, "__geo_interface__"):
-        footprint = footprint.__geo_interface__
-    asset = item.assets[chosen.asset]
-    href = asset.get_absolute_href() or asset.href
-    href = (href_policy or HrefPolicy.trusted()).check(href)
-    values, inside, factor, nodata = _read_signed(
-        item, chosen, href, footprint, signer, min_pixels, decimation
-    )
-    cloudy, counted = _count(values, inside, chosen, nodata)
-    value = 100.0 * cloudy / counted if counted else float("nan")
-    log.debug(
-        "cloud cover of %s from %s over the %s at 1/%d: %.3f%% (%d of %d pixels)",
-        item.id,
-        chosen.describe(),
-        "footprint" if footprint is not None else "scene",
-        factor,
-        value,
-        cloudy,
-        counted,
-    )
-    return CloudCover(
-        value,
-        chosen.kind,
-        "footprint" if footprint is not None else "scene",
-        chosen.asset,
-        factor,
-        counted,
-    )
+    shapes = [fp.__geo_interface__ if hasattr(fp, "__geo_interface__") else fp for fp in footprints]
+    href = (href_policy or HrefPolicy.trusted()).check(resolved.href)
+    reads = _read_signed(item, chosen, href, shapes, signer, min_pixels, decimation)
+    out = []
+    for footprint, (values, inside, factor, nodata) in zip(shapes, reads, strict=True):
+        cloudy, counted = _count(values, inside, chosen, nodata)
+        value = 100.0 * cloudy / counted if counted else float("nan")
+        log.debug(
+            "cloud cover of %s from %s over the %s at 1/%d: %.3f%% (%d of %d pixels)",
+            item.id,
+            chosen.describe(),
+            "footprint" if footprint is not None else "scene",
+            factor,
+            value,
+            cloudy,
+            counted,
+        )
+        out.append(
+            CloudCover(
+                value,
+                chosen.kind,
+                "footprint" if footprint is not None else "scene",
+                chosen.asset,
+                factor,
+                counted,
+            )
+        )
+    return out
 
 
 def _read_signed(
     item: pystac.Item,
     band: CloudBand,
     href: str,
-    footprint: Any,
+    footprints: Sequence[Any],
     signer: Signer | None,
     min_pixels: int,
     decimation: int | None,
-) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], int, float | None]:
+) -> list[_Read]:
     for attempt in (1, 2):
         url = sign_href(href, signer)
         try:
-            return _read_window(url, footprint, min_pixels, decimation)
+            return _read_windows(url, footprints, min_pixels, decimation)
         except RasterioError as err:
             message = redact(str(err))
             auth = any(code in message for code in ("401", "403"))

@@ -10,8 +10,8 @@ from typing import Any
 
 import geopandas as gpd
 import pystac
-import shapely.geometry
 
+from ..core.geometry import stac_footprint
 from ..core.vectors import read_vector, with_ids
 from ..errors import InputError
 from ..sources.catalog import Catalog
@@ -38,7 +38,8 @@ def _label_items(items: Sequence[pystac.Item], source: str) -> gpd.GeoDataFrame:
         )
     return gpd.GeoDataFrame(
         {"id": [i.id for i in labels]},
-        geometry=[shapely.geometry.shape(i.geometry) if i.geometry else None for i in labels],
+        # an unsplit polygon over 180 (bbox west > east) is split, as items are (RFC 7946)
+        geometry=[stac_footprint(i.geometry, i.bbox) if i.geometry else None for i in labels],
         crs="EPSG:4326",
     )
 

@@ -155,7 +155,8 @@ def make_periods(
     end: str | dt.datetime | None = None,
 ) -> list[Period]:
     """Periods from ``spec``: a number N (equal periods), ``"monthly"``, ``"seasonal"``, or
-    explicit ``(start, end)`` pairs (end dates inclusive; in time order, not overlapping).
+    explicit ``(start, end)`` pairs (end dates inclusive; in time order, not overlapping;
+    inside ``start``..``end`` when both are given).
 
     >>> [p.name for p in make_periods([("2024-01-01", "2024-01-31"), ("2024-06", "2024-06")])]
     ['p0', 'p1']
@@ -192,8 +193,16 @@ def make_periods(
         out.append(Period(n, first, stop, getattr(pair, "name", "") or f"p{n}"))
     if not out:
         raise InputError("no periods given")
-    if start is not None or end is not None:
-        log.debug("explicit periods given: start/end are ignored")
+    if start is not None and end is not None:
+        first, stop = _bounds(start, end)
+        outside = [p for p in out if p.start < first or p.end > stop]
+        if outside:
+            p = outside[0]
+            raise InputError(
+                f"period {p.index} ({p.start.isoformat()} to {p.end.isoformat()}) does not fit "
+                f"the time range {first.isoformat()} to {stop.isoformat()}; give periods "
+                "inside start..end, or leave start and end out"
+            )
     return out
 
 

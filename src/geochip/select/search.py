@@ -37,6 +37,9 @@ from ..sources.items import item_time
 from ..sources.open import open_catalog
 from .cloud import CloudBand, CloudCover
 from .cloud import cloud_cover as count_cloud
+from .cloud import cloud_covers as count_clouds
+from .groups import grouped_candidates
+from .journal import Journal
 from .labels import load_labels
 from .periods import PeriodSpec, make_periods, periods_span
 from .ranking import Candidate, PeriodChoice, choose, rank_key, thresholds
@@ -50,10 +53,12 @@ log = logging.getLogger(__name__)
 
 
 class _CloudCache:
-    """Scene-scope cloud covers, shared by the label tasks (thread-safe)."""
+    """Scene-scope cloud covers, shared by the label tasks (thread-safe): an item's cover is
+    computed once, while other tasks asking for it meanwhile wait for that result."""
 
     def __init__(self) -> None:
         self.values: dict[tuple[str | None, str], CloudCover] = {}
+        self.pending: dict[tuple[str | None, str], threading.Lock] = {}
         self.lock = threading.Lock()
 
     def get(self, item: pystac.Item, compute: Callable[[], CloudCover]) -> CloudCover:
@@ -61,9 +66,70 @@ class _CloudCache:
         with self.lock:
             if key in self.values:
                 return self.values[key]
-        value = compute()
-        with self.lock:
-            return self.values.setdefault(key, value)
+            once = self.pending.setdefault(key, threading.Lock())
+        with once:
+            with self.lock:
+                if key in self.values:
+                    return self.values[key]
+            value = compute()
+            with self.lock:
+                self.values[key] = value
+                self.pending.pop(key, None)
+                return value
+
+
+def _key(item: pystac.Item) -> tuple[str | None, str]:
+    return (item.collection_id, item.id)
+
+
+def _grouped_covers(
+    found: list[list[pystac.Item]],
+    footprints: list[Any],
+    in_periods: Callable[[pystac.Item], dt.datetime | None],
+    cover_many: Callable[[pystac.Item, list[Any]], list[CloudCover] | None],
+    out: dict[tuple[tuple[str | None, str], int], CloudCover],
+    *,
+    footprint: bool,
+    workers: int,
+    on_ready: Callable[[int], None],
+    on_label: Callable[[int], None] | None,
+) -> None:
+    """Cloud cover of every (item, label) pair into ``out``, each item read once for all
+    its labels (scene scope: once, shared by its labels); ``on_ready(label)`` is called
+    when all of a label's items are done, ``on_label`` with the count of such labels."""
+    users: dict[tuple[str | None, str], tuple[pystac.Item, list[int]]] = {}
+    for n, items in enumerate(found):
+        for item in items:
+            if in_periods(item) is not None:
+                users.setdefault(_key(item), (item, []))[1].append(n)
+    pending = [0] * len(found)
+    for _, labels in users.values():
+        for n in labels:
+            pending[n] += 1
+    done = 0
+    for n, count in enumerate(pending):
+        if count == 0:
+            on_ready(n)
+            done += 1
+    if on_label is not None and done:
+        on_label(done)
+
+    def one(entry: tuple[pystac.Item, list[int]]) -> list[CloudCover] | None:
+        item, labels = entry
+        return cover_many(item, [footprints[n] for n in labels] if footprint else [])
+
+    entries = list(users.values())
+    for position, values in run_tasks(one, entries, workers=workers):
+        item, labels = entries[position]
+        for m, n in enumerate(labels):
+            if values is not None:
+                out[(_key(item), n)] = values[m if footprint else 0]
+            pending[n] -= 1
+            if pending[n] == 0:
+                on_ready(n)
+                done += 1
+                if on_label is not None:
+                    on_label(done)
 
 
 def select_scenes(
@@ -86,6 +152,8 @@ def select_scenes(
     id_column: str | None = None,
     min_pixels: int = 4096,
     on_label: Callable[[int], None] | None = None,
+    group_cell: float | None = None,
+    checkpoint: str | Path | None = None,
 ) -> Selection:
     """Choose the least cloudy scene(s) per period for every label; see the module doc.
 
@@ -108,6 +176,14 @@ def select_scenes(
         workers: labels processed at once (HTTP requests stay within the catalog's
             ``max_requests``).
         on_label: called with the number of labels done (progress).
+        group_cell: group labels by the cell of this many degrees that holds their
+            centroid: one search per group, each candidate's cloud band read once for all
+            the labels it covers (:mod:`geochip.select.groups`); the same choices as one
+            search per label (None, the default).
+        checkpoint: a journal file (:mod:`geochip.select.journal`): each label's choices
+            are appended as they are made, and a selection run again with the same
+            settings and journal asks only for the labels that are missing. The caller
+            removes it once the selection is saved.
     """
     if cloud_over not in {"scene", "footprint"}:
         raise InputError(f"cloud_over must be 'scene' or 'footprint', got {cloud_over!r}")
@@ -123,6 +199,48 @@ def select_scenes(
     cache = _CloudCache()
     skipped: dict[str, str] = {}
     skipped_lock = threading.Lock()
+
+    config = {
+        "geochip_version": __version__,
+        "catalog": redact(cat.href),
+        "catalog_kind": cat.kind,
+        "collections": [collections] if isinstance(collections, str) else list(collections or []),
+        "periods": [
+            {
+                "index": p.index,
+                "name": p.name,
+                "start": p.start.isoformat(),
+                "end": p.end.isoformat(),
+            }
+            for p in period_list
+        ],
+        "max_cloud": max_cloud,
+        "relax_step": relax_step,
+        "cloud_limit": cloud_limit,
+        "thresholds": ladder,
+        "k": k,
+        "cloud_band": cloud_band
+        if cloud_band is None or isinstance(cloud_band, str)
+        else cloud_band.describe(),
+        "cloud_over": cloud_over,
+        "missing_cloud": missing_cloud,
+        "strict": strict,
+    }
+    journal = None
+    done: dict[str, list[PeriodChoice]] = {}
+    if checkpoint is not None:
+        settings = {**config, "min_pixels": min_pixels}
+        journal = Journal(checkpoint, settings)
+        done, earlier = journal.load(period_list)
+        skipped.update(earlier)
+
+    def skip(item: pystac.Item, err: Exception) -> None:
+        with skipped_lock:
+            new = item.id not in skipped
+            skipped[item.id] = str(err)
+        if new and journal is not None:
+            journal.record_skipped(item.id, str(err))
+        log.debug("skipped %s: %s", item.id, err)
 
     def cover(item: pystac.Item, footprint: Any) -> CloudCover | None:
         def compute(fp: Any = None) -> CloudCover:
@@ -143,36 +261,30 @@ def select_scenes(
         except NoCloudInfoError as err:
             if missing_cloud == "raise":
                 raise
-            with skipped_lock:
-                skipped[item.id] = str(err)
-            log.debug("skipped %s: %s", item.id, err)
+            skip(item, err)
             return None
 
-    def one_label(row: tuple[str, Any]) -> list[PeriodChoice]:
-        label_id, geom = row
-        found = cat.search(
-            intersects=geom,
-            datetime=search_range,
-            collections=collections,
-            max_cloud=None if cloud_over == "footprint" else cloud_limit,
-            keep_missing_cloud=True,
-            allow_empty=True,
-        )
-        candidates = []
-        for item in found:
-            when = item_time(item)
-            if when is None or not any(p.contains(when) for p in period_list):
-                continue
-            value = cover(item, geom)
-            if value is not None:
-                candidates.append(Candidate(item, when, value))
-        if not found:
-            log.info(
-                "label %s: the search found no scene in %s..%s",
-                label_id,
-                search_range[0].isoformat(),
-                search_range[1].isoformat(),
+    def cover_many(item: pystac.Item, footprints: list[Any]) -> list[CloudCover] | None:
+        """Over each footprint, or the scene's (one value) without footprints."""
+        if not footprints:
+            value = cover(item, None)
+            return None if value is None else [value]
+        try:
+            return count_clouds(
+                item,
+                footprints,
+                band=cloud_band,
+                signer=cat.signer,
+                href_policy=cat.href_policy,
+                min_pixels=min_pixels,
             )
+        except NoCloudInfoError as err:
+            if missing_cloud == "raise":
+                raise
+            skip(item, err)
+            return None
+
+    def decide(label_id: str, candidates: list[Candidate]) -> list[PeriodChoice]:
         choices = []
         for period in period_list:
             choice = choose(
@@ -204,10 +316,91 @@ def select_scenes(
             choices.append(choice)
         return choices
 
+    def in_periods(item: pystac.Item) -> dt.datetime | None:
+        when = item_time(item)
+        if when is None or not any(p.contains(when) for p in period_list):
+            return None
+        return when
+
+    search_keywords: dict[str, Any] = {
+        "datetime": search_range,
+        "collections": collections,
+        "max_cloud": None if cloud_over == "footprint" else cloud_limit,
+        "keep_missing_cloud": True,
+    }
+
+    def one_label(row: tuple[str, Any]) -> list[PeriodChoice]:
+        label_id, geom = row
+        found = cat.search(intersects=geom, allow_empty=True, **search_keywords)
+        candidates = []
+        for item in found:
+            when = in_periods(item)
+            if when is None:
+                continue
+            value = cover(item, geom)
+            if value is not None:
+                candidates.append(Candidate(item, when, value))
+        if not found:
+            log.info(
+                "label %s: the search found no scene in %s..%s",
+                label_id,
+                search_range[0].isoformat(),
+                search_range[1].isoformat(),
+            )
+        return decide(label_id, candidates)
+
     rows = list(zip(frame["label_id"], frame.geometry, strict=True))
-    results: list[list[PeriodChoice]] = [[] for _ in rows]
-    for position, choices in run_tasks(one_label, rows, workers=workers, on_done=on_label):
-        results[position] = choices
+    results: list[list[PeriodChoice]] = [done.get(label_id, []) for label_id, _ in rows]
+    todo = [n for n, (label_id, _) in enumerate(rows) if label_id not in done]
+    if done:
+        log.info("resuming: %d of %d labels done before", len(rows) - len(todo), len(rows))
+        if on_label is not None:
+            on_label(len(rows) - len(todo))
+
+    def progress(n: int) -> None:
+        if on_label is not None:
+            on_label(len(rows) - len(todo) + n)
+
+    def finish(n: int, choices: list[PeriodChoice]) -> None:
+        results[n] = choices
+        if journal is not None:
+            journal.record(rows[n][0], choices)
+
+    if group_cell is None:
+        for position, choices in run_tasks(
+            one_label, [rows[n] for n in todo], workers=workers, on_done=progress
+        ):
+            finish(todo[position], choices)
+    elif todo:
+        found, _ = grouped_candidates(
+            cat,
+            [rows[n][1] for n in todo],
+            cell=group_cell,
+            search=search_keywords,
+            workers=workers,
+        )
+        covers: dict[tuple[tuple[str | None, str], int], CloudCover] = {}
+
+        def ready(m: int) -> None:
+            candidates = [
+                Candidate(item, when, value)
+                for item in found[m]
+                if (when := in_periods(item)) is not None
+                and (value := covers.get((_key(item), m))) is not None
+            ]
+            finish(todo[m], decide(rows[todo[m]][0], candidates))
+
+        _grouped_covers(
+            found,
+            [rows[n][1] for n in todo],
+            in_periods,
+            cover_many,
+            covers,
+            footprint=cloud_over == "footprint",
+            workers=workers,
+            on_ready=ready,
+            on_label=progress,
+        )
 
     records: dict[str, list[Any]] = {name: [] for name in SELECTION_COLUMNS}
     chosen_items: dict[str, pystac.Item] = {}
@@ -264,32 +457,6 @@ def select_scenes(
             data[name] = pd.Series(values, dtype=types[name])
     table = gpd.GeoDataFrame(data, geometry=records["geometry"], crs="EPSG:4326")
 
-    config = {
-        "geochip_version": __version__,
-        "catalog": redact(cat.href),
-        "catalog_kind": cat.kind,
-        "collections": [collections] if isinstance(collections, str) else list(collections or []),
-        "periods": [
-            {
-                "index": p.index,
-                "name": p.name,
-                "start": p.start.isoformat(),
-                "end": p.end.isoformat(),
-            }
-            for p in period_list
-        ],
-        "max_cloud": max_cloud,
-        "relax_step": relax_step,
-        "cloud_limit": cloud_limit,
-        "thresholds": ladder,
-        "k": k,
-        "cloud_band": cloud_band
-        if cloud_band is None or isinstance(cloud_band, str)
-        else cloud_band.describe(),
-        "cloud_over": cloud_over,
-        "missing_cloud": missing_cloud,
-        "strict": strict,
-    }
     selection = Selection(table, chosen_items, config, dict(sorted(skipped.items())))
     log.info("selection: %s", selection)
     return selection

@@ -47,6 +47,7 @@ import pystac
 from ..core.files import atomic_path, atomic_write_text
 from ..core.security import redact, unsign_href
 from ..errors import InputError
+from ..sources.items import item_from_dict
 
 __all__ = [
     "SELECTION_COLUMNS",
@@ -177,7 +178,7 @@ def load_selection(path: str | Path) -> Selection:
     if not items_path.exists():
         raise InputError(f"the selection {path} has no items file {items_path.name} beside it")
     data = json.loads(items_path.read_text())
-    items = {f["id"]: pystac.Item.from_dict(f) for f in data.get("features", [])}
+    items = {f["id"]: item_from_dict(f, str(items_path)) for f in data.get("features", [])}
     for column in table.columns:
         if column.startswith(("item_", "cloud_")) or column == "collections":
             table[column] = table[column].map(lambda v: list(v) if v is not None else [])

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -34,7 +35,7 @@ from ..core.security import redact
 from ..errors import CatalogError, GeochipError, HrefPolicyError, SearchLimitError
 from .catalog import Catalog
 from .http import HttpSession
-from .items import normalize_item
+from .items import item_from_dict, normalize_item
 from .query import SearchQuery, matches, rfc3339
 
 __all__ = [
@@ -133,7 +134,17 @@ def _api_io(http: HttpSession) -> Any:
                 response = http.send(method, href, json_body=parameters)
             else:
                 response = http.send(method, href, params=parameters or None)
-            return response.content.decode("utf-8")
+            text = response.content.decode("utf-8", errors="replace")
+            try:
+                json.loads(text)
+            except ValueError as err:
+                raise CatalogError(
+                    f"{method} {redact(href)} answered something that is not JSON "
+                    f"(content-type {response.headers.get('content-type')!r}, "
+                    f"{len(response.content)} bytes; {err}); a login page or a proxy in the "
+                    "way, or a cut-off answer: check the URL and try again"
+                ) from None
+            return text
 
     return GeochipStacApiIO()
 
@@ -234,7 +245,7 @@ class ApiCatalog(Catalog):
                 )
             new = 0
             for feature in page.get("features", []):
-                item = normalize_item(pystac.Item.from_dict(feature, preserve_dict=False))
+                item = normalize_item(item_from_dict(feature, redact(self.href)))
                 key = (item.collection_id, item.id)
                 if key in seen:
                     continue

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import pystac
 import shapely.geometry
 
+from ..core.geometry import stac_footprint
 from ..core.hrefs import HrefPolicy, check_item_hrefs
 from ..core.security import Signer, redact, sign_href
 from ..errors import CatalogError, EmptySearchError, GeochipError, InputError, SearchLimitError
@@ -142,7 +143,7 @@ class _ItemIndex:
     def __init__(self, items: Iterable[pystac.Item]) -> None:
         self.items = list(items)
         self.geoms = [
-            shapely.geometry.shape(i.geometry) if i.geometry else None for i in self.items
+            stac_footprint(i.geometry, i.bbox) if i.geometry else None for i in self.items
         ]
         self.with_geom = [n for n, g in enumerate(self.geoms) if g is not None]
         self.tree = shapely.STRtree([self.geoms[n] for n in self.with_geom])

@@ -42,6 +42,7 @@ import pystac
 import rasterio
 from odc.geo.geom import box
 
+from ..core.geometry import rfc7946_bbox, wgs84_footprint
 from ..errors import InputError, MissingGeoreferenceError
 from .items import STAC_EXTENSIONS
 
@@ -194,7 +195,7 @@ def item_from_rasters(
             "a map (fix the file with gdal_edit.py -a_srs / -a_ullr)"
         )
     b = first["bounds"]
-    footprint = box(b.left, b.bottom, b.right, b.top, first["crs"]).to_crs("EPSG:4326")
+    footprint = wgs84_footprint(box(b.left, b.bottom, b.right, b.top, first["crs"]))
     props: dict[str, Any] = {"proj:code": first["code"]}
     if first["wkt2"]:
         props["proj:wkt2"] = first["wkt2"]
@@ -205,7 +206,7 @@ def item_from_rasters(
     item = pystac.Item(
         id=item_id,
         geometry=footprint.json,
-        bbox=list(footprint.boundingbox),
+        bbox=list(rfc7946_bbox(footprint)),
         datetime=datetime,
         properties=props,
         collection=collection,

@@ -15,10 +15,11 @@ from typing import Any
 import pystac
 import shapely.geometry
 
+from ..core.geometry import lon_intervals
 from ..core.security import redact
 from ..errors import InputError, SearchLimitError
 from .catalog import Catalog
-from .items import normalize_item
+from .items import item_from_dict, normalize_item
 from .query import SearchQuery
 
 __all__ = [
@@ -61,7 +62,7 @@ class GeoParquetCatalog(Catalog):
             d["assets"] = {
                 k: _drop_nulls(v) for k, v in (d.get("assets") or {}).items() if v is not None
             }
-            yield normalize_item(pystac.Item.from_dict(d, preserve_dict=False))
+            yield normalize_item(item_from_dict(d))
 
     def _candidates(self, query: SearchQuery, max_items: int) -> list[pystac.Item]:
         import pyarrow as pa  # lazy: see the module doc
@@ -83,14 +84,21 @@ class GeoParquetCatalog(Catalog):
         if query.ids:
             both(pc.is_in(table["id"], value_set=pa.array(list(query.ids))))
         if (query.bbox or query.intersects) and "bbox" in names:
-            west, south, east, north = (
-                query.bbox
+            region = (
+                shapely.geometry.box(*query.bbox)
                 if query.bbox is not None
-                else shapely.geometry.shape(query.intersects).bounds
+                else shapely.geometry.shape(query.intersects)
             )
             bbox = table["bbox"]
-            both(pc.less_equal(pc.struct_field(bbox, "xmin"), east))
-            both(pc.greater_equal(pc.struct_field(bbox, "xmax"), west))
+            xmin, xmax = pc.struct_field(bbox, "xmin"), pc.struct_field(bbox, "xmax")
+            crosses = pc.greater(xmin, xmax)  # an item over 180 (RFC 7946: west > east)
+            lon = pa.array([False] * table.num_rows)
+            for west, east in lon_intervals(region):
+                west_ok, east_ok = pc.less_equal(xmin, east), pc.greater_equal(xmax, west)
+                lon = pc.or_kleene(lon, pc.and_kleene(west_ok, east_ok))
+                lon = pc.or_kleene(lon, pc.and_kleene(crosses, pc.or_kleene(west_ok, east_ok)))
+            _, south, _, north = region.bounds
+            both(lon)
             both(pc.less_equal(pc.struct_field(bbox, "ymin"), north))
             both(pc.greater_equal(pc.struct_field(bbox, "ymax"), south))
         start, end = query.datetime

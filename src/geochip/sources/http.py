@@ -1,6 +1,13 @@
 """The HTTP session STAC APIs and catalogs over HTTP are read through: retries with backoff
 on 429/5xx and resets (``Retry-After`` honoured, capped), a bound on open requests, a
 timeout, the href policy checked before each request, secrets redacted from every error.
+
+Every connection is pinned: it resolves the host, checks every address against the href
+policy (:meth:`geochip.core.hrefs.HrefPolicy.resolve`) and connects to a checked address,
+while TLS (SNI, certificate) and the ``Host`` header keep the name. A name that resolved to
+a public address when checked cannot send the connection to ``127.0.0.1`` or a metadata
+address later (DNS rebinding), and a redirect is checked the same way. Through a proxy
+(``HTTP(S)_PROXY``) the proxy resolves the names: only the names are checked then.
 """
 
 from __future__ import annotations
@@ -14,13 +21,15 @@ from urllib.parse import urlsplit
 
 import pystac
 import requests
-from pystac.stac_io import DefaultStacIO
+import urllib3.connection
+import urllib3.connectionpool
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from ..core.hrefs import HrefPolicy
 from ..core.security import redact
-from ..errors import CatalogError, CatalogUnreachableError, InputError
+from ..errors import CatalogError, CatalogUnreachableError, HrefPolicyError, InputError
+from .items import CheckedStacIO
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +63,66 @@ class _CappedRetry:
         )
 
 
+class _Refused(Exception):
+    """An address the policy refuses, raised inside a connection. Not an OSError, so urllib3
+    neither retries it nor wraps it; :meth:`HttpSession.send` raises the error it carries."""
+
+    def __init__(self, error: HrefPolicyError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _PinnedConnection(urllib3.connection.HTTPConnection):
+    """Connects only to an address of the host that the policy checked (module doc)."""
+
+    policy: HrefPolicy = HrefPolicy.trusted()
+
+    def _new_conn(self) -> Any:
+        name = self._dns_host
+        try:
+            addresses = self.policy.resolve(name, self.port, f"{name}:{self.port}")
+        except HrefPolicyError as err:
+            raise _Refused(err) from None
+        except OSError as err:  # fail closed: a name not checked is not connected to
+            raise urllib3.exceptions.NameResolutionError(self.host, self, err) from err  # type: ignore[arg-type]
+        last: Exception | None = None
+        for address in addresses:
+            self._dns_host = address  # the socket goes to the checked address...
+            try:
+                return super()._new_conn()
+            except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.TimeoutError) as e:
+                last = e
+            finally:
+                self._dns_host = name  # ...TLS and the Host header keep the name
+        assert last is not None
+        raise last
+
+
+class _PinnedHTTPSConnection(_PinnedConnection, urllib3.connection.HTTPSConnection):
+    pass
+
+
+def _pinned_adapter(policy: HrefPolicy, **kw: Any) -> HTTPAdapter:
+    """A requests adapter whose direct connections are pinned to checked addresses."""
+    http_conn = type("PinnedConnection", (_PinnedConnection,), {"policy": policy})
+    https_conn = type("PinnedHTTPSConnection", (_PinnedHTTPSConnection,), {"policy": policy})
+    http_pool = type(
+        "PinnedPool", (urllib3.connectionpool.HTTPConnectionPool,), {"ConnectionCls": http_conn}
+    )
+    https_pool = type(
+        "PinnedHTTPSPool",
+        (urllib3.connectionpool.HTTPSConnectionPool,),
+        {"ConnectionCls": https_conn},
+    )
+
+    class PinnedAdapter(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = {"http": http_pool, "https": https_pool}
+
+    return PinnedAdapter(**kw)
+
+
 class HttpSession:
     """Shared by the API and static-over-HTTP readers of one catalog."""
 
@@ -74,8 +143,8 @@ class HttpSession:
         self.session = requests.Session()
         self.session.headers.update(dict(headers))
         retry = _CappedRetry.make(retries, backoff, max_wait=max(backoff * 2**retries, 1.0) * 4)
-        adapter = HTTPAdapter(
-            max_retries=retry, pool_connections=max_requests, pool_maxsize=max_requests
+        adapter = _pinned_adapter(
+            policy, max_retries=retry, pool_connections=max_requests, pool_maxsize=max_requests
         )
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
@@ -106,6 +175,8 @@ class HttpSession:
                 response = self.session.request(
                     method, url, json=json_body, params=params, timeout=self.timeout
                 )
+            except _Refused as refused:
+                raise HrefPolicyError(f"{method} {redact(url)}: {refused.error}") from None
             except requests.exceptions.RequestException as err:
                 raise CatalogUnreachableError(
                     f"cannot reach {redact(url)} after {self.retries + 1} attempts: "
@@ -151,7 +222,7 @@ def _short(err: BaseException) -> str:
 def policy_io(http: HttpSession) -> pystac.StacIO:
     """A pystac StacIO that reads through ``http`` and refuses what the policy refuses."""
 
-    class PolicyStacIO(DefaultStacIO):
+    class PolicyStacIO(CheckedStacIO):
         def read_text(self, source: Any, *args: Any, **kwargs: Any) -> str:
             href = str(source.href if isinstance(source, pystac.Link) else source)
             checked = http.policy.check(href)

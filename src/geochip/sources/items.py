@@ -20,12 +20,20 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import pystac
+from pystac.stac_io import DefaultStacIO
+
+from ..core.bands import asset_band_fields
+from ..errors import MissingHrefError
 
 __all__ = [
     "STAC_EXTENSIONS",
+    "CheckedStacIO",
+    "check_item_dict",
+    "item_from_dict",
     "eo_cloud_cover",
     "item_time",
     "item_time_range",
@@ -41,6 +49,49 @@ STAC_EXTENSIONS = {
     "raster": "https://stac-extensions.github.io/raster/v2.0.0/schema.json",
 }
 _EXTENSION_NAMES = {"proj": "projection", "eo": "eo", "raster": "raster"}
+
+
+def check_item_dict(data: Mapping[str, Any], where: str = "") -> None:
+    """Refuse a STAC item dict whose assets lack an ``href`` (pystac would fail with a bare
+    ``KeyError``): :class:`~geochip.errors.MissingHrefError` names the item and the asset.
+
+    >>> check_item_dict({"id": "x", "assets": {"B04": {"type": "image/tiff"}}})
+    Traceback (most recent call last):
+    ...
+    geochip.errors.MissingHrefError: item 'x': asset 'B04' has no href, ...
+    """
+    assets = data.get("assets")
+    if not isinstance(assets, Mapping):
+        return
+    for key, asset in assets.items():
+        if not isinstance(asset, Mapping) or not asset.get("href"):
+            raise MissingHrefError(
+                f"item {data.get('id')!r}{f' ({where})' if where else ''}: asset {key!r} has "
+                "no href, so it cannot be read; the catalog's item is incomplete (ask its "
+                "provider, or remove the asset)"
+            )
+
+
+def item_from_dict(data: Mapping[str, Any], where: str = "") -> pystac.Item:
+    """``pystac.Item.from_dict`` after :func:`check_item_dict` (a named error, not a
+    ``KeyError``, for an asset without href)."""
+    check_item_dict(data, where)
+    return pystac.Item.from_dict(dict(data), preserve_dict=False)
+
+
+class CheckedStacIO(DefaultStacIO):
+    """pystac's StacIO that checks every item it reads with :func:`check_item_dict`."""
+
+    def stac_object_from_dict(
+        self,
+        d: dict[str, Any],
+        href: Any = None,
+        root: Any = None,
+        preserve_dict: bool = True,
+    ) -> Any:
+        if d.get("type") == "Feature":
+            check_item_dict(d, str(href) if href else "")
+        return super().stac_object_from_dict(d, href, root, preserve_dict)
 
 
 def item_time_range(item: pystac.Item) -> tuple[dt.datetime | None, dt.datetime | None]:
@@ -88,37 +139,22 @@ def normalize_item(item: pystac.Item) -> pystac.Item:
       the item and on its assets;
     * ``eo:bands`` and ``raster:bands`` are merged into STAC 1.1 ``bands``
       (``common_name`` becomes ``eo:common_name``, raster fields keep their ``raster:``
-      prefix, ``nodata``/``data_type``/``unit`` become common metadata).
+      prefix, ``nodata``/``data_type``/``unit`` become common metadata), and the band
+      fields given once on the asset or the item are written into each band
+      (:func:`geochip.core.bands.asset_band_fields`, the one reading of them).
     """
     item = item.clone()
     for fields in [item.properties, *(a.extra_fields for a in item.assets.values())]:
         epsg = fields.pop("proj:epsg", None)
         if epsg is not None and "proj:code" not in fields:
             fields["proj:code"] = f"EPSG:{int(epsg)}"
-    item_eo = item.properties.pop("eo:bands", None)
-    for asset in item.assets.values():
-        extra = asset.extra_fields
-        eo_bands = extra.pop("eo:bands", None)
-        raster_bands = extra.pop("raster:bands", None)
-        if eo_bands is None and item_eo is not None and raster_bands is None:
-            continue
-        if "bands" in extra or (eo_bands is None and raster_bands is None):
-            continue
-        count = max(len(eo_bands or []), len(raster_bands or []))
-        bands: list[dict[str, Any]] = [{} for _ in range(count)]
-        for i, band in enumerate(eo_bands or []):
-            for key, value in band.items():
-                if key == "name":
-                    bands[i]["name"] = value
-                else:
-                    bands[i][f"eo:{key}"] = value
-        for i, band in enumerate(raster_bands or []):
-            for key, value in band.items():
-                if key in {"nodata", "data_type", "unit", "statistics"}:
-                    bands[i][key] = value
-                else:
-                    bands[i][f"raster:{key}"] = value
-        extra["bands"] = bands
+    for key, asset in item.assets.items():
+        bands, _ = asset_band_fields(item, key)
+        asset.extra_fields.pop("eo:bands", None)
+        asset.extra_fields.pop("raster:bands", None)
+        if bands is not None:
+            asset.extra_fields["bands"] = bands
+    item.properties.pop("eo:bands", None)
     item.stac_extensions = [
         _upgrade_extension(uri) for uri in item.stac_extensions if uri is not None
     ]

@@ -63,6 +63,7 @@ from .catalog import DEFAULT_MAX_ITEMS, Catalog, ItemCatalog, is_url
 from .files import folder_items, is_raster_file
 from .geoparquet import GEOPARQUET_SUFFIXES, GeoParquetCatalog, read_geoparquet
 from .http import HttpSession, policy_io
+from .items import CheckedStacIO, item_from_dict
 from .static import StaticCatalog
 
 __all__ = [
@@ -221,8 +222,7 @@ def open_catalog(
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise InputError(f"{href} is not a JSON STAC object: {err}") from None
     if isinstance(data, dict) and data.get("type") == "FeatureCollection":
-        collection = pystac.ItemCollection.from_dict(data, preserve_dict=False)
-        items = list(collection)
+        items = [item_from_dict(f, href) for f in data.get("features") or []]
         for item in items:
             item.set_self_href(None)
             for asset in item.assets.values():
@@ -230,7 +230,7 @@ def open_catalog(
                     asset.href = str((path.parent / asset.href).resolve())
         return ItemCatalog(items, href, href_policy=policy, **common)
     try:
-        obj = pystac.read_file(str(path))
+        obj = pystac.read_file(str(path), stac_io=CheckedStacIO())
     except (pystac.STACTypeError, KeyError) as err:
         raise InputError(
             f"{href} is not a STAC catalog, collection or item collection: {err}"

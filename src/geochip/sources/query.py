@@ -18,6 +18,7 @@ from typing import Any
 import pystac
 import shapely.geometry
 
+from ..core.geometry import check_bbox, rfc7946_bbox, stac_footprint
 from ..errors import InputError
 from .items import eo_cloud_cover, item_time_range
 
@@ -122,7 +123,8 @@ class SearchQuery:
         if self.bbox:
             parts.append(f"bbox={list(self.bbox)}")
         if self.intersects:
-            bounds = [round(v, 6) for v in shapely.geometry.shape(self.intersects).bounds]
+            shape = shapely.geometry.shape(self.intersects)
+            bounds = [round(v, 6) for v in rfc7946_bbox(shape)] if not shape.is_empty else []
             parts.append(f"intersects={self.intersects.get('type', 'geometry')} in {bounds}")
         start, end = self.datetime
         if start or end:
@@ -154,7 +156,7 @@ def matches(item: pystac.Item, query: SearchQuery) -> bool:
     if query.bbox or query.intersects:
         if item.geometry is None:
             return False
-        geom = shapely.geometry.shape(item.geometry)
+        geom = stac_footprint(item.geometry, item.bbox)
         if query.bbox and not geom.intersects(shapely.geometry.box(*query.bbox)):
             return False
         if query.intersects and not geom.intersects(shapely.geometry.shape(query.intersects)):
@@ -190,9 +192,7 @@ def make_query(
     if bbox is not None and intersects is not None:
         raise InputError("give bbox or intersects, not both")
     if bbox is not None:
-        bbox = tuple(float(v) for v in bbox)
-        if len(bbox) != 4 or bbox[0] > bbox[2] or bbox[1] > bbox[3]:
-            raise InputError(f"bbox must be (west, south, east, north), got {list(bbox)}")
+        bbox = check_bbox(bbox)
     if intersects is not None and hasattr(intersects, "__geo_interface__"):
         intersects = intersects.__geo_interface__
     if intersects is not None and not (isinstance(intersects, Mapping) and "type" in intersects):
@@ -200,6 +200,13 @@ def make_query(
             f"intersects must be a GeoJSON geometry (a dict with 'type' and 'coordinates') or "
             f"a shapely geometry, got {type(intersects).__name__}"
         )
+    if intersects is not None:
+        # longitudes past 180 are folded back: servers and RFC 7946 know only -180..180
+        folded = stac_footprint(intersects)
+        if folded is not None and not folded.is_empty:
+            bounds = shapely.geometry.shape(intersects).bounds
+            if bounds[0] < -180 or bounds[2] > 180:
+                intersects = folded.__geo_interface__
     if isinstance(collections, str):
         collections = [collections]
     if max_cloud is not None and not 0 <= max_cloud <= 100:

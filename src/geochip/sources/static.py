@@ -12,6 +12,7 @@ from typing import Any
 
 import pystac
 
+from ..core.geometry import bbox_union
 from .catalog import InMemoryCatalog
 from .items import normalize_item
 
@@ -50,16 +51,7 @@ def make_collection(
     if not bboxes or not times:
         raise ValueError("a collection needs items with a bbox and a datetime")
     extent = pystac.Extent(
-        pystac.SpatialExtent(
-            [
-                [
-                    min(b[0] for b in bboxes),
-                    min(b[1] for b in bboxes),
-                    max(b[2] for b in bboxes),
-                    max(b[3] for b in bboxes),
-                ]
-            ]
-        ),
+        pystac.SpatialExtent([list(bbox_union(bboxes))]),
         pystac.TemporalExtent([[min(times), max(times)]]),
     )
     coll = pystac.Collection(

@@ -56,6 +56,9 @@ class CheckReport:
     corrupt: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     failed: int = 0
+    nodata: int = 0
+    """Chips with status ``nodata`` (no data at all, or over the nodata limit): not checked,
+    not used for training."""
 
     @property
     def ok(self) -> bool:
@@ -74,6 +77,7 @@ class CheckReport:
             "corrupt": self.corrupt,
             "problems": self.problems,
             "failed": self.failed,
+            "nodata": self.nodata,
         }
 
 
@@ -140,4 +144,5 @@ def check_store(
         corrupt,
         problems,
         failed=int((index["status"] == "failed").sum()),
+        nodata=int((index["status"] == "nodata").sum()),
     )

@@ -1,5 +1,10 @@
 """What the index records about each chip once it is read (:class:`ChipStats`): status,
 nodata fraction, pixels per class, and a checksum of its bytes.
+
+Statuses: ``ok``; ``nodata``: the chip holds no data at all (every value of every band,
+at every time step, is nodata or NaN: :func:`all_nodata`) or more nodata pixels than the
+build's ``max_nodata_fraction``; ``failed``: it could not be read. Readers
+(``ChipDataset``, ``geochip check``) use ``ok`` chips only, unless asked otherwise.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import numpy.typing as npt
 
 __all__ = [
     "ChipStats",
+    "all_nodata",
     "chip_checksum",
     "chip_stats",
     "nodata_pixels",
@@ -75,6 +81,23 @@ def nodata_pixels(image: npt.NDArray[Any], nodata: float | int | None) -> npt.ND
     return np.asarray(bad.reshape(-1, *image.shape[-2:]).any(axis=0))
 
 
+def all_nodata(image: npt.NDArray[Any], nodata: float | int | None) -> bool:
+    """Whether every value of ``image`` (every band, every time step) is nodata or NaN.
+
+    >>> all_nodata(np.array([[0, 0], [0, 0]], "uint8"), 0), all_nodata(np.zeros(4, "uint8"), 1)
+    (True, False)
+    >>> all_nodata(np.array([np.nan, -9999.0]), -9999), all_nodata(np.array([1.0]), None)
+    (True, False)
+    """
+    nan_nodata = nodata is None or (isinstance(nodata, float) and np.isnan(nodata))
+    if np.issubdtype(image.dtype, np.floating):
+        bad = np.isnan(image)
+        if not nan_nodata:
+            bad |= image == nodata
+        return bool(bad.all())
+    return not nan_nodata and bool((image == nodata).all())
+
+
 def chip_checksum(image: npt.NDArray[Any], mask: npt.NDArray[Any] | None) -> str:
     """sha256 of the chip's image bytes, then its mask bytes (C order)."""
     digest = hashlib.sha256(np.ascontiguousarray(image).tobytes())
@@ -91,9 +114,9 @@ def chip_stats(
     max_nodata_fraction: float = 1.0,
     invalid: npt.NDArray[np.bool_] | None = None,
 ) -> ChipStats:
-    """Nodata fraction, class counts and checksum of one chip; status ``nodata`` when the
-    nodata fraction exceeds ``max_nodata_fraction``. ``invalid`` adds pixels to count as
-    nodata (e.g. padding)."""
+    """Nodata fraction, class counts and checksum of one chip; status ``nodata`` when every
+    value is nodata (:func:`all_nodata`) or the nodata fraction exceeds
+    ``max_nodata_fraction``. ``invalid`` adds pixels to count as nodata (e.g. padding)."""
     bad = nodata_pixels(image, nodata)
     if invalid is not None:
         bad = bad | invalid
@@ -104,5 +127,6 @@ def chip_stats(
         counts = json.dumps(
             {str(int(v)): int(c) for v, c in zip(values, n, strict=False)}, sort_keys=True
         )
-    status = "nodata" if fraction > max_nodata_fraction else "ok"
+    empty = fraction > max_nodata_fraction or all_nodata(image, nodata)
+    status = "nodata" if empty else "ok"
     return ChipStats(status, fraction, counts, chip_checksum(image, mask))

@@ -111,7 +111,36 @@ def save_chip_grid(
     for ax in axes.flat:
         ax.axis("off")
     nodata = store.manifest["image"].get("nodata")
+    names = list(store.bands)
+    shown = [b if b in names else names[min(i, len(names) - 1)] for i, b in enumerate(rgb)]
+    fig.suptitle(
+        f"{store.path.name}: RGB = {', '.join(shown)}; each band stretched 2-98 % per chip "
+        "(nodata black)" + ("; mask below each chip" if with_mask else ""),
+        fontsize=8,
+    )
     for g, (split, rows) in enumerate(groups):
+        # a label for the row: the split (and which row is the image, which the mask)
+        axes[g * rows_per, 0].text(
+            -0.08,
+            0.5,
+            f"{split}\nimage",
+            transform=axes[g * rows_per, 0].transAxes,
+            rotation=90,
+            va="center",
+            ha="right",
+            fontsize=8,
+        )
+        if with_mask:
+            axes[g * rows_per + 1, 0].text(
+                -0.08,
+                0.5,
+                f"{split}\nmask",
+                transform=axes[g * rows_per + 1, 0].transAxes,
+                rotation=90,
+                va="center",
+                ha="right",
+                fontsize=8,
+            )
         for c, (_, row) in enumerate(rows.iterrows()):
             image, mask = store.read(int(row["index"]))
             ax = axes[g * rows_per, c]
@@ -128,7 +157,7 @@ def save_chip_grid(
         ]
         handles.append(Patch(color=(0.5, 0.5, 0.5), label=f"{MASK_IGNORE} ignore"))
         fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.tight_layout(rect=(0.02, 0.04, 1, 0.97))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     _save(fig, out)

@@ -37,6 +37,7 @@ from ..core.engine import run_tasks, synchronous_dask
 from ..core.files import atomic_path, atomic_write_text, sha256_file
 from ..core.grid import Window, array_window
 from ..errors import InputError, RasterReadError, StoreError
+from .bandstats import batch_stats, batch_to_json, merge_batches, save_stats
 from .format import FORMAT, FORMAT_VERSION, MASK_IGNORE, Layout, iter_batches, store_versions
 from .stats import ChipStats, chip_stats
 
@@ -335,7 +336,9 @@ def write_store(
     rows = plan[["grid_id", "chip_id", "row", "col", "height", "width"]].to_dict("records")
     batches = list(iter_batches(n, 8, layout.chips_per_shard))
 
-    def task(bounds: tuple[int, int]) -> list[ChipStats]:
+    splits = [str(v) for v in plan["split"]] if "split" in plan else ["all"] * n
+
+    def task(bounds: tuple[int, int]) -> tuple[list[ChipStats], dict[str, Any]]:
         start, stop = bounds
         images = np.empty((stop - start, *lead, height, width), dtype=dtype)
         masks = np.empty((stop - start, height, width), dtype="uint8") if with_mask else None
@@ -363,13 +366,19 @@ def write_store(
         if on_chip is not None:
             done[0] += stop - start
             on_chip(done[0])
-        return out
+        return out, batch_to_json(batch_stats(images, splits[start:stop], first.nodata))
 
     done = [0]
     stats: list[ChipStats | None] = [None] * n
-    for b, result in run_tasks(task, batches, workers=workers):
+    band_parts: list[dict[str, Any]] = [{} for _ in batches]
+    for b, (result, part) in run_tasks(task, batches, workers=workers):
+        band_parts[b] = part
         for k, s in enumerate(result):
             stats[batches[b][0] + k] = s
+    # merged in batch order: the same numbers whatever order the threads finished in
+    stats_section = save_stats(
+        partial, merge_batches(band_parts, dtype, lead[-1]), list(first.bands), dtype
+    )
 
     source_info = {
         gid: {
@@ -398,6 +407,7 @@ def write_store(
                 if with_mask
                 else None
             ),
+            "stats": stats_section,
         },
     )
     if path.exists():

@@ -17,8 +17,9 @@ URLs carry a per-server random prefix (``http://127.0.0.1:PORT/<prefix>/a.tif``)
 GDAL's per-URL cache never carries over between servers that reuse a port. A rule fires
 for the next ``count`` matching requests, or for a share ``rate`` of them
 (seeded), on paths matching ``path`` (a glob), optionally only on ranged requests (data, not
-the header probe). Every request is recorded (method, path, range, status, fault), so tests
-can count retries.
+the header probe), after letting the first ``skip`` matching requests through (to hit one
+request of a known sequence, e.g. the one that loads a COG's tile index). Every request is
+recorded (method, path, range, status, fault), so tests can count retries.
 
 Example:
     >>> import tempfile, pathlib, urllib.request
@@ -75,12 +76,18 @@ class FaultRule:
     ranged_only: bool = False
     seconds: float = 5.0
     fired: int = 0
+    skip: int = 0
+    seen: int = 0
 
     def matches(self, path: str, ranged: bool) -> bool:
-        """Whether this rule applies to a request for ``path``."""
+        """Whether this rule applies to a request for ``path`` (counts it against
+        ``skip``)."""
         if self.ranged_only and not ranged:
             return False
-        return fnmatch.fnmatch(path, self.path)
+        if not fnmatch.fnmatch(path, self.path):
+            return False
+        self.seen += 1
+        return self.seen > self.skip
 
 
 @dataclass(frozen=True)
@@ -310,13 +317,14 @@ class RangeServer:
         path: str = "*",
         ranged_only: bool = False,
         seconds: float = 5.0,
+        skip: int = 0,
     ) -> FaultRule:
         """Inject a fault (see the module docstring); give ``rate`` or ``count``."""
         if (rate is None) == (count is None):
             raise ValueError("give exactly one of rate= or count=")
         if kind not in ("status", "reset", "truncate", "stall", "delay"):
             raise ValueError(f"unknown fault kind {kind!r}")
-        rule = FaultRule(kind, status, rate, count, path, ranged_only, seconds)
+        rule = FaultRule(kind, status, rate, count, path, ranged_only, seconds, skip=skip)
         with self._state.lock:
             self._state.rules.append(rule)
         return rule

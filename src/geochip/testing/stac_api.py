@@ -176,6 +176,7 @@ class _State:
     max_page: int
     files_root: Path | None
     file_token: str | None
+    require_headers: dict[str, str] = field(default_factory=dict)
     requests: list[RecordedRequest] = field(default_factory=list)
     faults: list[_Fault] = field(default_factory=list)
     in_flight: int = 0
@@ -194,6 +195,8 @@ class StacApiServer:
         delay: seconds each search request takes (to see concurrency).
         files_root: serve this folder under ``/files/`` (HTTP range requests).
         file_token: when set, ``/files/`` answers 403 unless the query has ``sig=<token>``.
+        require_headers: the STAC endpoints answer 401 to a request without these headers
+            and values (an API that needs a key); ``/files/`` is behind ``file_token``.
     """
 
     def __init__(
@@ -208,6 +211,7 @@ class StacApiServer:
         max_page: int = 1000,
         files_root: str | Path | None = None,
         file_token: str | None = None,
+        require_headers: Mapping[str, str] | None = None,
     ) -> None:
         conforms = list(CORE)
         if "query" in conformance:
@@ -225,6 +229,7 @@ class StacApiServer:
             max_page=max_page,
             files_root=Path(files_root) if files_root is not None else None,
             file_token=file_token,
+            require_headers=dict(require_headers or {}),
         )
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -325,6 +330,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.state.requests.append(rec)
         return rec
 
+    def _refused(self) -> bool:
+        """401 when a required header is missing or wrong (the value is never echoed)."""
+        for name, value in self.state.require_headers.items():
+            if self.headers.get(name) != value:
+                self._send(401, {"code": "Unauthorized", "description": f"{name} required"})
+                return True
+        return False
+
     def _fault(self) -> bool:
         with self.state.lock:
             fault = self.state.faults.pop(0) if self.state.faults else None
@@ -348,7 +361,7 @@ class _Handler(BaseHTTPRequestHandler):
         if parts.path.startswith("/files/"):
             self._file(parts)
             return
-        if self._fault():
+        if self._refused() or self._fault():
             return
         if parts.path == "/":
             self._send(200, self._landing())
@@ -388,7 +401,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(400, {"code": "BadRequest", "description": "body is not JSON"})
             return
         self._record(body)
-        if self._fault():
+        if self._refused() or self._fault():
             return
         if urlsplit(self.path).path == "/search":
             self._search(body, "POST")
@@ -432,7 +445,15 @@ class _Handler(BaseHTTPRequestHandler):
         geom = item.get("geometry")
         regions = []
         if params.get("bbox") is not None:
-            regions.append(shapely.geometry.box(*params["bbox"][:4]))
+            west, south, east, north = (float(v) for v in params["bbox"][:4])
+            if west > east:  # RFC 7946 / STAC API: a box over 180 degrees
+                regions.append(
+                    shapely.geometry.box(west, south, 180, north).union(
+                        shapely.geometry.box(-180, south, east, north)
+                    )
+                )
+            else:
+                regions.append(shapely.geometry.box(west, south, east, north))
         if params.get("intersects") is not None:
             regions.append(shapely.geometry.shape(params["intersects"]))
         for region in regions:

@@ -12,13 +12,15 @@ The demo is a ``geochip build`` of :data:`DEMO` (the same dataset as
 4. rasterise the demo labels (land / water / vegetation) on every chip's grid;
 5. plan 256x256 chips and split them into train/val/test by 512 px blocks;
 6. write the store (``chips.zarr``, ``index.parquet``, ``manifest.json``);
-7. read it back through a torch DataLoader with 2 workers, and save a PNG of sample chips.
+7. read it back through a torch DataLoader with 2 workers (without torch, the extra, the
+   store's own reader gives the same batches as numpy arrays), and save a PNG of sample chips
+   and the report page (``report.html``: :mod:`geochip.store.report`).
 
 Example:
     >>> import tempfile, pathlib
     >>> result = run_demo(pathlib.Path(tempfile.mkdtemp()) / "demo", progress=False)
     >>> sorted(p.name for p in result.out.iterdir())
-    ['chips.png', 'chips.zarr', 'index.parquet', 'manifest.json']
+    ['chips.png', 'chips.zarr', 'index.parquet', 'manifest.json', 'report.html', 'stats.json']
     >>> result.splits
     {'train': 8, 'val': 4, 'test': 4}
 """
@@ -31,18 +33,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from torch.utils.data import DataLoader
+import numpy as np
 
 from ..builder.config.parse import parse_config
 from ..builder.run import build
 from ..core.progress import Stages
-from ..ml.torch import ChipDataset, collate_chips
 from ..sources.items import eo_cloud_cover
 from ..sources.open import open_catalog
 from ..sources.sample import sample_catalog
 from ..store.format import MASK_IGNORE
 from ..store.reader import open_store
+from ..store.report import write_report
 from ..store.viz import save_chip_grid
+
+try:  # torch is an extra: without it the demo reads its batches with numpy
+    from torch.utils.data import DataLoader
+
+    from ..ml.torch import ChipDataset, collate_chips
+
+    HAS_TORCH = True
+except ImportError:
+    HAS_TORCH = False
 
 __all__ = [
     "DEMO",
@@ -90,6 +101,7 @@ class DemoResult:
     splits: dict[str, int]
     pixels_per_class: dict[str, dict[str, int]]
     batch_shapes: dict[str, list[tuple[int, ...]]]
+    reader: str = "DataLoader"
     timings: dict[str, float] = field(default_factory=dict)
     masked_fraction: float = 0.0
 
@@ -113,19 +125,18 @@ def run_demo(
     item_id = store.manifest["items"][0]
     item = next(iter(open_catalog(sample_catalog()).search(ids=[item_id])))
     batch_shapes: dict[str, list[tuple[int, ...]]] = {}
-    with stages.stage("DataLoader (2 workers)", total=len(store)) as advance:
+    reader = "DataLoader (2 workers)" if HAS_TORCH else "numpy batches"
+    with stages.stage(reader, total=len(store)) as advance:
         seen = 0
         for name in ("train", "val", "test"):
-            dataset = ChipDataset(out, split=name)
-            loader = DataLoader(
-                dataset, batch_size=4, num_workers=2, collate_fn=collate_chips, shuffle=False
-            )
-            for batch in loader:
-                batch_shapes.setdefault(name, []).append(tuple(batch["image"].shape))
-                seen += batch["image"].shape[0]
+            for shape in _batch_shapes(store, out, name, batch_size=4):
+                batch_shapes.setdefault(name, []).append(shape)
+                seen += shape[0]
                 advance(seen)
     with stages.stage("preview PNG"):
         save_chip_grid(out, out / "chips.png")
+    with stages.stage("report page"):
+        write_report(store, out / "report.html")
     classes = dict(config.labels.classes or {}) if config.labels else {}
     names = {str(v): k for k, v in classes.items()} | {str(MASK_IGNORE): "ignore"}
     names["0"] = "background"
@@ -145,6 +156,28 @@ def run_demo(
         splits={s: int(splits.get(s, 0)) for s in ("train", "val", "test")},
         pixels_per_class=per_class,
         batch_shapes=batch_shapes,
+        reader="DataLoader" if HAS_TORCH else "numpy",
         timings=dict(stages.timings),
         masked_fraction=float(store.index["nodata_fraction"].mean()),
     )
+
+
+def _batch_shapes(store: Any, out: Path, split: str, batch_size: int) -> list[tuple[int, ...]]:
+    """Shapes of the image batches of ``split``: through a torch DataLoader with 2 workers,
+    or (torch not installed) stacked from the store's reader."""
+    if HAS_TORCH:
+        loader = DataLoader(
+            ChipDataset(out, split=split),
+            batch_size=batch_size,
+            num_workers=2,
+            collate_fn=collate_chips,
+            shuffle=False,
+        )
+        return [tuple(batch["image"].shape) for batch in loader]
+    ok = store.ok()
+    rows = [int(i) for i in ok.loc[ok["split"] == split, "index"]]
+    shapes: list[tuple[int, ...]] = []
+    for start in range(0, len(rows), batch_size):
+        images = [store.read(i)[0] for i in rows[start : start + batch_size]]
+        shapes.append(tuple(np.stack(images).shape))
+    return shapes

@@ -2,15 +2,19 @@
 
 For every geometry (a point or a polygon with an id):
 
-1. the target grid: ``mode="image"`` covers the geometry plus ``buffer`` (metres or
-   degrees) on the lattice of ``resolution`` in ``crs``
+1. the target grid: ``mode="image"`` covers the geometry plus ``buffer`` (in
+   ``buffer_unit``, metres or degrees: a buffer needs its unit) on the lattice of
+   ``resolution`` in ``crs``
    (:func:`geochip.core.grid.geometry_geobox`); ``mode="patch"`` is exactly ``size`` =
    (dimx, dimy) pixels centred on the geometry's centroid
    (:func:`geochip.core.grid.point_geobox`);
-2. the search: the grid's footprint as a bbox in EPSG:4326, with ``datetime``,
+2. the search: the grid's footprint in EPSG:4326 (``intersects``, split at 180 degrees:
+   :func:`geochip.core.geometry.wgs84_footprint`), with ``datetime``,
    ``max_cloud`` and ``collections``, through
    ``geochip.sources.open.open_catalog(href).search(...)`` (static catalogs and STAC APIs;
-   requests bounded by ``timeout`` and ``retries``);
+   requests bounded by ``timeout`` and ``retries``; ``headers`` sent as given, and
+   ``headers_env``, header name -> NAME of an environment variable, read where the catalog
+   is opened: an API key never enters the config, a Dask task or an output file);
 3. the cube: :func:`geochip.read.load.load_stack` on the grid (nearest for SCL/QA), cloud mask
    (:func:`geochip.read.cube.mask_cube`), optional gap-filling (:func:`geochip.read.cube.gapfill`);
 4. the file: ``<out>/<id>.nc`` or ``<out>/<id>.zarr`` with CF/CRS metadata
@@ -26,6 +30,10 @@ re-run after a crash only does what is left. Every geometry ends in one of four 
 ``done``, ``skipped`` (already there), ``empty`` (no scene, or every pixel masked: no
 file is written) or ``failed`` (with the reason). One geometry is one task: on threads, or
 one Dask task each on a ``distributed`` cluster. ``summary.json`` in ``out`` records them.
+
+Input that would produce nothing is refused before any file or folder is made: no
+geometries, only null or empty ones, a negative or unit-less buffer, a bad search filter,
+``max_gap`` or ``chunks``, an environment variable of ``headers_env`` that is not set.
 
 The catalog is opened once, before any geometry, and shared by the geometries run on
 threads (a Dask task opens its own). When it cannot be reached (a STAC API that is down:
@@ -59,15 +67,17 @@ from shapely.errors import GEOSException
 from .._version import __version__
 from ..core.engine import run_tasks, synchronous_dask
 from ..core.files import atomic_write_text
-from ..core.grid import BUFFER_UNITS, geometry_geobox, point_geobox
+from ..core.geometry import project, rfc7946_bbox, wgs84_footprint
+from ..core.grid import check_buffer, geometry_geobox, point_geobox, yx
 from ..core.masks import parse_mask
-from ..core.security import redact
+from ..core.security import check_headers, headers_from_env, redact
 from ..core.vectors import read_vector, with_ids
 from ..errors import CatalogError, ConfigError, EmptySearchError, InputError
-from ..read.cube import count_missing, gapfill, mask_cube
+from ..read.cube import check_max_gap, count_missing, gapfill, mask_cube
 from ..read.load import load_stack
 from ..sources.catalog import Catalog
 from ..sources.open import open_catalog
+from ..sources.query import make_query
 from ..store.cubes import CUBE_FORMATS, cube_dataset, write_cube
 
 __all__ = [
@@ -107,8 +117,9 @@ class TimeseriesConfig:
     """Keep scenes with eo:cloud_cover <= this (percent)."""
     buffer: float = 0.0
     """Buffer around each geometry (mode image), in ``buffer_unit``."""
-    buffer_unit: str = "deg"
-    """'deg' (degrees, in EPSG:4326; the SITS default) or 'm' (metres, on the ground)."""
+    buffer_unit: str | None = None
+    """'deg' (degrees, in EPSG:4326, the SITS convention) or 'm' (metres, on the ground);
+    required when ``buffer`` > 0 (a buffer without its unit is refused)."""
     mode: str = "image"
     """'image': the buffered geometry's box; 'patch': size pixels centred on it."""
     size: tuple[int, int] | None = None
@@ -131,6 +142,11 @@ class TimeseriesConfig:
     """Seconds to wait for each catalog request (STAC API or catalog over HTTP)."""
     retries: int = 3
     """Retries of a catalog request that failed transiently (429, 5xx, reset, timeout)."""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Non-secret headers sent with every catalog request (secret ones are refused here)."""
+    headers_env: Mapping[str, str] = field(default_factory=dict)
+    """Headers whose values come from the environment: header name -> NAME of the variable
+    (e.g. ``{"x-api-key": "MY_API_KEY"}``), read where the catalog is opened."""
 
     def __post_init__(self) -> None:
         if not self.bands:
@@ -143,18 +159,15 @@ class TimeseriesConfig:
             raise ConfigError(
                 f"size: mode 'patch' needs (dimx, dimy) positive pixel counts, got {self.size}"
             )
-        if self.buffer_unit not in BUFFER_UNITS:
-            raise ConfigError(f"buffer_unit must be 'm' or 'deg', got {self.buffer_unit!r}")
-        # a buffer in the wrong unit is off by five orders of magnitude: refuse the obvious
-        if self.buffer_unit == "deg" and self.buffer > 5:
+        # negative, unit-less, or in the wrong unit (off by five orders of magnitude)
+        try:
+            check_buffer(self.buffer, self.buffer_unit)
+        except InputError as err:
+            raise ConfigError(f"{err} (--buffer-unit m|deg)") from None
+        if self.mode == "patch" and self.buffer:
             raise ConfigError(
-                f"buffer {self.buffer} degrees is more than 500 km; for metres pass "
-                "buffer_unit='m' (--buffer-unit m)"
-            )
-        if self.buffer_unit == "m" and 0 < self.buffer < 1:
-            raise ConfigError(
-                f"buffer {self.buffer} m is less than a metre; for degrees pass "
-                "buffer_unit='deg' (--buffer-unit deg)"
+                f"buffer {self.buffer}: mode 'patch' has a fixed size in pixels; a buffer is "
+                "for mode 'image'"
             )
         if self.format not in CUBE_FORMATS:
             raise ConfigError(f"format must be 'nc' or 'zarr', got {self.format!r}")
@@ -168,6 +181,16 @@ class TimeseriesConfig:
             raise ConfigError(f"retries must be 0..10, got {self.retries!r}")
         if self.mask is not None:
             parse_mask(self.mask)
+        # what every geometry would refuse, refused once before any work starts
+        try:
+            make_query(self.collections, None, None, self.datetime, self.max_cloud, None)
+            check_max_gap(self.max_gap)
+            yx(self.chunks, "chunks")
+        except ConfigError:
+            raise
+        except InputError as err:
+            raise ConfigError(str(err)) from None
+        check_headers(self.headers, self.headers_env, option="headers")
 
     @property
     def all_bands(self) -> tuple[str, ...]:
@@ -266,14 +289,14 @@ def geometry_grid(geometry: Any, config: TimeseriesConfig) -> GeoBox:
     if config.mode == "patch":
         assert config.size is not None
         dimx, dimy = config.size
-        centre = geometry.to_crs(config.crs).centroid
+        centre = project(geometry, config.crs).centroid
         return point_geobox(centre, config.crs, config.resolution, {"y": dimy, "x": dimx})
     return geometry_geobox(
         geometry,
         config.crs,
         config.resolution,
         buffer=config.buffer,
-        buffer_unit=config.buffer_unit,
+        buffer_unit=config.buffer_unit or "m",
     )
 
 
@@ -288,7 +311,10 @@ def open_timeseries_catalog(config: TimeseriesConfig) -> Catalog:
     API or a catalog over HTTP cannot be reached, :class:`~geochip.errors.InputError` when
     a local path does not exist.
     """
-    return open_catalog(config.catalog, timeout=config.timeout, retries=config.retries)
+    headers = {**config.headers, **headers_from_env(config.headers_env, option="headers_env")}
+    return open_catalog(
+        config.catalog, headers=headers, timeout=config.timeout, retries=config.retries
+    )
 
 
 def process_geometry(
@@ -341,19 +367,20 @@ def _build(
     catalog: Catalog | None = None,
 ) -> tuple[str, str, int]:
     grid = geometry_grid(geometry, config)
-    bbox = list(grid.footprint("EPSG:4326").boundingbox)
+    footprint = wgs84_footprint(grid.extent)  # split at 180 degrees: never a 360-degree box
     if catalog is None:
         catalog = open_timeseries_catalog(config)
     items = list(
         catalog.search(
-            bbox=bbox,
+            intersects=footprint.geom,
             datetime=config.datetime,
             max_cloud=config.max_cloud,
             collections=list(config.collections) if config.collections else None,
         )
     )
     if not items:
-        return "empty", f"no scene over bbox {bbox} for datetime {config.datetime}", 0
+        bbox = [round(v, 6) for v in rfc7946_bbox(footprint)]
+        return "empty", f"no scene over the grid (bbox {bbox}) for datetime {config.datetime}", 0
     cube = load_stack(
         items,
         config.all_bands,
@@ -361,6 +388,7 @@ def _build(
         resampling=config.resampling,
         chunks=config.chunks,
         groupby=config.groupby,
+        href_policy=catalog.href_policy,
     )
     if config.mask is not None:
         cube = mask_cube(cube, config.mask)
@@ -407,8 +435,10 @@ def run_timeseries(
     progress. Failures do not stop the others: they are results with a reason.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    # refused before the output folder is made: no geometry, an unset header variable
     gdf = read_geometries(geometries, id_column)
+    headers_from_env(config.headers_env, option="headers_env")
+    out.mkdir(parents=True, exist_ok=True)
     jobs = [
         (str(gid), geom.__geo_interface__)
         for gid, geom in zip(gdf["id"], gdf.geometry, strict=True)

@@ -10,6 +10,8 @@ from pydantic import Field, field_validator, model_validator
 from pyproj import CRS
 from pyproj.exceptions import CRSError
 
+from ...core.grid import check_buffer
+from ...errors import InputError
 from .base import Section, SizeValue, check_size
 
 __all__ = [
@@ -23,7 +25,11 @@ __all__ = [
 class BandsConfig(Section):
     """Which assets become image channels (a plain list is accepted as ``names``)."""
 
-    names: list[str] = Field(min_length=1, description="Asset keys of the items, in channel order.")
+    names: list[str] = Field(
+        min_length=1,
+        description="Channels in order: asset keys (an asset of N bands gives N channels "
+        "<asset>.1..<asset>.N), <asset>.<n>, band names or common names (blue, SR_B4).",
+    )
     nodata: float | None = Field(
         None,
         description="Nodata value of the image; None: the bands' own nodata (they must "
@@ -96,6 +102,10 @@ class GeometriesConfig(Section):
             raise ValueError("size is for mode 'patch'; mode 'box' takes buffer instead")
         if self.mode == "patch" and self.buffer:
             raise ValueError("buffer is for mode 'box'; a patch has a fixed size")
+        try:  # a buffer absurd for its unit (degrees written as metres, or the reverse)
+            check_buffer(self.buffer, self.buffer_unit)
+        except InputError as err:
+            raise ValueError(f"{err} (buffer_unit: m|deg)") from None
         return self
 
 

@@ -10,7 +10,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
+from ...core.geometry import check_bbox
 from ...core.imports import check_import_path
+from ...core.security import check_headers
+from ...errors import ConfigError
 from .base import Section
 
 __all__ = [
@@ -20,10 +23,6 @@ __all__ = [
     "SampleSource",
     "Source",
 ]
-
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class _SearchFields(Section):
@@ -55,9 +54,8 @@ class _SearchFields(Section):
     def _bbox_order(
         cls, value: tuple[float, float, float, float] | None
     ) -> tuple[float, float, float, float] | None:
-        if value is not None and (value[0] > value[2] or value[1] > value[3]):
-            raise ValueError("bbox must be (west, south, east, north) with west <= east")
-        return value
+        # west > east (RFC 7946's box over 180 degrees) is refused with the two boxes to use
+        return None if value is None else check_bbox(value, "bbox")
 
 
 class SampleSource(_SearchFields):
@@ -109,14 +107,10 @@ class CatalogSource(_SearchFields):
     @field_validator("headers_env")
     @classmethod
     def _header_names(cls, value: dict[str, str]) -> dict[str, str]:
-        for header, env in value.items():
-            if not _HEADER_NAME.fullmatch(header):
-                raise ValueError(f"{header!r} is not an HTTP header name")
-            if not _ENV_NAME.fullmatch(env):
-                raise ValueError(
-                    f"the value of header {header!r} must be the NAME of an environment "
-                    "variable (letters, digits, _), not the secret itself"
-                )
+        try:
+            check_headers(headers_env=value)
+        except ConfigError as err:
+            raise ValueError(str(err).split(": ", 1)[1]) from None
         return value
 
     @field_validator("sign")
