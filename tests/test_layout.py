@@ -159,3 +159,12 @@ def test_every_module_says_what_it_is() -> None:
         if not doc or "TODO" in doc:
             missing.append(name)
     assert missing == []
+
+
+def test_no_script_folder_shadows_a_standard_module() -> None:
+    """A script runs with its folder first on sys.path: benchmarks/select.py made every
+    benchmark's `import subprocess` import it instead of the standard `select`."""
+    root = Path(__file__).parents[1]
+    for folder in ("benchmarks", "scripts", "examples"):
+        shadowing = {p.stem for p in (root / folder).glob("*.py")} & sys.stdlib_module_names
+        assert not shadowing, (folder, shadowing)

@@ -29,7 +29,7 @@ Example:
     >>> tree(root)
     {'a': None, 'a/x.bin': b'1'}
     >>> sorted(JOBS)
-    ['build', 'timeseries', 'timeseries-zarr']
+    ['build', 'predict', 'timeseries', 'timeseries-zarr']
 """
 
 from __future__ import annotations
@@ -50,6 +50,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from odc.geo.geobox import GeoBox
+
+from . import make_cog
 
 __all__ = [
     "JOBS",
@@ -57,6 +60,7 @@ __all__ = [
     "JobReport",
     "Tree",
     "build_job",
+    "predict_job",
     "check_killed",
     "compare_trees",
     "run_job",
@@ -309,9 +313,59 @@ def timeseries_job(work: Path, format: str = "nc") -> Job:
     )
 
 
+def predict_job(work: Path) -> Job:
+    """``geochip predict`` of a seeded tiny segmenter over a generated 3-band 1536 x 1536
+    COG: 128 px windows, 16 px overlap, batches of 8, class map and probabilities."""
+    source = work / "scene.tif"
+    if not source.exists():
+        geobox = GeoBox.from_bbox((500000, 4000000, 530720, 4030720), "EPSG:32633", resolution=20)
+        make_cog(source, geobox, bands=3, pattern="texture", tile=256)
+
+    def phase(out: Path, reference: Tree) -> str:
+        if (out / "pred.json").exists():
+            return "exit"
+        if (out / "pred.tif").exists():
+            return "STAC item"
+        state = out / ".pred.tif.predict"
+        if not state.exists():
+            return "start (interpreter, imports, plan)"
+        return "windows (strips written)" if any(state.glob("strip-*.tif")) else "first strips"
+
+    def temporary(rel: str) -> bool:
+        return rel.split("/", maxsplit=1)[0].startswith(".") or _is_partial(rel)
+
+    argv = [
+        "predict",
+        "geochip.testing.models:tiny_segmenter",
+        str(source),
+        "--chip",
+        "128",
+        "--overlap",
+        "16",
+        "--batch-size",
+        "8",
+        "--tile",
+        "256",
+        "--mean",
+        "30000,30000,30000",
+        "--std",
+        "20000,20000,20000",
+        "--output",
+        "both",
+    ]
+    return Job(
+        name="predict",
+        argv=lambda out: [*argv, "--out", str(out / "pred.tif")],
+        marker="pred.json",
+        temporary=temporary,
+        phase=phase,
+    )
+
+
 #: Every job the suite knows: name -> factory(work folder) -> Job.
 JOBS: dict[str, Callable[[Path], Job]] = {
     "build": build_job,
+    "predict": predict_job,
     "timeseries": timeseries_job,
     "timeseries-zarr": lambda work: timeseries_job(work, "zarr"),
 }

@@ -2,7 +2,7 @@
 
 Run it alone on the machine (needs PostgreSQL + PostGIS, see the README):
 
-    .venv/bin/python benchmarks/select.py [--quick] [--json out.json]
+    .venv/bin/python benchmarks/selection.py [--quick] [--json out.json]
 
 One run builds a LandCoverNet-like world (``geochip.testing.landcover``: label tiles over a
 few MGRS-like tiles, Sentinel-2 L2A items every few days, decoy tiles elsewhere so the
