@@ -97,7 +97,7 @@ def test_dataloader_workers_give_the_same_floats(store_path: Path) -> None:
     assert torch.equal(first["image"], here["image"]) and torch.equal(first["valid"], here["valid"])
 
 
-def test_worker_buffers_are_reused_only_once_the_main_process_lets_go(store_path: Path) -> None:
+def test_batch_buffers_are_reused_only_once_the_caller_lets_go(store_path: Path) -> None:
     # workers normalise into shared buffers reused once released: batches the main process
     # keeps must never be overwritten, and single samples (the valid mask lies after the
     # image in the same buffer) must arrive intact
@@ -120,6 +120,13 @@ def test_worker_buffers_are_reused_only_once_the_main_process_lets_go(store_path
     for k, sample in enumerate(singles):
         assert torch.equal(sample["image"], here["image"][k])
         assert torch.equal(sample["valid"], here["valid"][k])
+    # without workers batches are recycled too: one the caller holds is never written again
+    local = DataLoader(ds, batch_size=4, collate_fn=collate_chips)
+    kept = list(local)
+    again = [b["image"].clone() for b in local]  # dropped at once: recycled
+    assert torch.equal(torch.cat([b["image"] for b in kept]), here["image"])
+    assert torch.equal(torch.cat([b["valid"] for b in kept]), here["valid"])
+    assert torch.equal(torch.cat(again), here["image"])
 
 
 def test_kornia_transforms_move_image_mask_and_valid_together(store_path: Path) -> None:

@@ -57,7 +57,7 @@ from ..plan.splits import SPLITS
 from ..store.bandstats import band_stats
 from ..store.reader import ArrayReader, ChipStore, open_store
 from .normalize import Normalizer
-from .sharing import SharedBatches, same_kind, torch_dtype
+from .sharing import LocalBatches, SharedBatches, same_kind, torch_dtype
 
 __all__ = [
     "ChipDataset",
@@ -183,6 +183,7 @@ class ChipDataset(Dataset[Sample]):
         self._readers: dict[str, ArrayReader] = {}
         self._scratch: dict[str, npt.NDArray[Any]] = {}
         self._shared: SharedBatches | None = None
+        self._local: LocalBatches | None = None
         self.normalizer: Normalizer | None = None
         if dtype is not None or normalize is not None:
             stats = band_stats(self.store, stats_split) if isinstance(normalize, str) else None
@@ -200,7 +201,7 @@ class ChipDataset(Dataset[Sample]):
     def __getstate__(self) -> dict[str, Any]:
         # a worker's shared buffers (file descriptors, mappings) stay in that process
         state = self.__dict__.copy()
-        state["_shared"] = None
+        state["_shared"] = state["_local"] = None
         return state
 
     def _reader(self, name: str) -> ArrayReader:
@@ -209,6 +210,7 @@ class ChipDataset(Dataset[Sample]):
             self._readers = {}
             self._scratch = {}
             self._shared = None
+            self._local = None
             self._pid = os.getpid()
             if _in_worker():
                 # DataLoader workers already use every core: Blosc's own threads would
@@ -289,11 +291,14 @@ class ChipDataset(Dataset[Sample]):
             reader.read_into(int(self.positions[i]), raw[k])
         dtype = self.normalizer.dtype
         if not (_in_worker() and hasattr(os, "memfd_create") and len(idx)):
-            # numpy's allocation (huge pages where the kernel allows) faults in far less
-            # than a fresh torch.empty: the normalised batch is written there
-            values = np.empty(shape, dtype=dtype)
-            valid = self.normalizer(raw, values)
-            return torch.from_numpy(values), torch.from_numpy(valid)
+            # batches of earlier calls that nothing holds any more are written again (their
+            # pages are warm; a fresh 64 MiB per batch faults in every page)
+            if self._local is None:
+                self._local = LocalBatches()
+            values, out = self._local(shape, dtype)
+            valid, mask = self._local((*shape[:-3], *shape[-2:]), np.dtype(bool))
+            self.normalizer(raw, values, valid=valid)
+            return out, mask
         # a DataLoader worker: normalise straight into a shared buffer that the main
         # process has let go of (its pages are mapped and warm; a fresh one per batch
         # costs the kernel more than the normalising), the valid mask beside it
