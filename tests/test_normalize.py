@@ -97,6 +97,38 @@ def test_dataloader_workers_give_the_same_floats(store_path: Path) -> None:
     assert torch.equal(first["image"], here["image"]) and torch.equal(first["valid"], here["valid"])
 
 
+def test_batch_buffers_are_reused_only_once_the_caller_lets_go(store_path: Path) -> None:
+    # workers normalise into shared buffers reused once released: batches the main process
+    # keeps must never be overwritten, and single samples (the valid mask lies after the
+    # image in the same buffer) must arrive intact
+    ds = ChipDataset(store_path, split="train", normalize="zscore", fill=-9)
+    here = collate_chips(ds.__getitems__(list(range(len(ds)))))
+    loader = DataLoader(
+        ds, batch_size=4, num_workers=2, collate_fn=collate_chips, persistent_workers=True
+    )
+    for _ in range(2):
+        kept = list(loader)  # more batches than a worker keeps buffers
+        assert torch.equal(torch.cat([b["image"] for b in kept]), here["image"])
+        assert torch.equal(torch.cat([b["valid"] for b in kept]), here["valid"])
+        del kept
+    for epoch in range(2):  # dropped at once: the same buffers again
+        for k, batch in enumerate(loader):
+            assert torch.equal(batch["image"], here["image"][4 * k : 4 * k + 4]), epoch
+            assert torch.equal(batch["valid"], here["valid"][4 * k : 4 * k + 4]), epoch
+            del batch
+    singles = DataLoader(ds, batch_size=None, num_workers=2)
+    for k, sample in enumerate(singles):
+        assert torch.equal(sample["image"], here["image"][k])
+        assert torch.equal(sample["valid"], here["valid"][k])
+    # without workers batches are recycled too: one the caller holds is never written again
+    local = DataLoader(ds, batch_size=4, collate_fn=collate_chips)
+    kept = list(local)
+    again = [b["image"].clone() for b in local]  # dropped at once: recycled
+    assert torch.equal(torch.cat([b["image"] for b in kept]), here["image"])
+    assert torch.equal(torch.cat([b["valid"] for b in kept]), here["valid"])
+    assert torch.equal(torch.cat(again), here["image"])
+
+
 def test_kornia_transforms_move_image_mask_and_valid_together(store_path: Path) -> None:
     # the README's example: kornia's AugmentationSequential moves image and masks together
     augment = K.AugmentationSequential(

@@ -96,9 +96,15 @@ class Normalizer:
             self.scale = scale.astype(self.dtype).reshape(-1, 1, 1)
             self.offset = offset.astype(self.dtype).reshape(-1, 1, 1)
 
-    def __call__(self, raw: npt.NDArray[Any], out: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
+    def __call__(
+        self,
+        raw: npt.NDArray[Any],
+        out: npt.NDArray[Any],
+        *,
+        valid: npt.NDArray[np.bool_] | None = None,
+    ) -> npt.NDArray[np.bool_]:
         """Fill ``out`` (float, the shape of ``raw``: (N, [T,] C, H, W)) and return where
-        pixels are valid ((N, [T,] H, W)).
+        pixels are valid ((N, [T,] H, W); written into ``valid`` when given).
 
         Chip by chip and band by band, so that each step works on a few MiB that stay in
         the CPU's cache (one pass over memory instead of one per operation)."""
@@ -140,4 +146,7 @@ class Normalizer:
                 )
             out[...] = np.asarray(result)
             out[np.broadcast_to(np.expand_dims(bad, -3), out.shape)] = self.fill
-        return np.asarray(~bad)
+        if valid is None:
+            return np.asarray(~bad)
+        np.logical_not(bad, out=valid)
+        return valid

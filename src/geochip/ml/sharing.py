@@ -1,6 +1,7 @@
 """How a DataLoader worker hands batches to the main process: shared buffers reused once
 released, small tensors sent inline; the batch allocators of
-:class:`~geochip.ml.stream.StreamDataset`.
+:class:`~geochip.ml.stream.StreamDataset` and of the normalised batches of
+:class:`~geochip.ml.torch.ChipDataset`.
 
 A DataLoader worker hands every batch to the main process in shared memory. Allocating that
 memory afresh for every batch (what torch does) costs the kernel more than GDAL spends
@@ -16,6 +17,9 @@ into them again once the main process has let go of the batch it last sent in on
   one to the release counter (:func:`_rebuild_shared_batch`);
 - the worker reuses a buffer when every send has been released and nothing in the worker
   holds it any more (its reference count, as :class:`~geochip.read.recycler.Recycler`).
+- several arrays may share one buffer (:meth:`SharedBatches.many`: an image and its valid
+  mask), and any view of one may be sent (a sample of a batch): the tensor says where it
+  starts in the buffer; :func:`same_kind` gives a view made by torch the subclass back.
 
 A batch the main process keeps is never written again; past ``keep`` busy buffers the
 worker makes a new one per batch (the plain behaviour). If the main process forwards a
@@ -40,9 +44,9 @@ import numpy.typing as npt
 import torch
 
 from ..read.recycler import UNREFERENCED, Recycler
-from .torch import torch_dtype
 
 _TRAILER = 64  # bytes after the pixels: the release counter (int64)
+_ALIGN = 64  # arrays sharing one buffer start on a multiple of this many bytes
 
 _RELEASE_LOCK = threading.Lock()
 
@@ -96,10 +100,10 @@ class _SharedSlot:
             return False
         return sys.getrefcount(self.pixels[0]) == UNREFERENCED and self.released() == self.sent
 
-    def take(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> tuple[Any, Any]:
-        """A numpy view of ``shape`` at the start of the buffer, and the tensor over it."""
+    def take(self, shape: tuple[int, ...], dtype: np.dtype[Any], start: int = 0) -> tuple[Any, Any]:
+        """A numpy view of ``shape`` at byte ``start`` of the buffer, and the tensor over it."""
         nbytes = int(np.prod(shape)) * dtype.itemsize
-        array = self.pixels[0][:nbytes].view(dtype).reshape(shape)
+        array = self.pixels[0][start : start + nbytes].view(dtype).reshape(shape)
         tensor = torch.from_numpy(array).as_subclass(_SharedBatchTensor)
         tensor._geochip_slot = self
         return array, tensor
@@ -115,15 +119,27 @@ class SharedBatches:
         self.made = 0
 
     def __call__(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> tuple[Any, Any]:
-        nbytes = int(np.prod(shape)) * dtype.itemsize
+        return self.many((shape, dtype))[0]
+
+    def many(self, *specs: tuple[tuple[int, ...], np.dtype[Any]]) -> list[tuple[Any, Any]]:
+        """Several arrays (``(shape, dtype)`` each) and their tensors in one buffer (a
+        batch's image and its mask: one file descriptor to send, one buffer to reuse)."""
+        starts, nbytes = [], 0
+        for shape, dtype in specs:
+            starts.append(nbytes)
+            nbytes += -(-int(np.prod(shape)) * np.dtype(dtype).itemsize // _ALIGN) * _ALIGN
         for slot in self.slots:
             if slot.nbytes >= nbytes and slot.free():
-                return slot.take(shape, dtype)
-        slot = _SharedSlot(nbytes)
-        self.made += 1
-        if len(self.slots) < self.keep:
-            self.slots.append(slot)
-        return slot.take(shape, dtype)
+                break
+        else:
+            slot = _SharedSlot(nbytes)
+            self.made += 1
+            if len(self.slots) < self.keep:
+                self.slots.append(slot)
+        return [
+            slot.take(shape, np.dtype(dtype), start)
+            for (shape, dtype), start in zip(specs, starts, strict=True)
+        ]
 
     def close(self) -> None:
         """Let go of the kept buffers (each closes once nothing in flight uses it)."""
@@ -133,6 +149,13 @@ class SharedBatches:
 def _reduce_shared_batch(tensor: _SharedBatchTensor) -> Any:
     """How multiprocessing sends a worker's batch: the memfd, and where the tensor lies."""
     slot = tensor._geochip_slot
+    # where the tensor starts in the buffer, in its elements (it may be a view anywhere in
+    # it: one of several arrays, or one sample of a batch)
+    size = tensor.element_size()
+    start = tensor.untyped_storage().data_ptr() - slot.pixels[0].ctypes.data
+    start += int(tensor.storage_offset()) * size
+    if start % size:  # pragma: no cover - take() aligns every array
+        raise ValueError(f"a shared batch tensor starts at byte {start}, not on an element")
     slot.sent += 1
     return (
         _rebuild_shared_batch,
@@ -142,7 +165,7 @@ def _reduce_shared_batch(tensor: _SharedBatchTensor) -> Any:
             str(tensor.dtype).removeprefix("torch."),
             tuple(tensor.shape),
             tuple(tensor.stride()),
-            tensor.storage_offset(),
+            start // size,
         ),
     )
 
@@ -163,7 +186,8 @@ def _rebuild_shared_batch(
     finally:
         os.close(fd)
     pixels = memoryview(mm)[:nbytes]
-    flat = torch.frombuffer(pixels, dtype=getattr(torch, dtype))
+    tdtype = getattr(torch, dtype)
+    flat = torch.frombuffer(pixels, dtype=tdtype, count=nbytes // tdtype.itemsize)
     weakref.finalize(pixels, _release_shared_batch, mm, nbytes)
     del pixels
     return flat.as_strided(shape, stride, offset)
@@ -192,6 +216,16 @@ def _rebuild_inline(array: npt.NDArray[Any]) -> torch.Tensor:
     return torch.from_numpy(array)
 
 
+def same_kind(tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``tensor`` (a view of the same buffer as ``like``) sent the way ``like`` is: a
+    worker's shared batch by reference to its buffer, anything else as torch sends it."""
+    if not isinstance(like, _SharedBatchTensor):
+        return tensor
+    kept = tensor.as_subclass(_SharedBatchTensor)
+    kept._geochip_slot = like._geochip_slot
+    return kept
+
+
 def inline_tensor(array: npt.NDArray[Any]) -> torch.Tensor:
     """A small array as a tensor that multiprocessing sends inside the pickle."""
     return torch.from_numpy(array).as_subclass(_InlineTensor)
@@ -209,6 +243,11 @@ def shared_alloc(shape: tuple[int, ...], dtype: np.dtype[Any]) -> tuple[Any, Any
     storage = torch.UntypedStorage._new_shared(nbytes)  # type: ignore[no-untyped-call]
     tensor = torch.empty(0, dtype=tdtype).set_(storage).view(shape)
     return tensor.numpy(), tensor
+
+
+def torch_dtype(dtype: Any) -> torch.dtype:
+    """The torch dtype of a numpy dtype (``uint16`` -> ``torch.uint16``)."""
+    return torch.from_numpy(np.empty(0, dtype=np.dtype(dtype))).dtype
 
 
 class LocalBatches:

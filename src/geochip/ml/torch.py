@@ -15,7 +15,11 @@ the buffer is a ``memfd`` filled with ``pwrite``/``sendfile`` (the kernel copies
 fresh shared pages, so no page faults are taken one 4 KiB page at a time); torch then
 passes it to the main process as a file descriptor, without a copy. :func:`collate_chips`
 sees that the samples are consecutive views of one buffer and returns the buffer itself;
-with other samples it copies them into one preallocated tensor.
+with other samples it copies them into one preallocated tensor. A normalised batch
+(``dtype="float32"``, ``normalize=...``) is written by the worker straight into a shared
+buffer that it reuses once the main process lets go of it
+(:class:`~geochip.ml.sharing.SharedBatches`; a fresh 64 MiB per batch cost more than the
+normalising), ``valid`` beside it.
 
 Example:
     >>> import tempfile, pathlib, numpy as np
@@ -53,6 +57,7 @@ from ..plan.splits import SPLITS
 from ..store.bandstats import band_stats
 from ..store.reader import ArrayReader, ChipStore, open_store
 from .normalize import Normalizer
+from .sharing import LocalBatches, SharedBatches, same_kind, torch_dtype
 
 __all__ = [
     "ChipDataset",
@@ -62,20 +67,6 @@ __all__ = [
 ]
 
 Sample = dict[str, Any]
-
-_TORCH_DTYPES = {
-    np.dtype("uint8"): torch.uint8,
-    np.dtype("int8"): torch.int8,
-    np.dtype("uint16"): torch.uint16,
-    np.dtype("int16"): torch.int16,
-    np.dtype("uint32"): torch.uint32,
-    np.dtype("int32"): torch.int32,
-    np.dtype("uint64"): torch.uint64,
-    np.dtype("int64"): torch.int64,
-    np.dtype("float16"): torch.float16,
-    np.dtype("float32"): torch.float32,
-    np.dtype("float64"): torch.float64,
-}
 
 
 def _in_worker() -> bool:
@@ -103,7 +94,7 @@ class _BatchBuffer:
             self.fd = os.memfd_create("geochip-batch", os.MFD_CLOEXEC)
             os.ftruncate(self.fd, nbytes)
         else:
-            self.tensor = torch.empty((n, *shape), dtype=_TORCH_DTYPES[dtype])
+            self.tensor = torch.empty((n, *shape), dtype=torch_dtype(dtype))
 
     def fill(self, k: int, reader: ArrayReader, i: int, scratch: npt.NDArray[Any]) -> None:
         """Put chip ``i`` of ``reader`` into slot ``k``."""
@@ -142,7 +133,7 @@ class _BatchBuffer:
         finally:
             os.close(self.fd)
             self.fd = None
-        flat = torch.empty(0, dtype=_TORCH_DTYPES[self.dtype]).set_(storage)
+        flat = torch.empty(0, dtype=torch_dtype(self.dtype)).set_(storage)
         return flat.view((self.n, *self.shape))
 
 
@@ -191,6 +182,8 @@ class ChipDataset(Dataset[Sample]):
         self._pid: int | None = None
         self._readers: dict[str, ArrayReader] = {}
         self._scratch: dict[str, npt.NDArray[Any]] = {}
+        self._shared: SharedBatches | None = None
+        self._local: LocalBatches | None = None
         self.normalizer: Normalizer | None = None
         if dtype is not None or normalize is not None:
             stats = band_stats(self.store, stats_split) if isinstance(normalize, str) else None
@@ -205,11 +198,19 @@ class ChipDataset(Dataset[Sample]):
     def __len__(self) -> int:
         return len(self.positions)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # a worker's shared buffers (file descriptors, mappings) stay in that process
+        state = self.__dict__.copy()
+        state["_shared"] = state["_local"] = None
+        return state
+
     def _reader(self, name: str) -> ArrayReader:
         # readers hold no open file, but their caches belong to one process
         if self._pid != os.getpid():
             self._readers = {}
             self._scratch = {}
+            self._shared = None
+            self._local = None
             self._pid = os.getpid()
             if _in_worker():
                 # DataLoader workers already use every core: Blosc's own threads would
@@ -270,9 +271,9 @@ class ChipDataset(Dataset[Sample]):
         return [
             self._sample(
                 i,
-                views["image"][k],
+                same_kind(views["image"][k], views["image"]),
                 None if mask is None else mask[k],
-                None if valid is None else valid[k],
+                None if valid is None else same_kind(valid[k], valid),
             )
             for k, i in enumerate(idx)
         ]
@@ -289,31 +290,25 @@ class ChipDataset(Dataset[Sample]):
         for k, i in enumerate(idx):
             reader.read_into(int(self.positions[i]), raw[k])
         dtype = self.normalizer.dtype
-        if not (_in_worker() and hasattr(os, "memfd_create")):
-            # numpy's allocation (huge pages where the kernel allows) faults in far less
-            # than a fresh torch.empty: the normalised batch is written there
-            values = np.empty(shape, dtype=dtype)
-            valid = self.normalizer(raw, values)
-            return torch.from_numpy(values), torch.from_numpy(valid)
-        # a DataLoader worker: normalise into a reused scratch (its pages are warm), then
-        # hand the bytes to the kernel, which fills the shared memfd without user faults
-        scratch = self._scratch.get("float")
-        if scratch is None or scratch.shape != shape or scratch.dtype != dtype:
-            scratch = np.empty(shape, dtype=dtype)
-            self._scratch["float"] = scratch
-        buffer = _BatchBuffer(len(idx), reader.chip_shape, dtype)
-        assert buffer.fd is not None
-        try:
-            valid = self.normalizer(raw, scratch)
-            view = memoryview(scratch.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
-            done = 0
-            while done < len(view):
-                done += os.pwrite(buffer.fd, view[done:], done)
-        except BaseException:
-            os.close(buffer.fd)
-            raise
-        out = buffer.finish()
-        return out, torch.from_numpy(valid)
+        if not (_in_worker() and hasattr(os, "memfd_create") and len(idx)):
+            # batches of earlier calls that nothing holds any more are written again (their
+            # pages are warm; a fresh 64 MiB per batch faults in every page)
+            if self._local is None:
+                self._local = LocalBatches()
+            values, out = self._local(shape, dtype)
+            valid, mask = self._local((*shape[:-3], *shape[-2:]), np.dtype(bool))
+            self.normalizer(raw, values, valid=valid)
+            return out, mask
+        # a DataLoader worker: normalise straight into a shared buffer that the main
+        # process has let go of (its pages are mapped and warm; a fresh one per batch
+        # costs the kernel more than the normalising), the valid mask beside it
+        if self._shared is None:
+            self._shared = SharedBatches()
+        (values, out), (valid, mask) = self._shared.many(
+            (shape, dtype), ((*shape[:-3], *shape[-2:]), np.dtype(bool))
+        )
+        self.normalizer(raw, values, valid=valid)
+        return out, mask
 
     def __repr__(self) -> str:
         return f"ChipDataset({str(self.store.path)!r}, split={self.split!r}, chips={len(self)})"
@@ -344,7 +339,7 @@ def _base_of_views(tensors: Sequence[Any]) -> Any:
         return None
     shape = (len(tensors), *first.shape)
     stride = torch.empty(shape, device="meta").stride()
-    return torch.empty(0, dtype=first.dtype).set_(storage, start, shape, stride)
+    return same_kind(torch.empty(0, dtype=first.dtype).set_(storage, start, shape, stride), first)
 
 
 def _stack_into(tensors: Sequence[Any]) -> Any:
@@ -384,8 +379,3 @@ def collate_chips(samples: Sequence[Sample]) -> Sample:
         else:
             out[key] = values
     return out
-
-
-def torch_dtype(dtype: Any) -> torch.dtype:
-    """The torch dtype of a numpy dtype (``uint16`` -> ``torch.uint16``)."""
-    return torch.from_numpy(np.empty(0, dtype=np.dtype(dtype))).dtype
