@@ -220,7 +220,9 @@ def build(
             # provenance: the table and the chosen items (unsigned hrefs), atomically
             bp.selection.save(out / SELECTION_FILE)
         stats_section = (
-            _band_stats(out, bp, spans, records, dtype, nodata, config.bands.names)
+            _band_stats(
+                out, bp, spans, records, dtype, nodata, config.bands.names, config.stats.per_step
+            )
             if band_stats
             else None
         )
@@ -290,21 +292,35 @@ def _band_stats(
     dtype: str,
     nodata: Any,
     bands: list[str],
+    per_step: bool = False,
 ) -> dict[str, Any]:
-    """Merge the batches' band statistics in batch order (exact, resume-identical), write
-    ``stats.json`` and return the manifest's ``stats``. A batch recorded without them (by an
-    older geochip) is counted from the chips it wrote."""
+    """Merge the batches' band statistics (``per_step``: per time step too) in batch order
+    (exact, resume-identical), write ``stats.json`` and return the manifest's ``stats``. A
+    batch recorded without them (by an older geochip) is counted from the chips it wrote."""
     splits = [str(s) for s in bp.plan["split"]] if "split" in bp.plan else ["all"] * len(bp.plan)
-    parts = []
+    keys = ["band_stats", *(["step_stats"] if per_step else [])]
+    parts: dict[str, list[Any]] = {key: [] for key in keys}
     reader = ArrayReader(out / "chips.zarr" / "image")
     for b, (start, stop) in enumerate(spans):
         rec = records[b]
-        if "band_stats" not in rec:
-            chips = np.stack([reader.read(i) for i in range(start, stop)])
-            ok = [c["status"] == "ok" for c in rec["chips"]]
-            rec["band_stats"] = batch_to_json(batch_stats(chips, splits[start:stop], nodata, ok))
-        parts.append(rec["band_stats"])
-    return save_stats(out, merge_batches(parts, dtype, len(bands)), bands, dtype)
+        chips = None
+        for key in keys:
+            if key not in rec:
+                if chips is None:
+                    chips = np.stack([reader.read(i) for i in range(start, stop)])
+                ok = [c["status"] == "ok" for c in rec["chips"]]
+                accs = batch_stats(
+                    chips, splits[start:stop], nodata, ok, per_step=key == "step_stats"
+                )
+                rec[key] = batch_to_json(accs)
+            parts[key].append(rec[key])
+    steps = None
+    if per_step:
+        nsteps = reader.chip_shape[0]
+        steps = merge_batches(parts["step_stats"], dtype, nsteps * len(bands))
+    return save_stats(
+        out, merge_batches(parts["band_stats"], dtype, len(bands)), bands, dtype, steps
+    )
 
 
 def _grid_sources(bp: BuildPlan) -> dict[str, dict[str, Any]]:

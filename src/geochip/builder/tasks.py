@@ -84,6 +84,8 @@ class BatchTask:
     read: ReadOptions
     splits: tuple[str, ...] = ()
     """The split of each chip (band statistics are kept per split); empty: no stats."""
+    per_step: bool = False
+    """Band statistics per time step too (``stats.per_step``)."""
 
 
 def _burn(task: BatchTask, spec: GridSpec, geobox: GeoBox) -> npt.NDArray[np.uint8] | None:
@@ -233,6 +235,9 @@ def run_batch(task: BatchTask) -> dict[str, Any]:
     if task.splits:  # band statistics of the chips written, per split
         ok = [s is not None and s.status == "ok" for s in stats]
         record["band_stats"] = batch_to_json(batch_stats(image, task.splits, task.nodata, ok))
+        if task.per_step:
+            steps = batch_stats(image, task.splits, task.nodata, ok, per_step=True)
+            record["step_stats"] = batch_to_json(steps)
     atomic_write_bytes(
         record_path(task.store, task.batch), json.dumps(record, sort_keys=True).encode()
     )
@@ -340,4 +345,5 @@ def batch_tasks(
             retry_delay=config.engine.retry_delay,
             read=plan.read,
             splits=tuple(split_of[start:stop]) if band_stats else (),
+            per_step=config.stats.per_step,
         )

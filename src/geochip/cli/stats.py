@@ -24,6 +24,10 @@ def stats(
         bool,
         typer.Option(help="Store older than band statistics: write stats.json and the manifest."),
     ] = False,
+    per_step: Annotated[
+        bool,
+        typer.Option("--per-step", help="Time stacks: one table per split and time step."),
+    ] = False,
 ) -> None:
     """Band statistics per split: valid pixels, mean, std, min, max, percentiles (from the
     manifest; recomputed from the arrays for a store built without them)."""
@@ -31,37 +35,49 @@ def stats(
     from ..store.reader import open_store
 
     opened = open_store(store)
-    recomputed = "stats" not in opened.manifest
-    doc = store_stats(opened)
+    section = opened.manifest.get("stats") or {}
+    recomputed = not section or (per_step and "per_step" not in section)
+    doc = store_stats(opened, per_step=per_step)
     if save and recomputed:
-        doc = save_statistics(opened)
+        doc = save_statistics(opened, per_step=per_step)
     splits = [split] if split is not None else list(doc["splits"])
     if split is not None:
         band_stats(opened, split, allow_empty=True)  # names a split that is not there
     if as_json:
-        console.print_json(json.dumps({**doc, "splits": {s: doc["splits"][s] for s in splits}}))
+        shown = {**doc, "splits": {s: doc["splits"][s] for s in splits}}
+        if "per_step" in doc:
+            steps = doc["per_step"]
+            shown["per_step"] = {**steps, "splits": {s: steps["splits"][s] for s in splits}}
+        console.print_json(json.dumps(shown))
         return
     if recomputed:
         console.print(
-            "recomputed from the arrays (this store was built without band statistics"
+            "recomputed from the arrays (this store was built without these statistics"
             + ("; saved)" if save else "; --save writes them)")
         )
     keys = ["count", "mean", "std", "min", "max", "p1", "p2", "p50", "p98", "p99"]
     for name in splits:
-        table = Table(title=f"{name}: valid pixels per band ({doc['bins']} histogram bins)")
-        table.add_column("band")
-        for key in keys:
-            table.add_column(key, justify="right")
-        for band in doc["bands"]:
-            row = doc["splits"][name][band]
-            table.add_row(
-                band,
-                *(
-                    "-" if row[k] is None else f"{row[k]:,.6g}" if k != "count" else f"{row[k]}"
-                    for k in keys
-                ),
-            )
-        console.print(table)
+        tables = [("", doc["splits"][name])]
+        if per_step:
+            tables = [
+                (f", time step {t}", s) for t, s in enumerate(doc["per_step"]["splits"][name])
+            ]
+        for where, rows in tables:
+            title = f"{name}{where}: valid pixels per band ({doc['bins']} histogram bins)"
+            table = Table(title=title)
+            table.add_column("band")
+            for key in keys:
+                table.add_column(key, justify="right")
+            for band in doc["bands"]:
+                row = rows[band]
+                table.add_row(
+                    band,
+                    *(
+                        "-" if row[k] is None else f"{row[k]:,.6g}" if k != "count" else f"{row[k]}"
+                        for k in keys
+                    ),
+                )
+            console.print(table)
 
 
 @app.command()

@@ -6,6 +6,10 @@ and merged exactly: valid-pixel count, mean, standard deviation, min, max and pe
 NaN (cloud-masked pixels are written as nodata, so they are left out too); in a time stack
 each time step counts apart. Only chips with status ``ok`` count.
 
+**Per time step.** For time stacks (N, T, C, H, W) a build with ``stats: {per_step: true}``
+also keeps one accumulator per (step, band) (``step * C + band``, the same bins and
+merges), written under ``per_step`` (see :func:`stats_document`).
+
 **Exact merges.** A batch of chips gives one :class:`BandAccumulator` per split and band;
 accumulators merge by adding histograms (and, for float data, Chan et al.'s parallel
 update of mean and M2), always in batch order, so the result does not depend on threads,
@@ -61,6 +65,7 @@ __all__ = [
     "save_statistics",
     "save_stats",
     "stats_document",
+    "step_stats",
     "store_stats",
     "summarize",
 ]
@@ -231,16 +236,25 @@ def batch_stats(
     splits: Sequence[str],
     nodata: float | int | None,
     ok: Sequence[bool] | None = None,
+    *,
+    per_step: bool = False,
 ) -> Accumulators:
     """Accumulators per split (one per band) of a batch of chips (N, [T,] C, H, W).
 
-    ``splits[k]`` is chip k's split; chips with ``ok[k]`` False are left out.
+    ``splits[k]`` is chip k's split; chips with ``ok[k]`` False are left out. ``per_step``:
+    one per (step, band) of (N, T, C, H, W) chips instead, step-major (``t * C + b``).
     """
     nbands = images.shape[-3]
+    if per_step and images.ndim != 5:
+        raise InputError(
+            f"per-step statistics need chips (N, T, C, H, W), got shape {images.shape}; "
+            "leave out per_step for chips without a time axis"
+        )
+    steps = images.shape[1] if per_step else 1
     out: Accumulators = {}
     for split in sorted(set(splits)):
         rows = [k for k, s in enumerate(splits) if s == split and (ok is None or ok[k])]
-        accs = [BandAccumulator(images.dtype) for _ in range(nbands)]
+        accs = [BandAccumulator(images.dtype) for _ in range(steps * nbands)]
         out[split] = accs
         if not rows:
             continue
@@ -250,7 +264,12 @@ def batch_stats(
         everything = bool(valid.all())
         for b in range(nbands):
             band = chips[..., b, :, :]
-            accs[b].add(band.reshape(-1) if everything else band[valid])
+            if not per_step:
+                accs[b].add(band.reshape(-1) if everything else band[valid])
+                continue
+            for t in range(steps):
+                step = band[:, t]
+                accs[t * nbands + b].add(step.reshape(-1) if everything else step[valid[:, t]])
     return out
 
 
@@ -318,9 +337,18 @@ def summarize(acc: BandAccumulator, dtype: Any) -> dict[str, Any]:
 
 
 def stats_document(
-    accs: Accumulators, bands: Sequence[str], dtype: Any, *, histograms: bool
+    accs: Accumulators,
+    bands: Sequence[str],
+    dtype: Any,
+    *,
+    histograms: bool,
+    steps: Accumulators | None = None,
 ) -> dict[str, Any]:
-    """The ``stats`` section of the manifest (``histograms=False``) or ``stats.json``."""
+    """The ``stats`` section of the manifest (``histograms=False``) or ``stats.json``.
+
+    ``steps`` (per (step, band) accumulators, step-major) adds ``per_step``: ``{steps: T,
+    splits: {split: [{band: summary} per step]}}`` (and ``histograms`` alike in
+    ``stats.json``)."""
     doc: dict[str, Any] = {
         "version": STATS_VERSION,
         "file": STATS_FILE,
@@ -343,32 +371,81 @@ def stats_document(
             }
             for split, bands_acc in accs.items()
         }
+    if steps is not None:
+        doc["per_step"] = _steps_document(steps, bands, dtype, histograms=histograms)
     return doc
 
 
-def save_stats(root: Any, accs: Accumulators, bands: Sequence[str], dtype: Any) -> dict[str, Any]:
+def _steps_document(
+    steps: Accumulators, bands: Sequence[str], dtype: Any, *, histograms: bool
+) -> dict[str, Any]:
+    nbands = len(bands)
+    count = len(next(iter(steps.values()))) // nbands if steps else 0
+
+    def per_step(accs: list[BandAccumulator], value: Any) -> list[dict[str, Any]]:
+        return [
+            {band: value(accs[t * nbands + b]) for b, band in enumerate(bands)}
+            for t in range(count)
+        ]
+
+    doc: dict[str, Any] = {
+        "steps": count,
+        "splits": {s: per_step(a, lambda x: summarize(x, dtype)) for s, a in steps.items()},
+    }
+    if histograms:
+        doc["histograms"] = {
+            s: per_step(a, lambda x: dict(zip(("keys", "counts"), x.keys(), strict=True)))
+            for s, a in steps.items()
+        }
+    return doc
+
+
+def save_stats(
+    root: Any,
+    accs: Accumulators,
+    bands: Sequence[str],
+    dtype: Any,
+    steps: Accumulators | None = None,
+) -> dict[str, Any]:
     """Write ``stats.json`` (atomically) and return the manifest's ``stats`` section."""
-    full = stats_document(accs, bands, dtype, histograms=True)
+    full = stats_document(accs, bands, dtype, histograms=True, steps=steps)
     atomic_write_text(Path(root) / STATS_FILE, json.dumps(full, sort_keys=True) + "\n")
-    return stats_document(accs, bands, dtype, histograms=False)
+    return stats_document(accs, bands, dtype, histograms=False, steps=steps)
 
 
 def compute_store_stats(store: ChipStore, batch_size: int = 64) -> Accumulators:
     """Recompute the accumulators of a store from its arrays (older stores; checks)."""
+    return _compute(store, batch_size, per_step=False)[0]
+
+
+def _compute(
+    store: ChipStore, batch_size: int = 64, *, per_step: bool
+) -> tuple[Accumulators, Accumulators | None]:
+    """Per band and (``per_step``) per (step, band) accumulators, from the arrays."""
+    reader = store.reader("image")
+    if per_step and len(reader.chip_shape) != 4:
+        raise InputError(
+            f"{store.path} has no time axis (chips {list(reader.chip_shape)}): there are no "
+            "per-step statistics; leave out --per-step"
+        )
     index = store.index
     n = len(index)
     splits = [str(s) for s in index["split"]] if "split" in index else ["all"] * n
     ok = (index["status"] == "ok").tolist()
     nodata = _nodata(store.manifest["image"].get("nodata"))
-    reader = store.reader("image")
-    records = []
+    records, step_records = [], []
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
         chips = np.stack([reader.read(i) for i in range(start, stop)])
-        records.append(
-            batch_to_json(batch_stats(chips, splits[start:stop], nodata, ok[start:stop]))
-        )
-    return merge_batches(records, reader.dtype, reader.chip_shape[-3])
+        args = (chips, splits[start:stop], nodata, ok[start:stop])
+        records.append(batch_to_json(batch_stats(*args)))
+        if per_step:
+            step_records.append(batch_to_json(batch_stats(*args, per_step=True)))
+    nbands = reader.chip_shape[-3]
+    accs = merge_batches(records, reader.dtype, nbands)
+    if not per_step:
+        return accs, None
+    return accs, merge_batches(step_records, reader.dtype, reader.chip_shape[0] * nbands)
 
 
 def _nodata(value: Any) -> float | int | None:
@@ -377,20 +454,35 @@ def _nodata(value: Any) -> float | int | None:
     return value  # type: ignore[no-any-return]
 
 
-def store_stats(store: ChipStore) -> dict[str, Any]:
-    """The store's ``stats`` section: from its manifest, else recomputed from the arrays."""
+def store_stats(store: ChipStore, *, per_step: bool = False) -> dict[str, Any]:
+    """The store's ``stats`` section: from its manifest, else recomputed from the arrays
+    (also when ``per_step`` asks for the per-step statistics and the manifest lacks them)."""
     stats = store.manifest.get("stats")
-    if stats:
+    if stats and (not per_step or "per_step" in stats):
         return dict(stats)
-    accs = compute_store_stats(store)
-    return stats_document(accs, store.bands, store.reader("image").dtype, histograms=False)
+    accs, steps = _compute(store, per_step=per_step)
+    dtype = store.reader("image").dtype
+    return stats_document(accs, store.bands, dtype, histograms=False, steps=steps)
 
 
-def save_statistics(store: ChipStore) -> dict[str, Any]:
+def step_stats(store: ChipStore, split: str = "train") -> list[dict[str, dict[str, Any]]]:
+    """Per time step, per band the statistics of one split (as :func:`band_stats`, without
+    its check for empty bands: a step may have no valid pixel)."""
+    splits = store_stats(store, per_step=True)["per_step"]["splits"]
+    if split not in splits:
+        raise InputError(
+            f"the store has no split {split!r} in its statistics (it has {sorted(splits)}); "
+            "choose one of those"
+        )
+    return [dict(step) for step in splits[split]]
+
+
+def save_statistics(store: ChipStore, *, per_step: bool = False) -> dict[str, Any]:
     """Recompute a store's statistics from its arrays and write them into it:
-    ``stats.json``, then the manifest with its ``stats`` section (each atomically)."""
-    accs = compute_store_stats(store)
-    section = save_stats(store.path, accs, store.bands, store.reader("image").dtype)
+    ``stats.json``, then the manifest with its ``stats`` section (each atomically);
+    ``per_step``: with the per-step statistics."""
+    accs, steps = _compute(store, per_step=per_step)
+    section = save_stats(store.path, accs, store.bands, store.reader("image").dtype, steps)
     manifest = {**store.manifest, "stats": section}
     atomic_write_text(
         store.path / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n"

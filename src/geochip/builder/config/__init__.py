@@ -12,7 +12,7 @@ selection per period), ``grid`` (native, another resolution or CRS, or one grid 
 or polygon), ``time`` (periods, compositing, gap-filling: chips become (T, C, H, W)),
 ``masks`` (cloud masks from a QA/SCL/probability band), ``scale`` (physical values,
 float), ``labels`` (a vector file rasterised with a class map, or a label raster aligned to
-the grid), ``chips``, ``split``, ``output`` and ``engine``.
+the grid), ``chips``, ``split``, ``output``, ``stats`` (per time step too) and ``engine``.
 
 Example:
     >>> from geochip.errors import ConfigError
@@ -36,7 +36,7 @@ from .describe import describe_config
 from .grid import BandsConfig, GeometriesConfig, GridConfig
 from .labels import LabelsConfig, LandsatQaMask, ProbabilityMask, SclMask
 from .model import BuildConfig, diff_fields
-from .output import EngineConfig, OutputConfig
+from .output import EngineConfig, OutputConfig, StatsConfig
 from .parse import load_config, parse_config
 from .sources import CatalogSource, FilesSource, RegistrySource, SampleSource
 from .time import GapfillConfig, ScaleConfig, SelectionConfig, TimeConfig
@@ -62,6 +62,7 @@ __all__ = [
     "SclMask",
     "SelectionConfig",
     "SplitConfig",
+    "StatsConfig",
     "TimeConfig",
     "describe_config",
     "diff_fields",

@@ -18,7 +18,7 @@ from .base import Section
 from .chips import ChipsConfig, SplitConfig
 from .grid import BandsConfig, GridConfig
 from .labels import LabelsConfig, Mask
-from .output import EngineConfig, OutputConfig
+from .output import EngineConfig, OutputConfig, StatsConfig
 from .sources import Source
 from .time import ScaleConfig, SelectionConfig, TimeConfig
 
@@ -62,6 +62,9 @@ class BuildConfig(Section):
     chips: ChipsConfig = Field(description="Chip size, stride, edge policy, nodata filter.")
     split: SplitConfig = Field(default_factory=SplitConfig, description="Train/val/test split.")
     output: OutputConfig = Field(description="Output folder and format.")
+    stats: StatsConfig = Field(
+        default_factory=StatsConfig, description="Band statistics (per time step too)."
+    )
     engine: EngineConfig = Field(default_factory=EngineConfig, description="Execution.")
 
     @model_validator(mode="after")
@@ -100,6 +103,11 @@ class BuildConfig(Section):
                     "grid.geometries: with selection the grids are the labels; give one or "
                     "the other"
                 )
+        if self.stats.per_step and not self.stacked:
+            raise ValueError(
+                "stats.per_step: needs chips with a time axis (time, selection or "
+                "grid.geometries); leave it out for single-date chips"
+            )
         if self.grid.crs is not None and self.grid.resolution is None:
             raise ValueError(
                 f"grid.crs: {self.grid.crs!r} needs grid.resolution (the pixel size in it)"
@@ -147,6 +155,8 @@ class BuildConfig(Section):
         data = self.model_dump(mode="json")
         data.pop("engine")
         data["output"].pop("path")
+        if self.stats == StatsConfig():  # left out: older stores keep their fingerprint
+            data.pop("stats")
         return data
 
     def fingerprint(self) -> str:

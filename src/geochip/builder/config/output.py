@@ -1,5 +1,5 @@
-"""``output`` (where and how the store is written) and ``engine`` (threads or a Dask cluster;
-never changes the dataset's bytes).
+"""``output`` (where and how the store is written), ``stats`` (which band statistics it
+holds) and ``engine`` (threads or a Dask cluster; never changes the dataset's bytes).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from .base import Section
 __all__ = [
     "EngineConfig",
     "OutputConfig",
+    "StatsConfig",
 ]
 
 
@@ -44,6 +45,16 @@ class OutputConfig(Section):
         le=4096,
         description="1: one chip per chunk file. >1: Zarr shards of this many chips (one "
         "chip per inner chunk): fewer files on disk.",
+    )
+
+
+class StatsConfig(Section):
+    """Band statistics written with the store (``stats.json``, the manifest's ``stats``)."""
+
+    per_step: bool = Field(
+        False,
+        description="Time stacks (chips (T, C, H, W)): also statistics per time step and "
+        "band, under `per_step` (`geochip stats DIR --per-step`).",
     )
 
 
