@@ -221,7 +221,14 @@ def build(
             bp.selection.save(out / SELECTION_FILE)
         stats_section = (
             _band_stats(
-                out, bp, spans, records, dtype, nodata, config.bands.names, config.stats.per_step
+                out,
+                bp,
+                spans,
+                records,
+                dtype,
+                nodata,
+                list(bp.bands or config.bands.names),  # an asset of N bands gives N channels
+                config.stats.per_step,
             )
             if band_stats
             else None

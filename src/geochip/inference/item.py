@@ -21,6 +21,7 @@ import pystac
 from shapely.geometry import mapping
 
 from ..core.files import atomic_write_text
+from ..core.geometry import rfc7946_bbox, wgs84_footprint
 from ..sources.files import COG_MEDIA_TYPE
 from ..sources.items import STAC_EXTENSIONS
 from .sources import WindowSource
@@ -54,7 +55,7 @@ def write_item(
 ) -> Path:
     """Write the item of a finished prediction; returns its path."""
     geobox = source.geobox
-    footprint = geobox.extent.to_crs("EPSG:4326").geom
+    footprint = wgs84_footprint(geobox.extent).geom  # RFC 7946: split at 180 degrees
     when = source.datetime or _NOMINAL
     props: dict[str, Any] = {
         "proj:shape": [int(v) for v in geobox.shape.yx],
@@ -73,7 +74,7 @@ def write_item(
     item = pystac.Item(
         id=out.stem,
         geometry=mapping(footprint),
-        bbox=list(footprint.bounds),
+        bbox=list(rfc7946_bbox(footprint)),
         datetime=when,
         properties=props,
         stac_extensions=sorted(
