@@ -281,9 +281,30 @@ def test_a_finished_run_is_refused_then_replaced_with_overwrite(
 
     out = tmp_path / "o.tif"
     predict(_net(), scene, out, chip=128, normalize=NORM)
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    # the same job again (a kill after its last write, then a rerun): nothing to do
+    again = predict(_net(), scene, out, chip=128, normalize=NORM)
+    assert again.model_calls == 0 and again.path == out
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
     with pytest.raises(OutputExistsError, match="o.tif exists; pass overwrite=True"):
-        predict(_net(), scene, out, chip=128, normalize=NORM)
+        predict(_net(), scene, out, chip=128, normalize=NORM, overlap=16)  # another job
+    with pytest.raises(OutputExistsError, match="o.tif exists; pass overwrite=True"):
+        predict(lambda x: x, scene, out, chip=128)  # a callable: no checksum, cannot tell
     predict(_net(), scene, out, chip=128, normalize=NORM, overwrite=True, overlap=16)
+
+
+def test_what_a_killed_write_left_beside_the_output_is_removed(scene: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    out = tmp_path / "o.tif"
+    left = [tmp_path / f".o.tif.{dead}.3.partial", tmp_path / f".o.tif.{dead}.3.partial.ovr.tmp"]
+    for path in left:
+        path.write_bytes(b"half")
+    predict(_net(), scene, out, chip=128, normalize=NORM)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.json", "o.tif"]
 
 
 # -- sources ----------------------------------------------------------------------------------

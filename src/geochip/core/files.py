@@ -27,6 +27,7 @@ __all__ = [
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
+    "remove_stale_partials",
     "sha256_file",
 ]
 
@@ -45,6 +46,33 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_stale_partials(path: str | Path) -> list[Path]:
+    """Remove what interrupted :func:`atomic_path` writes of ``path`` left beside it: its
+    ``.<name>.<pid>.<n>.partial`` files (and the side files GDAL makes next to them, such as
+    ``.partial.ovr.tmp``) whose process is gone. Returns what was removed."""
+    path = Path(path)
+    removed = []
+    for stale in path.parent.glob(f".{path.name}.*.partial*"):
+        pid = stale.name[len(path.name) + 2 :].split(".", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        stale.unlink(missing_ok=True)
+        removed.append(stale)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

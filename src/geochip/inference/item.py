@@ -27,7 +27,7 @@ from ..sources.items import STAC_EXTENSIONS
 from .sources import WindowSource
 from .writer import Layer, crs_wkt
 
-__all__ = ["CLASSIFICATION", "item_path", "write_item"]
+__all__ = ["CLASSIFICATION", "finished", "item_path", "write_item"]
 
 CLASSIFICATION = "https://stac-extensions.github.io/classification/v2.0.0/schema.json"
 _NOMINAL = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -36,6 +36,19 @@ _NOMINAL = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 def item_path(out: Path) -> Path:
     """Where the item of output ``out`` goes: ``<stem>.json`` beside it."""
     return out.with_suffix(".json")
+
+
+def finished(out: Path, fingerprint: str) -> bool:
+    """Whether the item of ``out`` records a finished prediction of ``fingerprint`` (its
+    assets all there): the item is written last, after every output file."""
+    try:
+        item = json.loads(item_path(out).read_text())
+    except (OSError, ValueError):
+        return False
+    if item.get("properties", {}).get("geochip:fingerprint") != fingerprint:
+        return False
+    assets = item.get("assets", {}).values()
+    return bool(assets) and all((out.parent / a["href"]).exists() for a in assets)
 
 
 def _nodata(value: float) -> float | int | str:
@@ -52,8 +65,10 @@ def write_item(
     options: dict[str, Any],
     checksum: str | None,
     model_href: str | None,
+    fingerprint: str,
 ) -> Path:
-    """Write the item of a finished prediction; returns its path."""
+    """Write the item of a finished prediction; returns its path. ``fingerprint`` (of the
+    source, options and model) lets a rerun of the same job see that it is done."""
     geobox = source.geobox
     footprint = wgs84_footprint(geobox.extent).geom  # RFC 7946: split at 180 degrees
     when = source.datetime or _NOMINAL
@@ -63,6 +78,7 @@ def write_item(
         "geochip:model": {"sha256": checksum, "href": model_href},
         "geochip:inputs": [dict(i) for i in source.inputs],
         "geochip:options": options,
+        "geochip:fingerprint": fingerprint,
     }
     epsg = geobox.crs.epsg if geobox.crs is not None else None
     if epsg is not None:

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -33,9 +34,10 @@ from odc.geo.geobox import GeoBox
 
 from .._version import __version__
 from ..core.env import GdalEnv
+from ..core.files import remove_stale_partials
 from ..errors import InputError, OutputExistsError, PredictFailedError, RasterReadError
 from .blend import Blender, OutputSpec
-from .item import write_item
+from .item import finished, item_path, write_item
 from .model import (
     Activation,
     ModelRunner,
@@ -219,8 +221,17 @@ def _predict_one(
     fingerprint = _fingerprint(source, options, checksum)
     k = len(classes) if classes is not None else None
     layers, spec = _layers(out, output, classes, k, prob_dtype)
+    for path in (*(layer.path for layer in layers), item_path(out)):
+        remove_stale_partials(path)  # what a killed run was writing
     ours = _state_matches(out, fingerprint)
     existing = [layer.path for layer in layers if layer.path.exists()]
+    if existing and not overwrite and not ours and checksum and finished(out, fingerprint):
+        # the same job (same source, options and model weights) ran to the end, e.g. killed
+        # after its last write: nothing to do. A plain callable has no checksum: refused.
+        shutil.rmtree(state_dir(out), ignore_errors=True)
+        result.paths += [layer.path for layer in layers]
+        result.items.append(item_path(out))
+        return
     if existing and not overwrite and not ours:
         raise OutputExistsError(
             f"{existing[0]} exists; pass overwrite=True (--overwrite) to replace it, or "
@@ -367,7 +378,7 @@ def _predict_one(
     for layer in store.layers:
         result.paths.append(layer.path)
     result.items.append(
-        write_item(out, source, store.layers, classes, options, checksum, model_href)
+        write_item(out, source, store.layers, classes, options, checksum, model_href, fingerprint)
     )
     store.remove()
 
