@@ -77,7 +77,7 @@ def test_short_values_are_not_registered() -> None:
 @settings(max_examples=200, deadline=None)
 @given(secret=token_chars, key=st.sampled_from(["sig", "api_key", "token", "X-Amz-Signature"]))
 def test_property_a_secret_query_value_never_survives(secret: str, key: str) -> None:
-    skeleton = f"https://host.example/path/file.tif?a=1&{key}=&b=2"
+    skeleton = f"https://host.example/path/file.tif?a=1&{key}=REDACTED&b=2"  # what is left
     assume(secret not in skeleton and "&" not in secret)
     assert secret not in redact(f"https://host.example/path/file.tif?a=1&{key}={secret}&b=2")
 
