@@ -49,14 +49,16 @@ import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 from urllib.parse import unquote, urlsplit
 
 __all__ = [
     "FaultKind",
     "FaultRule",
+    "LoopbackServer",
     "RangeServer",
     "RequestRecord",
+    "reset_connection",
 ]
 
 FaultKind = Literal["status", "reset", "truncate", "stall", "delay"]
@@ -233,13 +235,51 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _reset(self) -> None:
-        """Close the connection with a TCP reset (SO_LINGER 0), not a clean FIN."""
-        self.close_connection = True
-        try:
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.connection.close()
-        except OSError:  # pragma: no cover - the peer went first
-            pass
+        reset_connection(self)
+
+
+def reset_connection(handler: BaseHTTPRequestHandler) -> None:
+    """Close a handler's connection with a TCP reset (SO_LINGER 0), not a clean FIN."""
+    handler.close_connection = True
+    try:
+        handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        handler.connection.close()
+    except OSError:  # pragma: no cover - the peer went first
+        pass
+
+
+class LoopbackServer:
+    """An ``http.server`` served from a daemon thread, stopped on exit of a ``with`` block:
+    what :class:`RangeServer` and :class:`~geochip.testing.proxy.FaultProxy` share."""
+
+    _server: ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def _serve(self, server: ThreadingHTTPServer) -> None:
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 class _Server(ThreadingHTTPServer):
@@ -249,7 +289,7 @@ class _Server(ThreadingHTTPServer):
     state: _State
 
 
-class RangeServer:
+class RangeServer(LoopbackServer):
     """Serve ``root`` on loopback with Range support and injectable faults.
 
     Use as a context manager (or :meth:`start` / :meth:`stop`). :meth:`url` gives the URL of
@@ -260,8 +300,6 @@ class RangeServer:
     def __init__(self, root: str | Path, *, seed: int = 0) -> None:
         self.root = Path(root).resolve()
         self._state = _State(self.root, rng=random.Random(seed))
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     def start(self) -> RangeServer:
         """Start serving on 127.0.0.1 at an ephemeral port."""
@@ -269,29 +307,13 @@ class RangeServer:
             return self
         server = _Server(("127.0.0.1", 0), _Handler)
         server.state = self._state
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        self._serve(server)
         return self
 
     def stop(self) -> None:
         """Stop serving; stalled handlers are released at once."""
         self._state.stop.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> RangeServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().stop()
 
     @property
     def port(self) -> int:

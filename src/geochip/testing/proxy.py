@@ -39,8 +39,6 @@ import fnmatch
 import http.client
 import json
 import random
-import socket
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -48,6 +46,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import urlsplit
+
+from .http import LoopbackServer, reset_connection
 
 __all__ = [
     "FaultProxy",
@@ -227,12 +227,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _reset(self) -> None:
-        self.close_connection = True
-        try:
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.connection.close()
-        except OSError:  # pragma: no cover - the peer went first
-            pass
+        reset_connection(self)
 
 
 def state_record(state: _State, record: ProxyRecord) -> None:
@@ -252,13 +247,11 @@ class _Server(ThreadingHTTPServer):
         """Quiet: a client that gave up (a timeout test) is not an error of the proxy."""
 
 
-class FaultProxy:
+class FaultProxy(LoopbackServer):
     """A loopback proxy to ``upstream`` (a context manager); ``url`` ends with a slash."""
 
     def __init__(self, upstream: str, *, latency: float = 0.0, seed: int = 0) -> None:
         self._state = _State(upstream.rstrip("/"), latency, rng=random.Random(seed))
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self.url = ""
 
     @property
@@ -274,29 +267,9 @@ class FaultProxy:
         """Listen on 127.0.0.1 at an ephemeral port."""
         server = _Server(("127.0.0.1", 0), _Handler)
         server.state = self._state
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        self._serve(server)
         self.url = f"http://127.0.0.1:{server.server_address[1]}/"
         return self
-
-    def stop(self) -> None:
-        """Stop listening."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def add_fault(
         self,
