@@ -1,0 +1,168 @@
+"""Where inputs and outputs live: a local path or a URL (``s3://``, ``gs://``, ``az://``,
+``file://``, ``memory://``). One home for telling them apart, opening their fsspec file
+system (a named error saying which extra to install when the scheme's package is missing),
+joining paths under them, the GDAL path of a raster URL (``/vsis3/...``) and GDAL's options
+for the endpoint the environment names. Credentials are never arguments: every file system
+and GDAL read them from the environment and the providers' usual configuration files.
+
+Example:
+    >>> is_url("s3://bucket/ds"), is_url("data/ds"), is_url("file:///tmp/ds")
+    (True, False, False)
+    >>> join("s3://bucket/ds/", "chips.zarr", "zarr.json")
+    's3://bucket/ds/chips.zarr/zarr.json'
+    >>> gdal_path("s3://bucket/scenes/a.tif"), gdal_path("gs://b/a.tif"), gdal_path("file:///x.tif")
+    ('/vsis3/bucket/scenes/a.tif', '/vsigs/b/a.tif', '/x.tif')
+    >>> fs, path = filesystem("memory://ds")
+    >>> fs.pipe_file(join(path, "a.txt"), b"hi"); fs.cat_file("memory://ds/a.txt")
+    b'hi'
+    >>> gdal_options({"AWS_ENDPOINT_URL": "http://127.0.0.1:9000"})
+    {'AWS_S3_ENDPOINT': '127.0.0.1:9000', 'AWS_HTTPS': 'NO', 'AWS_VIRTUAL_HOSTING': 'FALSE'}
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from ..errors import InputError, MissingExtraError, StoreError
+from .security import redact
+
+if TYPE_CHECKING:
+    import fsspec
+
+__all__ = [
+    "SCHEMES",
+    "check_writable",
+    "filesystem",
+    "gdal_options",
+    "gdal_path",
+    "is_url",
+    "join",
+    "local_path",
+    "scheme_of",
+]
+
+#: URL scheme -> (Python package of its fsspec file system, geochip extra that installs it,
+#: GDAL virtual file system). ``memory`` is fsspec's own (tests); ``file`` is a local path.
+SCHEMES: dict[str, tuple[str, str, str]] = {
+    "s3": ("s3fs", "s3", "/vsis3/"),
+    "gs": ("gcsfs", "gcs", "/vsigs/"),
+    "gcs": ("gcsfs", "gcs", "/vsigs/"),
+    "az": ("adlfs", "azure", "/vsiaz/"),
+    "abfs": ("adlfs", "azure", "/vsiaz/"),
+    "memory": ("fsspec", "", ""),
+}
+
+
+def scheme_of(location: str | Path) -> str:
+    """The URL scheme of ``location`` (``""`` for a local path or a ``file://`` URL); an
+    :class:`~geochip.errors.InputError` for a scheme geochip does not write or list."""
+    if isinstance(location, Path):
+        return ""
+    text = str(location)
+    if "://" not in text:
+        return ""
+    scheme = urlsplit(text).scheme.lower()
+    if scheme == "file":
+        return ""
+    if scheme not in SCHEMES:
+        raise InputError(
+            f"{text!r}: the scheme {scheme}:// is not supported here; use a local path or "
+            f"one of {', '.join(s + '://' for s in sorted(SCHEMES) if s != 'memory')}"
+        )
+    return scheme
+
+
+def is_url(location: str | Path) -> bool:
+    """True for an object-store URL (not for a local path or ``file://``)."""
+    return bool(scheme_of(location))
+
+
+def local_path(location: str | Path) -> Path:
+    """The local path of a path or ``file://`` URL."""
+    text = str(location)
+    if text.startswith("file://"):
+        return Path(urlsplit(text).path)
+    return Path(text)
+
+
+def join(location: str | Path, *parts: str) -> str:
+    """``location`` and ``parts`` joined with ``/`` (a local path stays a local path)."""
+    if not is_url(location):
+        return str(local_path(location).joinpath(*parts))
+    return "/".join([str(location).rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def filesystem(location: str | Path) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec file system of ``location`` and the path in it. Credentials and endpoints
+    come from the environment (``AWS_*``, ``GOOGLE_APPLICATION_CREDENTIALS``, ``AZURE_*``)
+    and the providers' configuration files. A missing package: MissingExtraError."""
+    import fsspec  # lazy: fsspec imports a file system's package only for its scheme
+
+    scheme = scheme_of(location)
+    if not scheme:
+        return fsspec.filesystem("file"), str(local_path(location).absolute())
+    package, extra, _ = SCHEMES[scheme]
+    if importlib.util.find_spec(package) is None:
+        raise MissingExtraError(package, extra)
+    fs, path = fsspec.core.url_to_fs(str(location))
+    return fs, str(path) if scheme != "memory" else str(location)
+
+
+def gdal_path(location: str | Path) -> str:
+    """The path GDAL opens for ``location``: ``/vsis3/``, ``/vsigs/``, ``/vsiaz/`` for
+    object-store URLs, the path for ``file://``; other hrefs (http, local) unchanged."""
+    text = str(location)
+    if "://" not in text:
+        return text
+    scheme = urlsplit(text).scheme.lower()
+    if scheme == "file":
+        return str(local_path(text))
+    if scheme in SCHEMES and SCHEMES[scheme][2]:
+        return SCHEMES[scheme][2] + text.split("://", 1)[1]
+    return text
+
+
+def gdal_options(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """GDAL's S3 options for the endpoint the environment names the way boto3, s3fs and
+    obstore read it (``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3``), unless GDAL's own
+    ``AWS_S3_ENDPOINT`` is set. Empty when neither is set (AWS itself)."""
+    env = os.environ if environ is None else environ
+    url = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    if not url or env.get("AWS_S3_ENDPOINT"):
+        return {}
+    parts = urlsplit(url)
+    return {
+        "AWS_S3_ENDPOINT": parts.netloc + parts.path.rstrip("/"),
+        "AWS_HTTPS": "NO" if parts.scheme == "http" else "YES",
+        "AWS_VIRTUAL_HOSTING": "FALSE",
+    }
+
+
+def check_writable(location: str | Path) -> None:
+    """Refuse, before any work, a destination that cannot be written: a probe object is
+    written under ``location`` and removed. A :class:`~geochip.errors.StoreError` names the
+    location and the cause (missing bucket, no permission, no credentials)."""
+    if not is_url(location):
+        path = local_path(location).absolute()
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise StoreError(
+                f"cannot write to {location}: {existing} is not a folder this user may write"
+            )
+        return
+    fs, root = filesystem(location)
+    probe = f"{root.rstrip('/')}/.geochip-write-probe-{uuid.uuid4().hex}"
+    try:
+        fs.pipe_file(probe, b"")
+        fs.rm_file(probe)
+    except Exception as err:  # any failure means "cannot write here"
+        raise StoreError(
+            f"cannot write to {location}: {type(err).__name__}: {redact(str(err))}; check "
+            "that the bucket exists and that the credentials in the environment may write it"
+        ) from None
