@@ -11,8 +11,8 @@ import rasterio
 import torch
 from torch.utils.data import DataLoader
 
+from geochip.compat.zen3geo import IterableWrapper
 from geochip.errors import InputError
-from geochip.ml.zen3geo import IterableWrapper
 from geochip.testing.http import RangeServer
 from geochip.testing.scenes import make_s1_like
 
