@@ -158,7 +158,7 @@ def stack_geobox(
         float(np.ceil(top / res_y) * res_y),
         crs,
     )
-    return GeoBox.from_bbox(snapped, crs, resolution=resxy_(res_x, res_y))
+    return GeoBox.from_bbox(snapped, crs, resolution=resxy_(res_x, -res_y))
 
 
 @functional_datapipe("stack_stac_items")

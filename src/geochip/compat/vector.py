@@ -119,6 +119,27 @@ class Canvas:
         return GeoBox((self.plot_height, self.plot_width), transform, crs)
 
 
+def _edges(values: np.ndarray[Any, Any], dim: str) -> tuple[float, float]:
+    if len(values) < 2:
+        raise InputError(f"the {dim!r} coordinate needs two values or more to give a pixel size")
+    step = (values[-1] - values[0]) / (len(values) - 1)
+    low, high = sorted((values[0] - step / 2, values[-1] + step / 2))
+    return float(low), float(high)
+
+
+def _coords_canvas(raster: Any) -> Canvas:
+    names = {str(d): d for d in raster.dims}
+    x = next((names[n] for n in ("x", "lon", "longitude") if n in names), None)
+    y = next((names[n] for n in ("y", "lat", "latitude") if n in names), None)
+    if x is None or y is None or x not in raster.coords or y not in raster.coords:
+        raise InputError(
+            f"the raster has dimensions {list(names)}: it needs x and y dimensions with "
+            "coordinates (x/y, lon/lat or longitude/latitude)"
+        )
+    xs, ys = np.asarray(raster[x].values, float), np.asarray(raster[y].values, float)
+    return Canvas(len(xs), len(ys), _edges(xs, str(x)), _edges(ys, str(y)), crs=None)
+
+
 @functional_datapipe("canvas_from_xarray")
 class XarrayCanvas(IterDataPipe):
     """A blank :class:`Canvas` on the grid of every DataArray or Dataset (its x/y sizes,
@@ -134,10 +155,13 @@ class XarrayCanvas(IterDataPipe):
 
     def __iter__(self) -> Iterator[Canvas]:
         for raster in self.source_datapipe:
-            grid = _grid_of(raster)
-            left, bottom, right, top = grid.boundingbox
-            height, width = grid.shape.yx
-            yield Canvas(width, height, (left, right), (bottom, top), crs=grid.crs)
+            grid = raster.odc.geobox
+            if grid is not None and grid.crs is not None:
+                left, bottom, right, top = grid.boundingbox
+                height, width = grid.shape.yx
+                yield Canvas(width, height, (left, right), (bottom, top), crs=grid.crs)
+            else:  # no CRS: the extent of the x/y coordinates (pixel edges), crs None
+                yield _coords_canvas(raster)
 
     def __len__(self) -> int:
         return len(self.source_datapipe)
