@@ -155,13 +155,10 @@ class XarrayCanvas(IterDataPipe):
 
     def __iter__(self) -> Iterator[Canvas]:
         for raster in self.source_datapipe:
+            canvas = _coords_canvas(raster)  # pixel edges from the coordinates, as rioxarray
             grid = raster.odc.geobox
-            if grid is not None and grid.crs is not None:
-                left, bottom, right, top = grid.boundingbox
-                height, width = grid.shape.yx
-                yield Canvas(width, height, (left, right), (bottom, top), crs=grid.crs)
-            else:  # no CRS: the extent of the x/y coordinates (pixel edges), crs None
-                yield _coords_canvas(raster)
+            canvas.crs = None if grid is None else grid.crs
+            yield canvas
 
     def __len__(self) -> int:
         return len(self.source_datapipe)
@@ -235,7 +232,8 @@ def rasterize_any(vector: Any, canvas: Canvas, agg: Any = None) -> Any:
         )
     raster = xr_zeros(geobox, dtype=data.dtype)
     raster.values[:] = data
-    return raster
+    rename = {k: v for k, v in (("latitude", "y"), ("longitude", "x")) if k in raster.dims}
+    return raster.rename(rename) if rename else raster  # y/x always, as zen3geo names them
 
 
 @functional_datapipe("rasterize_with_datashader")
