@@ -93,3 +93,18 @@ def test_two_vectors_to_clip() -> None:
 def test_a_torchdata_verb_that_is_not_here() -> None:
     with pytest.raises(AttributeError, match="no attribute 'demux'; the DataPipe verbs here are"):
         IterableWrapper(range(3)).demux(2, lambda x: x % 2)
+
+
+def test_importing_without_torch_names_the_extra() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "try:\n    import geochip.compat.zen3geo\n"
+        "except Exception as err:\n    print(type(err).__name__, err)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == (
+        "MissingExtraError torch is needed for this; install it with: pip install 'geochip[torch]'"
+    )
