@@ -188,6 +188,26 @@ def p_verbs(IW: Any, inp: dict[str, Any]) -> Any:
     ]
 
 
+def p_verbs_more(IW: Any, inp: dict[str, Any]) -> Any:
+    pairs = IW([(1, 2), (3, 4), (5, 6)])
+    dp = IW(range(7))
+    return [
+        list(pairs.map(lambda x: x * 10, input_col=1)),
+        list(pairs.map(lambda a, b: a + b, input_col=[0, 1], output_col=-1)),
+        list(pairs.filter(lambda a: a > 1, input_col=0)),
+        list(IW(["ab", "cd"]).flatmap(list)),
+        list(IW("ab").zip_longest(dp.header(3))),
+        list(dp.header(2).cycle(3)),
+        len(dp.header(2).cycle(3)),
+        list(dp.set_length(3)),
+        len(dp.set_length(3)),
+        [sorted(b) for b in dp.batch(3).in_batch_shuffle()],
+        list(dp.batch(2).batch(2).unbatch(unbatch_level=2)),
+        len(dp.header(4)),
+        len(dp.zip(dp.header(2))),
+    ]
+
+
 def p_pystac_item(IW: Any, inp: dict[str, Any]) -> Any:
     return IW([inp["item"]]).read_to_pystac_item()
 

@@ -528,7 +528,8 @@ class ShardingFilter(IterDataPipe):
 
 @functional_datapipe("set_length")
 class LengthSetter(IterDataPipe):
-    """The source, with ``len()`` set to ``length`` (and at most that many items)."""
+    """The source, unchanged, with ``len()`` set to ``length`` (as torchdata: the items are
+    not cut to it)."""
 
     def __init__(self, source_datapipe: Any, length: int) -> None:
         if length < 0:
@@ -537,10 +538,7 @@ class LengthSetter(IterDataPipe):
         self.length = length
 
     def __iter__(self) -> Iterator[Any]:
-        for i, data in enumerate(self.source_datapipe):
-            if i >= self.length:
-                return
-            yield data
+        yield from self.source_datapipe
 
     def __len__(self) -> int:
         return self.length
