@@ -462,3 +462,19 @@ def test_read_from_xpystac_opens_assets_with_xarray_engines(tmp_path: Path) -> N
     xr.testing.assert_identical(next(iter(dp)).load(), dataset)
     with pytest.raises(InputError, match="engine='stac'\\) needs xpystac"):
         IterableWrapper([asset]).read_from_xpystac()
+
+
+def test_planned_chips_under_map_and_sharding_filter_are_read_once(
+    s1_paths: list[Path],
+) -> None:
+    """The planned chip stream splits work across workers by itself; a sharding_filter
+    after it must not split again (no chip lost), and none is read twice."""
+    dp = (
+        IterableWrapper(s1_paths)
+        .read_from_rioxarray(overview_level=3)
+        .slice_with_xbatcher(input_dims={"y": 512, "x": 512})
+        .map(lambda chip: (chip.attrs["scene_id"], float(chip.x[0]), float(chip.y[0])))
+        .sharding_filter()
+    )
+    corners = [tuple(c) for c in DataLoader(dataset=dp, batch_size=None, num_workers=2)]
+    assert len(corners) == len(set(corners)) == len(dp) == 12
