@@ -106,8 +106,11 @@ def open_catalog(
             or any ``href -> href``); see :meth:`Catalog.sign`.
         href_policy: what the catalog's hrefs may point to; default: anything for local
             sources, :meth:`HrefPolicy.for_remote` for network ones.
-        timeout, retries, backoff: per request; 429, 5xx and connection errors are retried
-            with exponential backoff (``Retry-After`` is honoured, capped).
+        timeout: seconds per request.
+        retries: retries per request; 429, 5xx and connection errors are retried with
+            exponential backoff (``Retry-After`` is honoured, capped).
+        backoff: urllib3's backoff factor, in seconds (the n-th retry waits about
+            backoff x 2^(n-1)).
         max_requests: bound on requests open at once on this catalog (all threads).
         max_items: a search matching more raises :class:`~geochip.errors.SearchLimitError`.
         page_size: items per page asked from an API.
