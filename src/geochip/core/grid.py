@@ -35,9 +35,18 @@ from odc.geo.geobox import GeoBox
 from odc.geo.geom import BoundingBox, Geometry, point
 from shapely.geometry import box as box_
 
-from ..errors import BandNotFoundError, InputError, MissingGeoreferenceError, NoChipsError
+from ..errors import (
+    BandNotFoundError,
+    GeochipError,
+    InputError,
+    MissingGeoreferenceError,
+    NoChipsError,
+    RasterReadError,
+)
+from .env import GdalEnv
 from .geometry import WGS84, project, wgs84_centroid, wgs84_footprint
-from .security import redact
+from .retry import call_with_retries
+from .security import Signer, redact, sign_href
 
 __all__ = [
     "BUFFER_UNITS",
@@ -182,12 +191,13 @@ def chip_windows(
     return [Window(r, c, size_.y, size_.x) for r in rows for c in cols]
 
 
-def asset_geobox(item: pystac.Item, asset: str) -> GeoBox:
+def asset_geobox(item: pystac.Item, asset: str, sign: Signer | None = None) -> GeoBox:
     """The native grid of one asset, from its projection fields (no I/O).
 
     Reads ``proj:shape``/``proj:transform`` from the asset (or the item) and the CRS from
     ``proj:code``, ``proj:wkt2``, ``proj:projjson`` or the old ``proj:epsg``. When the fields
-    are missing the file's header is read instead.
+    are missing the file's header is read instead, signed with ``sign`` just before the read
+    (the catalog's signer: a signed catalog refuses unsigned reads) and with GDAL's retries.
     """
     head, _, number = asset.rpartition(".")
     if asset not in item.assets and number.isdigit() and head in item.assets:
@@ -207,13 +217,29 @@ def asset_geobox(item: pystac.Item, asset: str) -> GeoBox:
         return GeoBox(tuple(shape), Affine(*transform[:6]), crs)
 
     href = item.assets[asset].get_absolute_href() or item.assets[asset].href
-    with rasterio.open(href) as ds:
-        if ds.crs is None or ds.transform.is_identity:
-            raise MissingGeoreferenceError(
-                f"{href}: the raster has no CRS or no geotransform; pass assume_crs= or fix "
-                "the file (gdal_edit.py -a_srs / -a_ullr)"
-            )
-        return GeoBox((ds.height, ds.width), ds.transform, ds.crs)
+    env = GdalEnv.default()
+    path = sign_href(href, sign)
+
+    def probe() -> tuple[Any, Affine, int, int]:
+        with env.activate(), rasterio.open(path) as ds:
+            return ds.crs, ds.transform, ds.height, ds.width
+
+    try:
+        crs_, transform_, height, width = call_with_retries(probe, path, env)
+    except GeochipError:
+        raise
+    except Exception as err:
+        raise RasterReadError(
+            f"{redact(href)}: the item gives no proj:shape/proj:transform for {asset!r} and "
+            f"the raster's header could not be read ({redact(str(err))}); check the href and "
+            "the catalog's signing"
+        ) from err
+    if crs_ is None or transform_.is_identity:
+        raise MissingGeoreferenceError(
+            f"{redact(href)}: the raster has no CRS or no geotransform; pass assume_crs= or "
+            "fix the file (gdal_edit.py -a_srs / -a_ullr)"
+        )
+    return GeoBox((height, width), transform_, crs_)
 
 
 def target_geobox(base: GeoBox, resolution: float | None = None) -> GeoBox:
