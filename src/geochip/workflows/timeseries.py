@@ -67,8 +67,8 @@ from shapely.errors import GEOSException
 from .._version import __version__
 from ..core.engine import run_tasks, synchronous_dask
 from ..core.files import atomic_write_text
-from ..core.geometry import project, rfc7946_bbox, wgs84_footprint
-from ..core.grid import check_buffer, geometry_geobox, point_geobox, yx
+from ..core.geometry import check_buffer, project, rfc7946_bbox, wgs84_footprint
+from ..core.grid import geometry_geobox, point_geobox, yx
 from ..core.masks import parse_mask
 from ..core.security import check_headers, headers_from_env, redact
 from ..core.vectors import read_vector, with_ids
