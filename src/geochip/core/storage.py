@@ -36,13 +36,17 @@ if TYPE_CHECKING:
     import fsspec
 
 __all__ = [
+    "RASTER_SUFFIXES",
     "SCHEMES",
     "check_writable",
     "filesystem",
     "gdal_options",
     "gdal_path",
+    "is_object_url",
     "is_url",
     "join",
+    "list_files",
+    "raster_files",
     "local_path",
     "scheme_of",
 ]
@@ -57,6 +61,20 @@ SCHEMES: dict[str, tuple[str, str, str]] = {
     "abfs": ("adlfs", "azure", "/vsiaz/"),
     "memory": ("fsspec", "", ""),
 }
+
+
+#: File name endings taken as rasters when a folder is listed (any case).
+RASTER_SUFFIXES = (".tif", ".tiff", ".jp2")
+
+
+def raster_files(location: str | Path, recursive: bool = True) -> list[str]:
+    """The rasters (:data:`RASTER_SUFFIXES`) in the folder ``location``, sorted: local
+    paths, or URLs listed through fsspec for an object-store folder."""
+    if is_object_url(location):
+        return list_files(str(location), RASTER_SUFFIXES, recursive)
+    root = local_path(location)
+    walker = root.rglob("*") if recursive else root.glob("*")
+    return sorted(str(p) for p in walker if p.suffix.lower() in RASTER_SUFFIXES and p.is_file())
 
 
 def scheme_of(location: str | Path) -> str:
@@ -81,6 +99,18 @@ def scheme_of(location: str | Path) -> str:
 def is_url(location: str | Path) -> bool:
     """True for an object-store URL (not for a local path or ``file://``)."""
     return bool(scheme_of(location))
+
+
+def is_object_url(href: str | Path) -> bool:
+    """True for a URL of a scheme in :data:`SCHEMES` (an object store); False for anything
+    else (local paths, ``http(s)://``, unknown schemes), never raising: for hrefs that
+    other code reads (http through ``/vsicurl/``).
+
+    >>> is_object_url("s3://b/a.tif"), is_object_url("https://x/a.tif"), is_object_url("a.tif")
+    (True, False, False)
+    """
+    text = str(href)
+    return "://" in text and urlsplit(text).scheme.lower() in SCHEMES
 
 
 def local_path(location: str | Path) -> Path:
@@ -112,6 +142,36 @@ def filesystem(location: str | Path) -> tuple[fsspec.AbstractFileSystem, str]:
         raise MissingExtraError(package, extra)
     fs, path = fsspec.core.url_to_fs(str(location))
     return fs, str(path) if scheme != "memory" else str(location)
+
+
+def list_files(location: str, suffixes: tuple[str, ...], recursive: bool = True) -> list[str]:
+    """The URLs of the files under the object-store folder or glob ``location`` whose names
+    end in one of ``suffixes`` (any case), sorted; ``[]`` when there are none. Listed
+    through fsspec (one listing request per page, not one per file).
+
+    >>> fs, _ = filesystem("memory://scenes")
+    >>> for name in ("memory://scenes/b.TIF", "memory://scenes/a.tif", "memory://scenes/x.txt"):
+    ...     fs.pipe_file(name, b"")
+    >>> list_files("memory://scenes/", (".tif",))
+    ['memory://scenes/a.tif', 'memory://scenes/b.TIF']
+    """
+    fs, path = filesystem(location)
+    try:
+        if any(ch in path for ch in "*?["):
+            found = [name for name in fs.glob(path) if fs.isfile(name)]
+        elif recursive:
+            found = fs.find(path)
+        else:
+            found = [e["name"] for e in fs.ls(path, detail=True) if e.get("type") == "file"]
+    except Exception as err:  # a missing bucket, no permission, no credentials, no network
+        raise InputError(
+            f"cannot list {location}: {type(err).__name__}: {redact(str(err))}; check the URL, "
+            "that the bucket exists and that the credentials in the environment may read it"
+        ) from None
+    names = sorted(str(name) for name in found if str(name).lower().endswith(suffixes))
+    if scheme_of(location) == "memory":  # fsspec's memory paths are "/bucket/key"
+        return [f"memory:/{name}" for name in names]
+    return [fs.unstrip_protocol(name) for name in names]
 
 
 def gdal_path(location: str | Path) -> str:
