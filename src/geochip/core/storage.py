@@ -21,15 +21,19 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import posixpath
+import tempfile
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ..errors import InputError, MissingExtraError, StoreError
+from .files import atomic_path, atomic_write_bytes
 from .security import redact
 
 if TYPE_CHECKING:
@@ -39,6 +43,7 @@ __all__ = [
     "RASTER_SUFFIXES",
     "SCHEMES",
     "check_writable",
+    "exists",
     "filesystem",
     "gdal_options",
     "gdal_path",
@@ -48,7 +53,13 @@ __all__ = [
     "list_files",
     "raster_files",
     "local_path",
+    "output_file",
+    "output_folder",
+    "parent",
+    "read_bytes",
     "scheme_of",
+    "write_bytes",
+    "write_text",
 ]
 
 #: URL scheme -> (Python package of its fsspec file system, geochip extra that installs it,
@@ -226,3 +237,112 @@ def check_writable(location: str | Path) -> None:
             f"cannot write to {location}: {type(err).__name__}: {redact(str(err))}; check "
             "that the bucket exists and that the credentials in the environment may write it"
         ) from None
+
+
+# --- outputs: an object appears complete (one PUT, or a completed multipart upload) or not
+# at all; object stores have no rename, so a file is made locally and uploaded once done
+
+
+def _upload_error(location: str | Path, err: BaseException) -> StoreError:
+    return StoreError(
+        f"cannot write {location}: {type(err).__name__}: {redact(str(err))}; check that the "
+        "bucket exists and that the credentials in the environment may write it"
+    )
+
+
+@contextlib.contextmanager
+def output_file(location: str | Path) -> Iterator[Path]:
+    """A local path to write the file ``location`` into (any writer: GDAL, pyarrow,
+    netCDF). It appears at ``location`` complete or not at all: a local path through
+    :func:`geochip.core.files.atomic_path` (renamed once complete), a URL by one upload
+    of the finished temporary file (``put_file``: one PUT, or a multipart upload that only
+    shows once completed). Nothing is written when the block raises.
+
+    >>> with output_file("memory://out/a.txt") as tmp:
+    ...     _ = tmp.write_text("done")
+    >>> read_bytes("memory://out/a.txt")
+    b'done'
+    """
+    if not is_url(location):
+        with atomic_path(local_path(location)) as tmp:
+            yield tmp
+        return
+    fs, path = filesystem(location)
+    with tempfile.TemporaryDirectory(prefix="geochip-out-") as folder:
+        tmp = Path(folder) / posixpath.basename(path.rstrip("/"))
+        yield tmp
+        try:
+            fs.put_file(str(tmp), path)
+        except Exception as err:
+            raise _upload_error(location, err) from None
+
+
+@contextlib.contextmanager
+def output_folder(location: str | Path, last: tuple[str, ...] = ()) -> Iterator[Path]:
+    """A local folder to write the folder ``location`` into (a Zarr store). A local
+    ``location`` gets it by one rename; a URL gets its files uploaded one object each,
+    the files named in ``last`` (the metadata a reader opens first, such as ``.zmetadata``)
+    after all others, so a reader that finds them finds a complete folder."""
+    if not is_url(location):
+        target = local_path(location)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as made:
+            yield Path(made) / target.name
+            os.replace(Path(made) / target.name, target)
+        return
+    fs, root = filesystem(location)
+    with tempfile.TemporaryDirectory(prefix="geochip-out-") as folder:
+        tmp = Path(folder) / posixpath.basename(root.rstrip("/"))
+        yield tmp
+        files = sorted((p for p in tmp.rglob("*") if p.is_file()), key=lambda p: p.name in last)
+        try:
+            for file in files:
+                fs.put_file(str(file), f"{root.rstrip('/')}/{file.relative_to(tmp).as_posix()}")
+        except Exception as err:
+            raise _upload_error(location, err) from None
+
+
+def write_bytes(location: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``location`` atomically (a local rename, or one PUT)."""
+    if not is_url(location):
+        atomic_write_bytes(local_path(location), data)
+        return
+    fs, path = filesystem(location)
+    try:
+        fs.pipe_file(path, data)
+    except Exception as err:
+        raise _upload_error(location, err) from None
+
+
+def write_text(location: str | Path, text: str) -> None:
+    """:func:`write_bytes` of ``text`` in UTF-8."""
+    write_bytes(location, text.encode("utf-8"))
+
+
+def read_bytes(location: str | Path) -> bytes:
+    """The bytes of the file ``location`` (FileNotFoundError when there is none)."""
+    if not is_url(location):
+        return local_path(location).read_bytes()
+    fs, path = filesystem(location)
+    return bytes(fs.cat_file(path))
+
+
+def exists(location: str | Path) -> bool:
+    """Whether the file (or, for a local path, folder) ``location`` exists now (asked
+    afresh: no cached listing)."""
+    if not is_url(location):
+        return local_path(location).exists()
+    fs, path = filesystem(location)
+    fs.invalidate_cache(path)
+    return bool(fs.exists(path))
+
+
+def parent(location: str | Path) -> str:
+    """The folder ``location`` is in (a URL's prefix, or a local path's parent).
+
+    >>> parent("s3://bucket/out/pred.tif"), parent("out/pred.tif")
+    ('s3://bucket/out', 'out')
+    """
+    if not is_url(location):
+        return str(local_path(location).parent)
+    return str(location).rstrip("/").rsplit("/", 1)[0]
