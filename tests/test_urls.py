@@ -235,3 +235,54 @@ def test_select_writes_to_a_bucket_what_it_writes_locally(
     assert SECRET not in remote.output
     for name in ("selection.parquet", "selection.items.json"):
         assert SECRET.encode() not in download(f"s3://{s3_bucket}/runs/{name}")
+
+
+def _net() -> Any:
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 3, 3, padding=1)
+    ).eval()
+
+
+def test_predict_to_a_bucket_is_the_local_cog_uploaded_once(
+    s3_bucket: str, scenes: Path, tmp_path: Path
+) -> None:
+    from geochip import predict
+    from geochip.errors import OutputExistsError
+
+    scene = scenes / "S2_20240503_T33.tif"
+    norm = {"mean": [20000.0], "std": [20000.0]}
+    local = predict(_net(), scene, tmp_path / "pred.tif", chip=128, normalize=norm, output="both")
+    url = f"s3://{s3_bucket}/out/pred.tif"
+    remote = predict(_net(), scene, url, chip=128, normalize=norm, output="both")
+    names = ["pred-probabilities.tif", "pred.json", "pred.tif"]
+    assert listing(f"s3://{s3_bucket}/out") == names
+    assert remote.urls == [f"s3://{s3_bucket}/out/{n}" for n in (names[2], names[0], names[1])]
+    for name in names:  # byte-identical: the COGs and the item
+        assert download(f"s3://{s3_bucket}/out/{name}") == (tmp_path / name).read_bytes(), name
+        assert SECRET.encode() not in (tmp_path / name).read_bytes()
+    assert local.model_calls == remote.model_calls > 0
+    # a rerun of the finished job has nothing to do; another job is refused before work
+    again = predict(_net(), scene, url, chip=128, normalize=norm, output="both")
+    assert again.model_calls == 0 and again.urls == remote.urls
+    with pytest.raises(OutputExistsError, match=f"s3://{s3_bucket}/out/pred.tif exists"):
+        predict(_net(), scene, url, chip=128, normalize=norm, output="both", overlap=16)
+    # the staging folder in the cache is gone
+    from geochip.sources.sample import cache_dir
+
+    assert not any((cache_dir() / "predict").glob("*/*.tif"))
+
+
+def test_predict_reads_a_scene_from_a_bucket(
+    sdk_endpoint_only: str, scenes: Path, tmp_path: Path
+) -> None:
+    from geochip import predict
+
+    upload(scenes, f"s3://{sdk_endpoint_only}/scenes")
+    norm = {"mean": [20000.0], "std": [20000.0]}
+    predict(_net(), scenes / "S2_20240610_T33.tif", tmp_path / "a.tif", chip=128, normalize=norm)
+    url = f"s3://{sdk_endpoint_only}/scenes/S2_20240610_T33.tif"
+    predict(_net(), url, tmp_path / "b.tif", chip=128, normalize=norm)
+    assert (tmp_path / "a.tif").read_bytes() == (tmp_path / "b.tif").read_bytes()

@@ -52,7 +52,13 @@ def predict(
             help="A raster path or URL, a STAC Item JSON, or registry:TAG (a named dataset)."
         ),
     ],
-    out: Annotated[Path, typer.Option(help="The output COG (a folder for several images).")],
+    out: Annotated[
+        str,
+        typer.Option(
+            help="The output COG (a folder for several images); a path or an s3://, gs://, "
+            "az:// URL."
+        ),
+    ],
     bands: Annotated[
         list[str] | None,
         typer.Option(help="Bands (asset keys or names) in the model's order; commas or repeat."),
@@ -128,7 +134,7 @@ def predict(
         )
         raise typer.Exit(EXIT_FAILED_BLOCKS) from None
     err_console.print(
-        f"wrote {', '.join(map(str, result.paths))} ({result.windows} windows, "
+        f"wrote {', '.join(map(str, result.paths or result.urls))} ({result.windows} windows, "
         f"{result.skipped} all nodata) in {result.seconds:.1f} s"
     )
 
