@@ -286,3 +286,64 @@ def test_predict_reads_a_scene_from_a_bucket(
     url = f"s3://{sdk_endpoint_only}/scenes/S2_20240610_T33.tif"
     predict(_net(), url, tmp_path / "b.tif", chip=128, normalize=norm)
     assert (tmp_path / "a.tif").read_bytes() == (tmp_path / "b.tif").read_bytes()
+
+
+@pytest.mark.parametrize("fmt", ["nc", "zarr"])
+def test_timeseries_from_and_to_a_bucket(s3_bucket: str, tmp_path: Path, fmt: str) -> None:
+    import geopandas as gpd
+    import xarray as xr
+    from shapely.geometry import Point
+
+    from geochip.testing import make_catalog
+    from geochip.testing.cubes import make_s2_series
+    from geochip.workflows.timeseries import TimeseriesConfig, run_timeseries
+
+    root = tmp_path / "cat"
+    items = make_s2_series(root / "data", ["2024-05-01", "2024-05-11"], size=128, seed=3)
+    make_catalog(root, items, collection="s2-like")
+    upload(root, f"s3://{s3_bucket}/cat")
+    points = gpd.GeoDataFrame(
+        {"id": ["p1", "p2"]},
+        geometry=[Point(500_400, 4_999_500), Point(500_900, 4_999_300)],
+        crs=32633,
+    ).to_crs(4326)
+
+    def config(catalog: str) -> TimeseriesConfig:
+        return TimeseriesConfig(
+            catalog=catalog,
+            bands=("red", "nir"),
+            crs="EPSG:3035",
+            resolution=20,
+            datetime="2024-05",
+            mode="patch",
+            size=(10, 6),
+            format=fmt,
+        )
+
+    remote_cat = config(f"s3://{s3_bucket}/cat/catalog.json")
+    out = f"s3://{s3_bucket}/series"
+    summary = run_timeseries(points, remote_cat, out)
+    assert summary.counts["done"] == 2, summary.to_dict()
+    run_timeseries(points, remote_cat, tmp_path / "same")  # the same job, written locally
+    run_timeseries(points, config(str(root / "catalog.json")), tmp_path / "local")
+    files = listing(out)
+    assert files[-1] == "summary.json" and f"p1.{fmt}" in files[0]
+    summary_json = json.loads(download(f"{out}/summary.json"))
+    assert [r["path"] for r in summary_json["results"]] == [f"{out}/p1.{fmt}", f"{out}/p2.{fmt}"]
+    for name in files[:-1]:  # every object is the file the local run wrote
+        assert download(f"{out}/{name}") == (tmp_path / "same" / name).read_bytes(), name
+    engine = "zarr" if fmt == "zarr" else "netcdf4"
+    fs, _ = filesystem(out)
+    for gid in ("p1", "p2"):
+        if fmt == "zarr":
+            got = xr.open_zarr(fs.get_mapper(f"{out}/{gid}.zarr")).load()
+        else:
+            (tmp_path / f"got-{gid}.nc").write_bytes(download(f"{out}/{gid}.nc"))
+            got = xr.open_dataset(tmp_path / f"got-{gid}.nc", engine=engine).load()
+        want = xr.open_dataset(tmp_path / "local" / f"{gid}.{fmt}", engine=engine).load()
+        assert set(got.data_vars) == set(want.data_vars) >= {"red", "nir"}
+        for band in ("red", "nir"):
+            np.testing.assert_array_equal(got[band].values, want[band].values)
+    again = run_timeseries(points, remote_cat, out)
+    assert again.counts == {"done": 0, "skipped": 2, "empty": 0, "failed": 0}
+    assert SECRET.encode() not in download(f"{out}/summary.json")

@@ -281,8 +281,9 @@ def output_file(location: str | Path) -> Iterator[Path]:
 def output_folder(location: str | Path, last: tuple[str, ...] = ()) -> Iterator[Path]:
     """A local folder to write the folder ``location`` into (a Zarr store). A local
     ``location`` gets it by one rename; a URL gets its files uploaded one object each,
-    the files named in ``last`` (the metadata a reader opens first, such as ``.zmetadata``)
-    after all others, so a reader that finds them finds a complete folder."""
+    the top-level files named in ``last`` (the metadata a reader opens first, such as
+    ``.zmetadata``) after all others, in that order, so a reader that finds the last one
+    finds a complete folder."""
     if not is_url(location):
         target = local_path(location)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -294,7 +295,11 @@ def output_folder(location: str | Path, last: tuple[str, ...] = ()) -> Iterator[
     with tempfile.TemporaryDirectory(prefix="geochip-out-") as folder:
         tmp = Path(folder) / posixpath.basename(root.rstrip("/"))
         yield tmp
-        files = sorted((p for p in tmp.rglob("*") if p.is_file()), key=lambda p: p.name in last)
+
+        def rank(file: Path) -> int:  # top-level files named in `last`: in that order
+            return last.index(file.name) + 1 if file.parent == tmp and file.name in last else 0
+
+        files = sorted((p for p in tmp.rglob("*") if p.is_file()), key=rank)
         try:
             for file in files:
                 fs.put_file(str(file), f"{root.rstrip('/')}/{file.relative_to(tmp).as_posix()}")
