@@ -347,3 +347,28 @@ def test_timeseries_from_and_to_a_bucket(s3_bucket: str, tmp_path: Path, fmt: st
     again = run_timeseries(points, remote_cat, out)
     assert again.counts == {"done": 0, "skipped": 2, "empty": 0, "failed": 0}
     assert SECRET.encode() not in download(f"{out}/summary.json")
+
+
+def test_retile_from_and_to_a_bucket(s3_bucket: str, tmp_path: Path) -> None:
+    from geochip import open_catalog
+    from geochip.read.open import open_scene
+
+    big = make_cog(tmp_path / "big.tif", GRID, bands=2, pattern="random", nodata=0)
+    upload(big, f"s3://{s3_bucket}/in/big.tif")
+    out = f"s3://{s3_bucket}/tiles"
+    cli("retile", f"s3://{s3_bucket}/in/big.tif", "--tile", "96", "--out", out)
+    cli("retile", str(big), "--tile", "96", "--out", str(tmp_path / "tiles"))
+    local = sorted(
+        p.relative_to(tmp_path / "tiles").as_posix()
+        for p in (tmp_path / "tiles").rglob("*")
+        if p.is_file()
+    )
+    assert listing(out) == local and len([n for n in local if n.endswith(".tif")]) == 9
+    for name in local:  # tiles and catalog, byte for byte (relative hrefs, as on disk)
+        assert download(f"{out}/{name}") == (tmp_path / "tiles" / name).read_bytes(), name
+    items = open_catalog(f"{out}/catalog.json").search()
+    want = {i.id: i for i in open_catalog(tmp_path / "tiles" / "catalog.json").search()}
+    assert sorted(i.id for i in items) == sorted(want)
+    for item in items[:2]:
+        got = open_scene(item, asset="data").read()
+        assert np.array_equal(got, open_scene(want[item.id], asset="data").read())

@@ -141,9 +141,13 @@ def predict(
 
 @app.command()
 def retile(
-    sources: Annotated[list[Path], typer.Argument(help="Rasters to cut (GeoTIFF, JP2, ...).")],
+    sources: Annotated[
+        list[str], typer.Argument(help="Rasters to cut (GeoTIFF, JP2, ...; paths or URLs).")
+    ],
     tile: Annotated[int, typer.Option(min=16, help="Tile size in pixels (a multiple of 16).")],
-    out: Annotated[Path, typer.Option(help="Folder for the tiles and their STAC catalog.")],
+    out: Annotated[
+        str, typer.Option(help="Folder (or s3://, gs://, az:// URL) for the tiles and catalog.")
+    ],
     patch: Annotated[
         int | None, typer.Option(min=1, help="Patch size the tile size must be a multiple of.")
     ] = None,
