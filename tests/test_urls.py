@@ -102,6 +102,14 @@ def test_chips_cli_counts_a_bucket_folder(sdk_endpoint_only: str, scenes: Path) 
     remote = cli("chips", f"s3://{sdk_endpoint_only}/scenes/", "--size", "64", "--count")
     local = cli("chips", str(scenes), "--size", "64", "--count")
     assert remote.stdout.strip() == local.stdout.strip() == str(2 * (256 // 64) ** 2)
+    # a STAC item JSON on the bucket, its asset on the bucket
+    from geochip.sources.files import folder_items
+
+    [item] = folder_items(f"s3://{sdk_endpoint_only}/scenes/S2_20240503_T33.tif")
+    fs, path = filesystem(f"s3://{sdk_endpoint_only}/items/one.json")
+    fs.pipe_file(path, json.dumps(item.to_dict()).encode())
+    one = cli("chips", f"s3://{sdk_endpoint_only}/items/one.json", "--size", "64", "--count")
+    assert one.stdout.strip() == str((256 // 64) ** 2)
 
 
 def test_open_catalog_of_a_bucket_folder_and_load_cube(
