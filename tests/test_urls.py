@@ -380,3 +380,44 @@ def test_retile_from_and_to_a_bucket(s3_bucket: str, tmp_path: Path) -> None:
     for item in items[:2]:
         got = open_scene(item, asset="data").read()
         assert np.array_equal(got, open_scene(want[item.id], asset="data").read())
+
+
+def test_credentials_never_reach_outputs_or_logs(
+    s3_bucket: str, catalog_folder: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Planted credentials in the environment; every library logging at DEBUG (botocore
+    logs request headers there): neither the outputs nor the logs hold them."""
+    import os
+    import subprocess
+    import sys
+
+    token = "planted-session-token-4f1e9c"
+    secret = "planted-secret-key-77aa21"
+    monkeypatch.setenv("AWS_SESSION_TOKEN", token)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    upload(catalog_folder, f"s3://{s3_bucket}")
+    script = (
+        "import logging, sys; logging.basicConfig(level=logging.DEBUG); "
+        "from geochip.cli import main; sys.argv[0] = 'geochip'; main()"
+    )
+    logs = ""
+    for args in (
+        ["search", "--catalog", f"s3://{s3_bucket}/catalog/", "--out", f"s3://{s3_bucket}/o.json"],
+        ["chips", f"s3://{s3_bucket}/scenes/", "--size", "128", "--count"],
+        ["chips", f"s3://{s3_bucket}/scenes/nope.tif", "--count"],  # an error message
+    ):
+        run = subprocess.run(
+            [sys.executable, "-c", script, *args],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ),
+            timeout=300,
+            check=False,
+        )
+        logs += run.stdout + run.stderr
+    assert "Sending http request" in logs or "botocore" in logs  # DEBUG logs were on
+    assert "S2_20240503_T33" in logs and "does not exist" in logs
+    assert token not in logs and secret not in logs
+    written = download(f"s3://{s3_bucket}/o.json").decode()
+    assert "S2_20240610_T33" in written
+    assert token not in written and secret not in written

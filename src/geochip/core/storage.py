@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 from ..errors import InputError, MissingExtraError, StoreError
 from .files import atomic_path, atomic_write_bytes
-from .security import redact
+from .security import install_log_redaction, is_credential_option, redact, register_secret
 
 if TYPE_CHECKING:
     import fsspec
@@ -151,6 +151,7 @@ def filesystem(location: str | Path) -> tuple[fsspec.AbstractFileSystem, str]:
     package, extra, _ = SCHEMES[scheme]
     if importlib.util.find_spec(package) is None:
         raise MissingExtraError(package, extra)
+    _redact_environment_credentials()
     fs, path = fsspec.core.url_to_fs(str(location))
     return fs, str(path) if scheme != "memory" else str(location)
 
@@ -183,6 +184,17 @@ def list_files(location: str, suffixes: tuple[str, ...], recursive: bool = True)
     if scheme_of(location) == "memory":  # fsspec's memory paths are "/bucket/key"
         return [f"memory:/{name}" for name in names]
     return [fs.unstrip_protocol(name) for name in names]
+
+
+def _redact_environment_credentials() -> None:
+    """Register the credentials the environment holds (``AWS_SECRET_ACCESS_KEY``,
+    ``AWS_SESSION_TOKEN``, ``AZURE_STORAGE_SAS_TOKEN``...: names
+    :func:`~geochip.core.security.is_credential_option` knows) as secrets and redact log
+    records: the SDKs log request headers at DEBUG, and their errors may quote them."""
+    for name, value in os.environ.items():
+        if is_credential_option(name):
+            register_secret(value)
+    install_log_redaction()
 
 
 def gdal_path(location: str | Path) -> str:
