@@ -421,3 +421,19 @@ def test_credentials_never_reach_outputs_or_logs(
     written = download(f"s3://{s3_bucket}/o.json").decode()
     assert "S2_20240610_T33" in written
     assert token not in written and secret not in written
+
+
+def test_file_urls_are_local_paths(catalog_folder: Path, tmp_path: Path) -> None:
+    """``file://`` works wherever a path does: a catalog, a scene, outputs."""
+    from geochip import open_catalog
+    from geochip.inference.retile import retile
+    from geochip.read.open import open_scene
+
+    items = open_catalog(f"file://{catalog_folder}/catalog/catalog.json").search()
+    assert len(items) == 2
+    scene = open_scene(f"file://{catalog_folder}/scenes/S2_20240503_T33.tif")
+    assert scene.read().shape == (2, 256, 256)
+    catalog = retile(
+        f"file://{catalog_folder}/scenes/S2_20240503_T33.tif", 128, f"file://{tmp_path}/t"
+    )
+    assert Path(catalog) == tmp_path / "t" / "catalog.json" and Path(catalog).exists()

@@ -17,7 +17,7 @@ import shapely.geometry
 import typer
 from rich.table import Table
 
-from ..core.storage import check_writable, is_url, parent, write_text
+from ..core.storage import check_writable, is_url, local_path, parent, write_text
 from ..errors import InputError
 from .app import app, console
 
@@ -116,7 +116,7 @@ def _journal_path(out: str) -> Path:
     """Where ``geochip select --out OUT`` keeps its journal: beside a local table, in
     geochip's cache for a URL (named by a hash of the URL)."""
     if not is_url(out):
-        path = Path(out)
+        path = local_path(out)
         return path.with_name(f".{path.name}.journal.jsonl")
     from ..sources.sample import cache_dir  # lazy: the CLI imports what it runs
 

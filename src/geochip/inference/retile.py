@@ -44,6 +44,7 @@ from ..core.storage import (
     is_object_url,
     is_url,
     join,
+    local_path,
     output_file,
     output_folder,
 )
@@ -70,7 +71,7 @@ def retile(
     the catalog (relative hrefs, as on disk) after the tiles, ``catalog.json`` last; the
     catalog's URL is returned as a string."""
     given = [sources] if isinstance(sources, str | Path) else list(sources)
-    paths = [s if isinstance(s, str) and is_object_url(s) else Path(s) for s in given]
+    paths = [s if isinstance(s, str) and is_object_url(s) else local_path(s) for s in given]
     if tile < 16 or tile % 16:
         raise InputError(f"tile must be a multiple of 16 pixels (COG blocks), got {tile}")
     if patch is not None and (patch < 1 or tile % patch):
@@ -110,7 +111,7 @@ def retile(
                             description=f"{len(items)} tiles of {tile} px")  # fmt: skip
 
     if not is_url(out):
-        return write_catalog(Path(out))
+        return write_catalog(local_path(out))
     # on an object store: the catalog is made locally as it would be on disk (tile hrefs
     # relative to it), then uploaded with catalog.json last
     with output_folder(out, last=("catalog.json",)) as tmp:

@@ -36,7 +36,15 @@ from odc.geo.geobox import GeoBox
 from .._version import __version__
 from ..core.env import GdalEnv
 from ..core.files import remove_stale_partials
-from ..core.storage import check_writable, exists, is_url, join, output_file, parent
+from ..core.storage import (
+    check_writable,
+    exists,
+    is_url,
+    join,
+    local_path,
+    output_file,
+    parent,
+)
 from ..errors import InputError, OutputExistsError, PredictFailedError, RasterReadError
 from ..sources.sample import cache_dir
 from .blend import Blender, OutputSpec
@@ -483,7 +491,7 @@ def predict(
     remote = is_url(out)
     if remote:
         check_writable(parent(out))  # refused before any work
-    url, out = str(out), Path(out)
+    url, out = str(out), local_path(out)
     for name, value in (("chip", chip), ("batch_size", batch_size), ("tile", tile)):
         if not isinstance(value, int) or value < 1:
             raise InputError(f"{name} must be a positive integer, got {value!r}")

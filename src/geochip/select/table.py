@@ -46,7 +46,16 @@ import pyarrow.parquet as pq
 import pystac
 
 from ..core.security import redact, unsign_href
-from ..core.storage import exists, is_url, join, output_file, parent, read_bytes, write_text
+from ..core.storage import (
+    exists,
+    is_url,
+    join,
+    local_path,
+    output_file,
+    parent,
+    read_bytes,
+    write_text,
+)
 from ..errors import InputError
 from ..sources.items import item_from_dict
 
@@ -126,7 +135,7 @@ class Selection:
         each file is then one upload, the items first and the table (which names them)
         last. For a URL the path returned is ``Path(url)``: use :func:`items_location`."""
         _save_selection(self, path)
-        return Path(path)
+        return local_path(path)
 
 
 def items_location(path: str | Path) -> str:
@@ -139,7 +148,7 @@ def items_location(path: str | Path) -> str:
     if is_url(path):
         folder, name = str(path).rstrip("/").rsplit("/", 1)
         return f"{folder}/{Path(name).stem}.items.json"
-    return str(_items_path(Path(path)))
+    return str(_items_path(local_path(path)))
 
 
 def _items_path(path: Path) -> Path:

@@ -79,6 +79,7 @@ from ..core.storage import (
     exists,
     is_url,
     join,
+    local_path,
     output_file,
     output_folder,
     write_text,
@@ -474,7 +475,7 @@ def run_timeseries(
     progress. Failures do not stop the others: they are results with a reason.
     """
     if not is_url(out):
-        out = Path(out)
+        out = local_path(out)
     # refused before the output folder is made: no geometry, an unset header variable, a
     # destination that cannot be written
     gdf = read_geometries(geometries, id_column)
