@@ -437,3 +437,35 @@ def test_file_urls_are_local_paths(catalog_folder: Path, tmp_path: Path) -> None
         f"file://{catalog_folder}/scenes/S2_20240503_T33.tif", 128, f"file://{tmp_path}/t"
     )
     assert Path(catalog) == tmp_path / "t" / "catalog.json" and Path(catalog).exists()
+
+
+def test_build_from_a_catalog_on_a_bucket(
+    sdk_endpoint_only: str, catalog_folder: Path, tmp_path: Path
+) -> None:
+    """A build whose catalog and rasters are on the bucket (the store itself local): the
+    same chips as the build from the local copy (GDAL's endpoint derived in the tasks)."""
+    from geochip.builder.config import parse_config
+    from geochip.builder.run import build
+    from geochip.store.reader import open_store
+
+    upload(catalog_folder / "catalog", f"s3://{sdk_endpoint_only}/catalog")
+
+    def config(catalog: str, out: Path) -> Any:
+        return parse_config(
+            {
+                "sources": {"kind": "catalog", "path": catalog},
+                "bands": ["red", "nir"],
+                "chips": {"size": 64},
+                "split": {"block_size": 2},
+                "output": {"path": str(out)},
+                "engine": {"threads": 2, "batch_size": 4},
+            }
+        )
+
+    remote = build(config(f"s3://{sdk_endpoint_only}/catalog/catalog.json", tmp_path / "a"))
+    local = build(config(str(catalog_folder / "catalog" / "catalog.json"), tmp_path / "b"))
+    got, want = open_store(remote.path), open_store(local.path)
+    assert len(got) == len(want) == remote.counts["chips"] > 0
+    for a, b in zip(got.index.itertuples(), want.index.itertuples(), strict=True):
+        assert a.chip_id == b.chip_id
+        np.testing.assert_array_equal(got.read(a.index)[0], want.read(b.index)[0])
