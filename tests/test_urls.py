@@ -97,6 +97,25 @@ def test_scenes_in_a_bucket_read_like_local_files(sdk_endpoint_only: str, scenes
         assert np.array_equal(remote[1].read(), ds.read())
 
 
+def test_streamed_batches_from_a_bucket_equal_local_ones(
+    sdk_endpoint_only: str, scenes: Path
+) -> None:
+    """The streaming reader's own threads (read ahead, shared tiles) read the bucket too."""
+    from geochip.plan.scenes import plan_scenes
+    from geochip.read.open import open_scenes
+    from geochip.read.stream import ChipStream
+
+    upload(scenes, f"s3://{sdk_endpoint_only}/scenes")
+    batches = []
+    for source in (f"s3://{sdk_endpoint_only}/scenes/", scenes):
+        opened = open_scenes(source)
+        plan = plan_scenes(opened, 96, overlap=32, edge="pad")
+        batches.append([b.image for b in ChipStream(plan, opened).batch(5)])
+    assert len(batches[0]) == len(batches[1]) > 1
+    for got, want in zip(*batches, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_chips_cli_counts_a_bucket_folder(sdk_endpoint_only: str, scenes: Path) -> None:
     upload(scenes, f"s3://{sdk_endpoint_only}/scenes")
     remote = cli("chips", f"s3://{sdk_endpoint_only}/scenes/", "--size", "64", "--count")
@@ -469,3 +488,24 @@ def test_build_from_a_catalog_on_a_bucket(
     for a, b in zip(got.index.itertuples(), want.index.itertuples(), strict=True):
         assert a.chip_id == b.chip_id
         np.testing.assert_array_equal(got.read(a.index)[0], want.read(b.index)[0])
+
+
+def test_a_folder_upload_puts_its_marker_last(monkeypatch: pytest.MonkeyPatch) -> None:
+    """output_folder: every file before the top-level names in ``last``, in their order."""
+    from geochip.core.storage import output_folder
+
+    fs, _ = filesystem("memory://zarr-order")
+    order: list[str] = []
+    put_file = type(fs).put_file
+
+    def recording(self: Any, lpath: str, rpath: str, **kw: Any) -> Any:
+        order.append(rpath.rsplit("zarr-order/a.zarr/", 1)[1])
+        return put_file(self, lpath, rpath, **kw)
+
+    monkeypatch.setattr(type(fs), "put_file", recording)  # the real memory fs, recorded
+    with output_folder("memory://zarr-order/a.zarr", last=(".zgroup", ".zmetadata")) as tmp:
+        for name in (".zmetadata", ".zgroup", ".zattrs", "red/.zarray", "red/0.0"):
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / name).write_text(name)
+    assert sorted(order[:3]) == [".zattrs", "red/.zarray", "red/0.0"]
+    assert order[3:] == [".zgroup", ".zmetadata"]
