@@ -509,3 +509,22 @@ def test_a_folder_upload_puts_its_marker_last(monkeypatch: pytest.MonkeyPatch) -
             (tmp / name).write_text(name)
     assert sorted(order[:3]) == [".zattrs", "red/.zarray", "red/0.0"]
     assert order[3:] == [".zgroup", ".zmetadata"]
+
+
+def test_a_public_bucket_read_unsigned(
+    sdk_endpoint_only: str, scenes: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``AWS_NO_SIGN_REQUEST=YES`` and no credentials (a public bucket): listed by fsspec
+    anonymously and read by GDAL unsigned, as the AWS CLI and GDAL read that variable."""
+    from geochip.read.open import open_scenes
+
+    fs, path = filesystem(f"s3://{sdk_endpoint_only}/scenes")
+    for file in sorted(scenes.iterdir()):  # objects anyone may read
+        fs.put_file(str(file), f"{path}/{file.name}", ACL="public-read")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_NO_SIGN_REQUEST", "YES")
+    remote = open_scenes(f"s3://{sdk_endpoint_only}/scenes/")
+    assert [s.id for s in remote] == ["S2_20240503_T33", "S2_20240610_T33"]
+    want = open_scenes(scenes)[1].read()
+    assert np.array_equal(remote[1].read(), want)

@@ -152,7 +152,10 @@ def filesystem(location: str | Path) -> tuple[fsspec.AbstractFileSystem, str]:
     if importlib.util.find_spec(package) is None:
         raise MissingExtraError(package, extra)
     _redact_environment_credentials()
-    fs, path = fsspec.core.url_to_fs(str(location))
+    options = {}
+    if scheme == "s3" and os.environ.get("AWS_NO_SIGN_REQUEST", "").upper() in {"YES", "TRUE", "1"}:
+        options["anon"] = True  # a public bucket, as GDAL and the AWS CLI read it unsigned
+    fs, path = fsspec.core.url_to_fs(str(location), **options)
     return fs, str(path) if scheme != "memory" else str(location)
 
 
