@@ -2,8 +2,12 @@
 ``file://``, ``memory://``). One home for telling them apart, opening their fsspec file
 system (a named error saying which extra to install when the scheme's package is missing),
 joining paths under them, the GDAL path of a raster URL (``/vsis3/...``) and GDAL's options
-for the endpoint the environment names. Credentials are never arguments: every file system
-and GDAL read them from the environment and the providers' usual configuration files.
+for the endpoint the environment names, listing folders of files (:func:`raster_files`),
+and writing outputs that appear complete or not at all without a rename
+(:func:`output_file`, :func:`output_folder`, :func:`write_bytes`: made locally, uploaded
+in one request each, what names the rest last). Credentials are never arguments: every
+file system and GDAL read them from the environment and the providers' usual configuration
+files; their values are redacted from logs once a file system is opened.
 
 Example:
     >>> is_url("s3://bucket/ds"), is_url("data/ds"), is_url("file:///tmp/ds")
