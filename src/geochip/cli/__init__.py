@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import sys
 
+from rich.markup import escape
+
 from ..core.security import redact
 from ..errors import GeochipError
 from .app import app, err_console
@@ -33,7 +35,8 @@ def main() -> None:
     try:
         app()
     except GeochipError as err:
-        message = " ".join(redact(str(err)).split())
+        # escaped: a message such as "pip install 'geochip[gcs]'" is not rich markup
+        message = escape(" ".join(redact(str(err)).split()))
         err_console.print(
             f"[red]error:[/] {type(err).__name__}: {message}", highlight=False, soft_wrap=True
         )

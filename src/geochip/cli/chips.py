@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-import pystac
 import typer
 
 from ..errors import InputError
@@ -15,7 +14,7 @@ from .app import app, console, err_console
 
 def _sources(values: list[str]) -> list[Any]:
     """Paths and URLs as they are; ``.json`` files as STAC Items or ItemCollections."""
-    from ..sources.items import item_from_dict  # lazy: the CLI imports what it runs
+    from ..sources.items import ObjectStacIO, item_from_dict  # lazy: the CLI imports what it runs
 
     out: list[Any] = []
     for value in values:
@@ -24,8 +23,8 @@ def _sources(values: list[str]) -> list[Any]:
                 data = json.loads(Path(value).read_text()) if Path(value).exists() else None
             except (OSError, ValueError) as err:
                 raise InputError(f"{value}: cannot read it as JSON ({err})") from err
-            if data is None:
-                data = pystac.StacIO.default().read_json(value)
+            if data is None:  # a URL: http(s), or s3://... through fsspec
+                data = ObjectStacIO().read_json(value)
             if data.get("type") == "FeatureCollection":
                 out.extend(item_from_dict(f, value) for f in data.get("features") or [])
             elif data.get("type") == "Feature":
@@ -58,7 +57,10 @@ def _split_bands(values: list[str] | None) -> list[str | int] | None:
 def chips(
     sources: Annotated[
         list[str],
-        typer.Argument(help="Scenes: raster paths, http(s) URLs, STAC Item/ItemCollection JSON."),
+        typer.Argument(
+            help="Scenes: raster paths or URLs (http(s), s3://, gs://, az://), folders, "
+            "STAC Item/ItemCollection JSON."
+        ),
     ],
     size: Annotated[int, typer.Option(min=1, help="Chip size in pixels (square).")] = 512,
     stride: Annotated[
