@@ -5,6 +5,7 @@ workers) and the commands, equal chip by chip to the same store written locally.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -283,3 +284,71 @@ def test_memory_urls_for_unit_tests() -> None:
     assert len(store) == 40 and store.manifest["layout"]["chips_per_shard"] == 32
     digest = hashlib.sha256((ObjectPath(url) / "manifest.json").read_bytes()).hexdigest()
     assert len(digest) == 64
+
+
+def test_overwrite_replaces_a_remote_store_without_stale_objects(s3_bucket: str) -> None:
+    plan, sources, image = _plan_and_sources()
+    url = f"s3://{s3_bucket}/ds"
+    write_store(url, plan, sources)  # 64 chips: 2 shards
+    write_store(
+        url, plan.head(20), {"grid": ChipSource(image[:2] + 1, ["a", "b"], 0)}, overwrite=True
+    )
+    store = open_store(url)
+    assert len(store) == 20 and store.bands == ["a", "b"] and not store.has_mask
+    row = plan.iloc[5]
+    expected = image[:2, row.row : row.row + 32, row.col : row.col + 32] + 1
+    assert np.array_equal(store.read(5)[0], expected)
+    chunks = sorted(n for n in _objects(url) if "/c/" in n)
+    assert chunks == ["chips.zarr/image/c/0/0/0/0"]  # the old mask and second shard are gone
+
+
+def test_pickled_readers_and_datasets_carry_no_client_and_no_secret(
+    s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pickle
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    plan, sources, _ = _plan_and_sources()
+    url = f"s3://{s3_bucket}/ds"
+    write_store(url, plan, sources)
+    store = open_store(url)
+    store.read(0)  # clients and caches exist now
+    things: list[Any] = [store, store.reader("image"), ObjectPath(url)]
+    if importlib.util.find_spec("torch") is not None:
+        from geochip.ml.torch import ChipDataset
+
+        dataset = ChipDataset(url)
+        dataset[0]
+        things.append(dataset)
+    for thing in things:
+        data = pickle.dumps(thing)
+        assert SECRET.encode() not in data and b"geochip-test-key" not in data
+        assert b"S3FileSystem" not in data and b"aiobotocore" not in data
+    assert np.array_equal(pickle.loads(pickle.dumps(store)).read(3)[0], store.read(3)[0])
+
+
+def test_cli_chips_out_to_a_bucket(s3_bucket: str, tmp_path: Path) -> None:
+    import rasterio
+    from rasterio.windows import Window
+
+    from geochip.testing import make_cog
+
+    gbox = GeoBox.from_bbox((500_000, 0, 500_640, 640), "EPSG:32633", resolution=10)
+    cog = make_cog(tmp_path / "a.tif", gbox, bands=2, nodata=0)
+    url = f"s3://{s3_bucket}/chips"
+    result = subprocess.run(
+        [sys.executable, "-m", "geochip", "chips", str(cog), "--size", "32", "--out", url],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "s3:").exists()
+    store = open_store(url)
+    assert len(store) == 4
+    with rasterio.open(cog) as src:  # the oracle: a plain read of each chip's window
+        for i, row in enumerate(store.index.itertuples()):
+            window = Window(row.col, row.row, row.width, row.height)
+            assert np.array_equal(store.read(i)[0], src.read(window=window))
