@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import importlib.util
 import json
 import os
@@ -56,6 +57,7 @@ from ..errors import StoreBusyError
 __all__ = [
     "LOCK_FILE",
     "REMOTE_CHIPS_PER_SHARD",
+    "hashing_store",
     "store_lock",
     "zarr_store",
 ]
@@ -84,6 +86,24 @@ def zarr_store(path: Path | ObjectPath, *, read_only: bool = False) -> Any:
         return zarr.storage.ObjectStore(from_url(path.url))
     path.fs  # noqa: B018 - a MissingExtraError when the scheme's package is missing
     return zarr.storage.FsspecStore.from_url(path.url, read_only=read_only)
+
+
+def hashing_store(path: Path | ObjectPath) -> Any:
+    """:func:`zarr_store` of ``path`` wrapped so that ``store.digests`` maps every key
+    written to the sha256 of its bytes (remote stores: a batch's record comes from the bytes
+    PUT, without reading them back)."""
+    from zarr.storage import WrapperStore  # lazy: ~0.6 s
+
+    class _Hashing(WrapperStore[Any]):
+        def __init__(self, store: Any) -> None:
+            super().__init__(store)
+            self.digests: dict[str, str] = {}
+
+        async def set(self, key: str, value: Any) -> None:
+            await self._store.set(key, value)
+            self.digests[key] = hashlib.sha256(value.to_bytes()).hexdigest()
+
+    return _Hashing(zarr_store(path))
 
 
 def _owner() -> dict[str, Any]:
