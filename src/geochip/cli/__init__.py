@@ -38,7 +38,9 @@ def main() -> None:
         # escaped: a message such as "pip install 'geochip[gcs]'" is not rich markup
         message = escape(" ".join(redact(str(err)).split()))
         err_console.print(
-            f"[red]error:[/] {type(err).__name__}: {message}", highlight=False, soft_wrap=True
+            f"[red]error:[/] {type(err).__name__}: {escape(message)}",
+            highlight=False,
+            soft_wrap=True,
         )
         sys.exit(1)
 

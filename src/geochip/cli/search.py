@@ -17,7 +17,8 @@ import shapely.geometry
 import typer
 from rich.table import Table
 
-from ..core.storage import check_writable, is_url, local_path, parent, write_text
+from ..core.files import write_text
+from ..core.storage import check_writable, is_url, local_path, parent
 from ..errors import InputError
 from .app import app, console
 

@@ -25,19 +25,15 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
-import posixpath
-import tempfile
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit
 
 from ..errors import InputError, MissingExtraError, StoreError
-from .files import atomic_path, atomic_write_bytes
 from .security import install_log_redaction, is_credential_option, redact, register_secret
 
 if TYPE_CHECKING:
@@ -46,6 +42,8 @@ if TYPE_CHECKING:
 __all__ = [
     "RASTER_SUFFIXES",
     "SCHEMES",
+    "ObjectPath",
+    "StorePath",
     "check_writable",
     "exists",
     "filesystem",
@@ -57,13 +55,10 @@ __all__ = [
     "list_files",
     "raster_files",
     "local_path",
-    "output_file",
-    "output_folder",
     "parent",
     "read_bytes",
     "scheme_of",
-    "write_bytes",
-    "write_text",
+    "store_path",
 ]
 
 #: URL scheme -> (Python package of its fsspec file system, geochip extra that installs it,
@@ -234,10 +229,12 @@ def gdal_options(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     }
 
 
-def check_writable(location: str | Path) -> None:
+def check_writable(location: str | Path | ObjectPath) -> None:
     """Refuse, before any work, a destination that cannot be written: a probe object is
     written under ``location`` and removed. A :class:`~geochip.errors.StoreError` names the
     location and the cause (missing bucket, no permission, no credentials)."""
+    if isinstance(location, ObjectPath):
+        location = location.url
     if not is_url(location):
         path = local_path(location).absolute()
         existing = next(p for p in (path, *path.parents) if p.exists())
@@ -256,91 +253,6 @@ def check_writable(location: str | Path) -> None:
             f"cannot write to {location}: {type(err).__name__}: {redact(str(err))}; check "
             "that the bucket exists and that the credentials in the environment may write it"
         ) from None
-
-
-# --- outputs: an object appears complete (one PUT, or a completed multipart upload) or not
-# at all; object stores have no rename, so a file is made locally and uploaded once done
-
-
-def _upload_error(location: str | Path, err: BaseException) -> StoreError:
-    return StoreError(
-        f"cannot write {location}: {type(err).__name__}: {redact(str(err))}; check that the "
-        "bucket exists and that the credentials in the environment may write it"
-    )
-
-
-@contextlib.contextmanager
-def output_file(location: str | Path) -> Iterator[Path]:
-    """A local path to write the file ``location`` into (any writer: GDAL, pyarrow,
-    netCDF). It appears at ``location`` complete or not at all: a local path through
-    :func:`geochip.core.files.atomic_path` (renamed once complete), a URL by one upload
-    of the finished temporary file (``put_file``: one PUT, or a multipart upload that only
-    shows once completed). Nothing is written when the block raises.
-
-    >>> with output_file("memory://out/a.txt") as tmp:
-    ...     _ = tmp.write_text("done")
-    >>> read_bytes("memory://out/a.txt")
-    b'done'
-    """
-    if not is_url(location):
-        with atomic_path(local_path(location)) as tmp:
-            yield tmp
-        return
-    fs, path = filesystem(location)
-    with tempfile.TemporaryDirectory(prefix="geochip-out-") as folder:
-        tmp = Path(folder) / posixpath.basename(path.rstrip("/"))
-        yield tmp
-        try:
-            fs.put_file(str(tmp), path)
-        except Exception as err:
-            raise _upload_error(location, err) from None
-
-
-@contextlib.contextmanager
-def output_folder(location: str | Path, last: tuple[str, ...] = ()) -> Iterator[Path]:
-    """A local folder to write the folder ``location`` into (a Zarr store). A local
-    ``location`` gets it by one rename; a URL gets its files uploaded one object each,
-    the top-level files named in ``last`` (the metadata a reader opens first, such as
-    ``.zmetadata``) after all others, in that order, so a reader that finds the last one
-    finds a complete folder."""
-    if not is_url(location):
-        target = local_path(location)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as made:
-            yield Path(made) / target.name
-            os.replace(Path(made) / target.name, target)
-        return
-    fs, root = filesystem(location)
-    with tempfile.TemporaryDirectory(prefix="geochip-out-") as folder:
-        tmp = Path(folder) / posixpath.basename(root.rstrip("/"))
-        yield tmp
-
-        def rank(file: Path) -> int:  # top-level files named in `last`: in that order
-            return last.index(file.name) + 1 if file.parent == tmp and file.name in last else 0
-
-        files = sorted((p for p in tmp.rglob("*") if p.is_file()), key=rank)
-        try:
-            for file in files:
-                fs.put_file(str(file), f"{root.rstrip('/')}/{file.relative_to(tmp).as_posix()}")
-        except Exception as err:
-            raise _upload_error(location, err) from None
-
-
-def write_bytes(location: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``location`` atomically (a local rename, or one PUT)."""
-    if not is_url(location):
-        atomic_write_bytes(local_path(location), data)
-        return
-    fs, path = filesystem(location)
-    try:
-        fs.pipe_file(path, data)
-    except Exception as err:
-        raise _upload_error(location, err) from None
-
-
-def write_text(location: str | Path, text: str) -> None:
-    """:func:`write_bytes` of ``text`` in UTF-8."""
-    write_bytes(location, text.encode("utf-8"))
 
 
 def read_bytes(location: str | Path) -> bytes:
@@ -370,3 +282,165 @@ def parent(location: str | Path) -> str:
     if not is_url(location):
         return str(local_path(location).parent)
     return str(location).rstrip("/").rsplit("/", 1)[0]
+
+
+class ObjectPath:
+    """A path under an object-store URL with the few :class:`pathlib.Path` methods geochip's
+    stores use (``/``, ``name``, ``exists``, ``read_bytes``, ``write_bytes``, ``iterdir``,
+    ``unlink`` ...), plus byte ranges. Each ``write_bytes`` is one PUT: the object appears
+    whole or not at all (object stores have no rename, and need none for one object).
+
+    Only the URL is kept (and pickled): the file system is opened lazily in each process
+    (fsspec makes fresh clients after ``fork``), so Dask task graphs and DataLoader workers
+    carry no client and no credential.
+
+    >>> p = ObjectPath("memory://geochip-doc/ds") / "a" / "b.json"
+    >>> p.write_text("{}"); p.name, p.parent.name, p.exists(), p.read_text()
+    ('b.json', 'a', True, '{}')
+    >>> [q.name for q in (ObjectPath("memory://geochip-doc/ds") / "a").iterdir()]
+    ['b.json']
+    """
+
+    def __init__(self, url: str) -> None:
+        scheme_of(url)  # refuses unknown schemes
+        self.url = url.rstrip("/")
+        self._fs: Any = None
+        self._pid = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"url": self.url, "_fs": None, "_pid": 0}
+
+    @property
+    def fs(self) -> Any:
+        """The fsspec file system (opened once per process)."""
+        if self._fs is None or self._pid != os.getpid():
+            self._fs, _ = filesystem(self.url)
+            self._pid = os.getpid()
+        return self._fs
+
+    @property
+    def path(self) -> str:
+        """The path in :attr:`fs` (``bucket/key`` for s3)."""
+        return str(self.fs._strip_protocol(self.url))
+
+    def __truediv__(self, part: str) -> ObjectPath:
+        return ObjectPath(join(self.url, str(part)))
+
+    def joinpath(self, *parts: str) -> ObjectPath:
+        return ObjectPath(join(self.url, *(str(p) for p in parts)))
+
+    @property
+    def name(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+    @property
+    def parent(self) -> ObjectPath:
+        return ObjectPath(self.url.rsplit("/", 1)[0])
+
+    def with_name(self, name: str) -> ObjectPath:
+        return self.parent / name
+
+    def __str__(self) -> str:
+        return self.url
+
+    def __repr__(self) -> str:
+        return f"ObjectPath({self.url!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ObjectPath) and other.url == self.url
+
+    def __hash__(self) -> int:
+        return hash(self.url)
+
+    def exists(self) -> bool:
+        """Whether an object or a prefix with objects is there (asks the store, not a cache)."""
+        self.fs.invalidate_cache()
+        return bool(self.fs.exists(self.path))
+
+    def is_file(self) -> bool:
+        self.fs.invalidate_cache()
+        return bool(self.fs.isfile(self.path))
+
+    def read_bytes(self) -> bytes:
+        return bytes(self.fs.cat_file(self.path))
+
+    def read_text(self, encoding: str = "utf-8") -> str:
+        return self.read_bytes().decode(encoding)
+
+    def write_bytes(self, data: bytes) -> None:
+        self.fs.pipe_file(self.path, bytes(data))
+
+    def write_text(self, text: str, encoding: str = "utf-8") -> None:
+        self.write_bytes(text.encode(encoding))
+
+    def create(self, data: bytes) -> None:
+        """Write ``data`` only if no object is there (a conditional write, If-None-Match);
+        :class:`FileExistsError` when one is."""
+        self.fs.pipe_file(self.path, bytes(data), mode="create")
+
+    def iterdir(self) -> list[ObjectPath]:
+        self.fs.invalidate_cache()
+        try:
+            names = self.fs.ls(self.path, detail=False)
+        except FileNotFoundError:
+            return []
+        prefix = self.path.rstrip("/") + "/"
+        return [self / str(n)[len(prefix) :] for n in names if str(n).startswith(prefix)]
+
+    def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
+        """Nothing to do: object stores have no folders."""
+
+    def unlink(self, missing_ok: bool = False) -> None:
+        try:
+            self.fs.rm_file(self.path)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+
+    def remove_tree(self) -> None:
+        """Remove every object under this prefix."""
+        self.fs.invalidate_cache()
+        if self.fs.exists(self.path):
+            self.fs.rm(self.path, recursive=True)
+        self.fs.invalidate_cache()
+
+    def size(self) -> int:
+        return int(self.fs.size(self.path))
+
+    def tree_bytes(self) -> int:
+        """Bytes of every object under this prefix."""
+        self.fs.invalidate_cache()
+        return int(self.fs.du(self.path, total=True))
+
+    def read_range(self, start: int, end: int | None = None) -> bytes:
+        """Bytes ``[start, end)`` (``start < 0``: the last ``-start`` bytes) in one request."""
+        return bytes(self.fs.cat_file(self.path, start=start, end=end))
+
+    def read_ranges(
+        self, paths: Sequence[ObjectPath], starts: Sequence[int], ends: Sequence[int | None]
+    ) -> list[bytes | BaseException]:
+        """Byte ranges of several objects, fetched concurrently (fsspec ``cat_ranges``); a
+        missing object gives its :class:`FileNotFoundError` in its place."""
+        out = self.fs.cat_ranges(
+            [p.path for p in paths], list(starts), list(ends), on_error="return"
+        )
+        return [v if isinstance(v, BaseException) else bytes(v) for v in out]
+
+
+#: Where a store lives: a local folder or a folder-like prefix in an object store.
+StorePath: TypeAlias = "Path | ObjectPath"
+
+
+def store_path(location: str | Path | ObjectPath) -> Path | ObjectPath:
+    """``location`` as a :class:`~pathlib.Path` (local path, ``file://``) or an
+    :class:`ObjectPath` (any other URL: ``s3://``, ``gs://``, ``az://``, ``memory://``).
+    Never ``Path("s3://...")``, which is the local folder ``s3:``.
+
+    >>> store_path("s3://bucket/ds"), store_path("file:///tmp/ds"), store_path("ds").name
+    (ObjectPath('s3://bucket/ds'), PosixPath('/tmp/ds'), 'ds')
+    """
+    if isinstance(location, ObjectPath | Path):
+        return location
+    if is_url(location):
+        return ObjectPath(str(location))
+    return local_path(location)

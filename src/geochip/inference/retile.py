@@ -37,6 +37,7 @@ from rasterio.io import MemoryFile
 from rasterio.windows import Window as RioWindow
 
 from ..core.env import gdal_env
+from ..core.files import output_file, output_folder
 from ..core.storage import (
     check_writable,
     exists,
@@ -45,8 +46,6 @@ from ..core.storage import (
     is_url,
     join,
     local_path,
-    output_file,
-    output_folder,
 )
 from ..errors import InputError, MissingGeoreferenceError, OutputExistsError
 from ..sources.files import item_from_rasters

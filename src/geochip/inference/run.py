@@ -35,16 +35,8 @@ from odc.geo.geobox import GeoBox
 
 from .._version import __version__
 from ..core.env import GdalEnv
-from ..core.files import remove_stale_partials
-from ..core.storage import (
-    check_writable,
-    exists,
-    is_url,
-    join,
-    local_path,
-    output_file,
-    parent,
-)
+from ..core.files import output_file, remove_stale_partials
+from ..core.storage import check_writable, exists, is_url, join, local_path, parent
 from ..errors import InputError, OutputExistsError, PredictFailedError, RasterReadError
 from ..sources.sample import cache_dir
 from .blend import Blender, OutputSpec

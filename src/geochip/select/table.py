@@ -45,17 +45,9 @@ import geopandas as gpd
 import pyarrow.parquet as pq
 import pystac
 
+from ..core.files import output_file, write_text
 from ..core.security import redact, unsign_href
-from ..core.storage import (
-    exists,
-    is_url,
-    join,
-    local_path,
-    output_file,
-    parent,
-    read_bytes,
-    write_text,
-)
+from ..core.storage import exists, is_url, join, local_path, parent, read_bytes
 from ..errors import InputError
 from ..sources.items import item_from_dict
 

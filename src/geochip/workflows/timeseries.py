@@ -70,20 +70,12 @@ from shapely.errors import GEOSException
 
 from .._version import __version__
 from ..core.engine import run_tasks, synchronous_dask
+from ..core.files import output_file, output_folder, write_text
 from ..core.geometry import check_buffer, project, rfc7946_bbox, wgs84_footprint
 from ..core.grid import geometry_geobox, point_geobox, yx
 from ..core.masks import parse_mask
 from ..core.security import check_headers, headers_from_env, redact
-from ..core.storage import (
-    check_writable,
-    exists,
-    is_url,
-    join,
-    local_path,
-    output_file,
-    output_folder,
-    write_text,
-)
+from ..core.storage import check_writable, exists, is_url, join, local_path
 from ..core.vectors import read_vector, with_ids
 from ..errors import CatalogError, ConfigError, EmptySearchError, InputError
 from ..read.cube import check_max_gap, count_missing, gapfill, mask_cube
