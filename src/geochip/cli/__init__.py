@@ -36,7 +36,7 @@ def main() -> None:
         app()
     except GeochipError as err:
         # escaped: a message such as "pip install 'geochip[gcs]'" is not rich markup
-        message = escape(" ".join(redact(str(err)).split()))
+        message = " ".join(redact(str(err)).split())
         err_console.print(
             f"[red]error:[/] {type(err).__name__}: {escape(message)}",
             highlight=False,

@@ -147,6 +147,7 @@ def output_file(location: str | Path) -> Iterator[Path]:
 
     >>> with output_file("memory://out/a.txt") as tmp:
     ...     _ = tmp.write_text("done")
+    >>> from geochip.core.storage import read_bytes
     >>> read_bytes("memory://out/a.txt")
     b'done'
     """
