@@ -492,7 +492,7 @@ def test_build_from_a_catalog_on_a_bucket(
 
 def test_a_folder_upload_puts_its_marker_last(monkeypatch: pytest.MonkeyPatch) -> None:
     """output_folder: every file before the top-level names in ``last``, in their order."""
-    from geochip.core.storage import output_folder
+    from geochip.core.files import output_folder
 
     fs, _ = filesystem("memory://zarr-order")
     order: list[str] = []
