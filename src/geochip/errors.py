@@ -23,6 +23,7 @@ __all__ = [
     "GeochipError",
     "GridMismatchError",
     "HrefPolicyError",
+    "IncompleteBuildError",
     "InputError",
     "LeakageError",
     "MissingExtraError",
@@ -130,6 +131,11 @@ class RasterReadError(GeochipError, OSError):
 
 class StoreError(GeochipError, OSError):
     """A chip dataset on disk is missing, incomplete or inconsistent."""
+
+
+class IncompleteBuildError(StoreError):
+    """A build split into array jobs (``--shard i/N``) was finalized before every batch was
+    written (names the batches and the shards still missing)."""
 
 
 class LeakageError(GeochipError, ValueError):
