@@ -104,6 +104,10 @@ def test_three_array_jobs_started_together_write_the_single_build_byte_for_byte(
     again = finish(geochip("build", str(config), "--out", str(out), "--finalize"))
     assert again.returncode == 0, again.stderr
     assert "up to date" in again.stdout
+    rerun = finish(geochip("build", str(config), "--out", str(out), "--shard=1/3"))
+    assert rerun.returncode == 0, rerun.stderr
+    assert "shard 1/3: nothing to do, the store is complete" in rerun.stdout
+    assert files(out) == reference
 
 
 def test_finalize_before_every_shard_ended_names_what_is_missing_then_finalizes(

@@ -121,6 +121,8 @@ class ShardResult:
 
     def lines(self) -> list[str]:
         """Lines for the command line."""
+        if self.finalized is not None and self.finalized.up_to_date and not self.batches:
+            return [f"shard {self.shard}: nothing to do, the store is complete"]
         b = self.batches
         mine = f"batches {b.start}-{b.stop - 1}" if len(b) else "no batch"
         out = [
