@@ -40,6 +40,7 @@ __all__ = [
     "RasterReadError",
     "RasterTooLargeError",
     "SearchLimitError",
+    "StoreBusyError",
     "StoreError",
     "UnknownClassError",
 ]
@@ -136,6 +137,10 @@ class StoreError(GeochipError, OSError):
 class IncompleteBuildError(StoreError):
     """A build split into array jobs (``--shard i/N``) was finalized before every batch was
     written (names the batches and the shards still missing)."""
+
+
+class StoreBusyError(StoreError):
+    """Another writer holds the lock of a store in object storage (two builds, one prefix)."""
 
 
 class LeakageError(GeochipError, ValueError):

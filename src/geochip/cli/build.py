@@ -22,7 +22,10 @@ def build(
         Path | None, typer.Argument(help="The dataset's YAML config (see --help-config).")
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Output folder; overrides output.path of the config.")
+        str | None,
+        typer.Option(
+            help="Output folder or URL (s3://, gs://, az://); overrides output.path of the config."
+        ),
     ] = None,
     resume: Annotated[
         bool, typer.Option(help="Insist on resuming an unfinished build (plain runs resume too).")
@@ -52,6 +55,12 @@ def build(
             help="Write the index and manifest of a build whose --shard jobs all ended.",
         ),
     ] = False,
+    force_unlock: Annotated[
+        bool,
+        typer.Option(
+            help="Take over the lock of a URL output left by a killed build (then resume)."
+        ),
+    ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     help_config: Annotated[
         bool, typer.Option("--help-config", help="Print every config field and exit.")
@@ -74,7 +83,12 @@ def build(
     cfg = load_config(config).with_overrides(out=out, workers=workers, scheduler=scheduler)
     try:
         result = run_build(
-            cfg, resume=resume, overwrite=overwrite, progress=progress, console=console
+            cfg,
+            resume=resume,
+            overwrite=overwrite,
+            progress=progress,
+            console=console,
+            force_unlock=force_unlock,
         )
     except KeyboardInterrupt:
         err_console.print(
@@ -101,7 +115,7 @@ def build(
 
 def _array_job(
     config: Path,
-    out: Path | None,
+    out: str | None,
     workers: int | None,
     scheduler: str | None,
     shard: str | None,
