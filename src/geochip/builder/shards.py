@@ -31,6 +31,7 @@ from typing import Any
 
 from ..core.files import atomic_write_bytes
 from ..core.progress import Stages
+from ..core.storage import ObjectPath, check_writable, store_path
 from ..errors import IncompleteBuildError, InputError, StoreError
 from ..store.format import Layout, iter_batches
 from ..store.writer import StoreWriter
@@ -141,7 +142,7 @@ class ShardResult:
 
 @dataclass
 class _Setup:
-    out: Path
+    out: Path | ObjectPath
     bp: BuildPlan
     fingerprint: str
     layout: Layout
@@ -150,7 +151,7 @@ class _Setup:
 
 def _setup(config: BuildConfig, stages: Stages) -> _Setup:
     """Plan the build and check it against the state the first shard wrote."""
-    out = Path(config.output.path)
+    out = store_path(config.output.path)
     with stages.stage("plan"):
         bp = plan_build(config)
     fingerprint = bp.fingerprint()
@@ -159,7 +160,7 @@ def _setup(config: BuildConfig, stages: Stages) -> _Setup:
     return _Setup(out, bp, fingerprint, layout, spans)
 
 
-def _check_state(out: Path, config: BuildConfig, fingerprint: str | None) -> bool:
+def _check_state(out: Path | ObjectPath, config: BuildConfig, fingerprint: str | None) -> bool:
     """Whether ``out`` holds the state of this build (raise when it holds another's)."""
     path = state_dir(out) / "config.json"
     try:
@@ -182,7 +183,7 @@ def _check_state(out: Path, config: BuildConfig, fingerprint: str | None) -> boo
     return True
 
 
-def _complete(out: Path, config: BuildConfig) -> bool:
+def _complete(out: Path | ObjectPath, config: BuildConfig) -> bool:
     """Whether ``out`` holds the finished dataset of this config (raise for another)."""
     manifest = out / "manifest.json"
     if not manifest.exists():
@@ -205,12 +206,11 @@ def ensure_arrays(writer: StoreWriter, spec: dict[str, Any]) -> None:
     then each ``zarr.json`` written atomically): shards that start at once do not conflict,
     and none deletes chunks another wrote. Metadata of other arrays is refused."""
     with tempfile.TemporaryDirectory(prefix="geochip-meta-") as scratch:
-        made = StoreWriter(scratch)
-        made.create(**spec)
-        for meta in sorted(made.zarr_path.rglob("zarr.json"), key=lambda p: len(p.parts)):
-            rel = meta.relative_to(made.zarr_path)
+        StoreWriter(Path(scratch)).create(**spec)
+        made = Path(scratch) / writer.zarr_path.name
+        for meta in sorted(made.rglob("zarr.json"), key=lambda p: len(p.parts)):
             data = meta.read_bytes()
-            dest = writer.zarr_path / rel
+            dest = writer.zarr_path.joinpath(*meta.relative_to(made).parts)
             with contextlib.suppress(FileNotFoundError):
                 if dest.read_bytes() == data:
                     continue
@@ -245,7 +245,7 @@ def _runs(batches: list[int]) -> str:
     return ", ".join(parts)
 
 
-def _missing_message(out: Path, missing: list[int], total: int) -> str:
+def _missing_message(out: Path | ObjectPath, missing: list[int], total: int) -> str:
     count = None
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         count = int(json.loads((state_dir(out) / SHARDS_FILE).read_text())["count"])
@@ -286,10 +286,14 @@ def _finish(
     )
 
 
-def _claim(path: Path) -> bool:
-    """Create ``path`` exclusively: True for the one process that does (False too when its
-    folder is gone: another shard finished the build and removed the state)."""
+def _claim(path: Path | ObjectPath) -> bool:
+    """Create ``path`` exclusively (an object: with a conditional write): True for the one
+    process that does (False too when its folder is gone: another shard finished the build
+    and removed the state)."""
     try:
+        if isinstance(path, ObjectPath):
+            path.create(b"")
+            return True
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except (FileExistsError, FileNotFoundError):
         return False
@@ -319,7 +323,9 @@ def build_shard(
             "build on a Dask cluster, drop --shard)"
         )
     t0 = time.perf_counter()
-    out = Path(config.output.path)
+    out = store_path(config.output.path)
+    if isinstance(out, ObjectPath):
+        check_writable(out)
     stages = Stages(enabled=progress, console=console)
     if _complete(out, config):
         done = up_to_date(out, time.perf_counter() - t0)
@@ -398,7 +404,7 @@ def finalize_build(
     """
     config = apply_registry(config)
     t0 = time.perf_counter()
-    out = Path(config.output.path)
+    out = store_path(config.output.path)
     stages = Stages(enabled=progress, console=console)
     if _complete(out, config):
         return up_to_date(out, time.perf_counter() - t0)
