@@ -108,3 +108,15 @@ def test_a_shard_of_another_config(refuse: CliCase, catalog: Path, tmp_path: Pat
     refuse("build", str(other), "--out", str(out), "--shard", "1/2", error="StoreError",
            message="unfinished build of another config; fields that differ: bands",
            outputs=[out / "manifest.json", out / "chips.zarr" / "image" / "c" / "8"])  # fmt: skip
+
+
+def test_a_shard_into_a_folder_that_is_not_a_store(
+    refuse: CliCase, catalog: Path, tmp_path: Path
+) -> None:
+    config, out = _config(tmp_path, catalog), tmp_path / "photos"
+    out.mkdir()
+    (out / "holiday.jpg").write_bytes(b"not a store")
+    refuse("build", str(config), "--out", str(out), "--shard", "0/2", error="StoreError",
+           message="photos exists and is not a geochip store (it holds ['holiday.jpg'])",
+           outputs=[out / ".geochip", out / "chips.zarr"])  # fmt: skip
+    assert [p.name for p in out.iterdir()] == ["holiday.jpg"]

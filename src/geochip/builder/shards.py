@@ -38,7 +38,7 @@ from ..store.writer import StoreWriter
 from .catalog import apply_registry
 from .config.model import BuildConfig, diff_fields
 from .plan import BuildPlan, plan_build
-from .resume import state_dir
+from .resume import STATE_DIR, state_dir
 from .run import (
     BuildResult,
     array_spec,
@@ -330,7 +330,14 @@ def build_shard(
     if _complete(out, config):
         done = up_to_date(out, time.perf_counter() - t0)
         return ShardResult(shard, range(0), 0, [], done.seconds, finalized=done)
-    _check_state(out, config, None)  # refuse another config before planning
+    if not _check_state(out, config, None):  # refuse another config before planning
+        # a fresh build: nothing there but what another shard is starting (.geochip/ first)
+        others = [p.name for p in out.iterdir() if p.name != STATE_DIR] if out.exists() else []
+        if others:
+            raise StoreError(
+                f"{out} exists and is not a geochip store (it holds {sorted(others)[:5]}); "
+                "choose another output path"
+            )
     setup = _setup(config, stages)
     fresh = not _check_state(out, config, setup.fingerprint)
     if fresh:
