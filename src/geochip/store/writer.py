@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ from ..core.storage import ObjectPath, check_writable, store_path
 from ..errors import InputError, RasterReadError, StoreError
 from .bandstats import batch_stats, batch_to_json, merge_batches, save_stats
 from .format import FORMAT, FORMAT_VERSION, MASK_IGNORE, Layout, iter_batches, store_versions
-from .remote import REMOTE_CHIPS_PER_SHARD, store_lock, zarr_store
+from .remote import REMOTE_CHIPS_PER_SHARD, hashing_store, store_lock, zarr_store
 from .stats import ChipStats, chip_stats
 
 if TYPE_CHECKING:
@@ -87,6 +88,9 @@ class StoreWriter:
         self.root = store_path(root)
         self.zarr_path = self.root / "chips.zarr"
         self._arrays: dict[str, Any] = {}
+        self._stores: dict[str, Any] = {}
+        self._metas: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
 
     def create(
         self,
@@ -103,6 +107,7 @@ class StoreWriter:
         layout: Layout,
     ) -> None:
         """Create (or replace) the group and its arrays; no chunk is written."""
+        self._arrays, self._stores, self._metas = {}, {}, {}
         group = zarr.open_group(zarr_store(self.zarr_path), mode="w", zarr_format=3)
         k = layout.chips_per_shard
         image_chunks = (1, *lead, height, width)
@@ -136,23 +141,44 @@ class StoreWriter:
         return all((self.zarr_path / name).exists() for name in names)
 
     def _array(self, name: str) -> Any:
+        with self._lock:  # batches run on threads: one store (and its digests) per array
+            return self._open_array(name)
+
+    def _open_array(self, name: str) -> Any:
         if name not in self._arrays:
-            self._arrays[name] = zarr.open_array(zarr_store(self.zarr_path / name), mode="r+")
+            location = self.zarr_path / name
+            if isinstance(location, ObjectPath):
+                store = hashing_store(location)
+                self._stores[name] = store
+            else:
+                store = zarr_store(location)
+            self._arrays[name] = zarr.open_array(store, mode="r+")
         return self._arrays[name]
+
+    def _meta(self, name: str) -> dict[str, Any] | None:
+        """An array's metadata (cached: it does not change once created); None if absent."""
+        if name not in self._metas:
+            path = self.zarr_path / name / "zarr.json"
+            try:
+                self._metas[name] = json.loads(path.read_text())
+            except FileNotFoundError:
+                return None
+        return self._metas[name]
 
     def chips_per_file(self) -> int:
         """Chips per chunk file (the shard size, or 1)."""
-        meta = json.loads((self.zarr_path / "image" / "zarr.json").read_text())
+        meta = self._meta("image")
+        if meta is None:
+            raise StoreError(f"{self.zarr_path}: no image array")
         return int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
 
     def keys(self, start: int, stop: int) -> list[str]:
         """Paths (relative to chips.zarr) of the chunk files holding chips [start, stop)."""
         out = []
         for name in ("image", "mask"):
-            meta_path = self.zarr_path / name / "zarr.json"
-            if not meta_path.exists():
+            meta = self._meta(name)
+            if meta is None:
                 continue
-            meta = json.loads(meta_path.read_text())
             per = int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
             ndim = len(meta["shape"])
             for c in range(start // per, (stop - 1) // per + 1):
@@ -171,6 +197,14 @@ class StoreWriter:
         self._array("image")[start:stop] = image
         if mask is not None:
             self._array("mask")[start:stop] = mask
+        if isinstance(self.zarr_path, ObjectPath):
+            # the bytes just PUT (not read back): a key not written is all fill, not stored
+            out: dict[str, str | None] = {}
+            for key in self.keys(start, stop):
+                name, rest = key.split("/", 1)
+                store = self._stores.get(name)
+                out[key] = None if store is None else store.digests.pop(rest, None)
+            return out
         return {key: sha256_file(self.zarr_path / key) for key in self.keys(start, stop)}
 
     def verify(self, files: Mapping[str, str | None]) -> bool:
