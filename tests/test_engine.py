@@ -21,9 +21,9 @@ from geochip.core.env import probe_gdal, safe_gdal_options
 from geochip.core.retry import is_transient, retry
 from geochip.errors import InputError
 from geochip.testing.catalogs import make_scene_catalog, scene_config
+from geochip.testing.cluster import DaskCluster
 
 pytestmark = pytest.mark.xdist_group("dask")
-BIN = Path(sys.executable).parent
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -53,78 +53,9 @@ def _build(config: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[
     )
 
 
-class Cluster:
-    """A real Dask scheduler and worker processes on 127.0.0.1."""
-
-    def __init__(self, tmp: Path, workers: int = 2) -> None:
-        self.tmp = tmp
-        sched_file = tmp / "scheduler.json"
-        self.scheduler = subprocess.Popen(
-            [
-                str(BIN / "dask"),
-                "scheduler",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--no-dashboard",
-                "--scheduler-file",
-                str(sched_file),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while not sched_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        self.address = json.loads(sched_file.read_text())["address"]
-        assert self.address.startswith("tcp://127.0.0.1:")
-        self.workers = [self.start_worker() for _ in range(workers)]
-        self.wait_for(workers)
-
-    def start_worker(self) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [
-                str(BIN / "dask"),
-                "worker",
-                self.address,
-                "--nthreads",
-                "1",
-                "--nworkers",
-                "1",
-                "--no-dashboard",
-                "--host",
-                "127.0.0.1",
-                "--memory-limit",
-                "2GiB",
-                "--no-nanny",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    def client(self):  # type: ignore[no-untyped-def]
-        from distributed import Client
-
-        return Client(self.address, timeout="20s")
-
-    def wait_for(self, n: int) -> None:
-        with self.client() as client:
-            client.wait_for_workers(n, timeout=60)
-
-    def close(self) -> None:
-        for proc in [*self.workers, self.scheduler]:
-            proc.terminate()
-        for proc in [*self.workers, self.scheduler]:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    c = Cluster(tmp_path_factory.mktemp("dask"))
+    c = DaskCluster(tmp_path_factory.mktemp("dask"))
     yield c
     c.close()
 
@@ -143,7 +74,7 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, bytes
 
 
 def test_a_build_on_a_real_scheduler_is_byte_identical_to_threads(
-    cluster: Cluster, job: tuple, tmp_path: Path
+    cluster: DaskCluster, job: tuple, tmp_path: Path
 ) -> None:
     config, reference = job
     with cluster.client() as client:
@@ -159,7 +90,7 @@ def test_a_build_on_a_real_scheduler_is_byte_identical_to_threads(
 
 
 def test_a_time_stacked_signed_build_on_a_real_scheduler_is_byte_identical(
-    cluster: Cluster, tmp_path: Path
+    cluster: DaskCluster, tmp_path: Path
 ) -> None:
     """Grids with time steps, a signer by import path and cloud masks, run by `dask worker`
     processes: the same bytes as threads."""
@@ -195,7 +126,7 @@ def test_a_time_stacked_signed_build_on_a_real_scheduler_is_byte_identical(
     assert _files(tmp_path / "dask") == _files(tmp_path / "threads")
 
 
-def test_gdal_options_reach_the_workers(cluster: Cluster) -> None:
+def test_gdal_options_reach_the_workers(cluster: DaskCluster) -> None:
     from geochip.builder.config import EngineConfig
 
     # what a build ships: geochip's defaults (env.DEFAULTS) merged with the config's
@@ -212,7 +143,7 @@ def test_gdal_options_reach_the_workers(cluster: Cluster) -> None:
     assert got == [["4", "20", "EMPTY_DIR"]] * 2
 
 
-def test_the_graph_stays_bounded(cluster: Cluster) -> None:
+def test_the_graph_stays_bounded(cluster: DaskCluster) -> None:
     def slow(x: int) -> int:
         time.sleep(0.05)
         return x
@@ -237,7 +168,9 @@ def test_the_graph_stays_bounded(cluster: Cluster) -> None:
     assert max(sizes) <= 3
 
 
-def test_a_lost_worker_does_not_lose_chips(cluster: Cluster, job: tuple, tmp_path: Path) -> None:
+def test_a_lost_worker_does_not_lose_chips(
+    cluster: DaskCluster, job: tuple, tmp_path: Path
+) -> None:
     config, reference = job
     out = tmp_path / "lost"
     proc = subprocess.Popen(

@@ -23,6 +23,7 @@ __all__ = [
     "GeochipError",
     "GridMismatchError",
     "HrefPolicyError",
+    "IncompleteBuildError",
     "InputError",
     "LeakageError",
     "MissingExtraError",
@@ -131,6 +132,11 @@ class RasterReadError(GeochipError, OSError):
 
 class StoreError(GeochipError, OSError):
     """A chip dataset on disk is missing, incomplete or inconsistent."""
+
+
+class IncompleteBuildError(StoreError):
+    """A build split into array jobs (``--shard i/N``) was finalized before every batch was
+    written (names the batches and the shards still missing)."""
 
 
 class StoreBusyError(StoreError):

@@ -22,7 +22,7 @@ import contextlib
 import json
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ from .catalog import apply_registry
 from .config.model import BuildConfig
 from .plan import BuildPlan, lead_dims, plan_build
 from .resume import check_existing, record_path, remove_state, state_dir
-from .tasks import batch_tasks, run_batch
+from .tasks import BatchTask, batch_tasks, run_batch
 
 __all__ = [
     "SELECTION_FILE",
@@ -131,28 +131,15 @@ def _build(
             + (" (it is complete)" if mode == "complete" else "")
         )
     if mode == "complete":
-        manifest = json.loads((out / "manifest.json").read_text())
-        return BuildResult(
-            out,
-            manifest["counts"],
-            manifest.get("split", {}),
-            0,
-            0,
-            "none",
-            None,
-            time.perf_counter() - t0,
-            up_to_date=True,
-        )
+        return up_to_date(out, time.perf_counter() - t0)
     with stages.stage("plan"):
         bp = plan_build(config)
     dtype, nodata = bp.dtype, bp.nodata
-    lead = lead_dims(bp, config)
     with_mask = config.labels is not None or config.masks is not None
     fingerprint = bp.fingerprint()
     layout = Layout(config.output.codec, config.output.level, config.output.chips_per_shard)
     writer = StoreWriter(out)
     state = state_dir(out)
-    height, width = int(bp.plan["height"].iloc[0]), int(bp.plan["width"].iloc[0])
     n = len(bp.plan)
     if mode == "resume":
         saved = json.loads((state / "config.json").read_text())
@@ -172,136 +159,25 @@ def _build(
             ).encode(),
         )
     if mode == "fresh" or not writer.exists(with_mask):
-        writer.create(
-            n=n,
-            lead=lead,
-            height=height,
-            width=width,
-            dtype=dtype,
-            nodata=nodata,
-            bands=list(bp.bands or config.bands.names),
-            with_mask=with_mask,
-            classes=(config.labels.classes or {}) if config.labels is not None else None,
-            layout=layout,
-        )
+        writer.create(**array_spec(bp, config, layout))
     per_file = layout.chips_per_shard
     spans = list(iter_batches(n, config.engine.batch_size, per_file))
-    records: dict[int, dict[str, Any]] = {}
     with stages.stage("verify", total=len(spans)) as advance:
-        for b, (start, stop) in enumerate(spans):
-            path = record_path(out, b)
-            if path.exists():
-                with contextlib.suppress(ValueError, OSError):
-                    rec = json.loads(path.read_text())
-                    chips_ok = all(c is not None and c["status"] != "failed" for c in rec["chips"])
-                    if (
-                        rec.get("fingerprint") == fingerprint
-                        and (rec["start"], rec["stop"]) == (start, stop)
-                        and chips_ok
-                        and writer.verify(rec["files"])
-                    ):
-                        records[b] = rec
-            advance(b + 1)
+        records = verified_records(out, writer, spans, fingerprint, range(len(spans)), advance)
     skipped = len(records)
     todo = set(range(len(spans))) - set(records)
     tasks = batch_tasks(
         out, bp, config, fingerprint, dtype, nodata, with_mask, per_file, todo, band_stats
     )
     pending = len(todo)
-    eng = config.engine
 
     description, dashboard = "none", None
     if pending:
-        with open_engine(
-            threads=eng.threads,
-            workers=eng.workers,
-            scheduler=eng.scheduler,
-            threads_per_worker=eng.threads_per_worker,
-            memory_limit=eng.memory_limit,
-            max_in_flight=eng.max_in_flight,
-        ) as engine:
-            description, dashboard = engine.description, engine.dashboard
-            if console is not None:
-                console.print(f"engine: {description}", soft_wrap=True)
-                if engine.kind == "dask":
-                    link = dashboard or "unavailable (install bokeh for the Dask dashboard)"
-                    console.print(f"dashboard: {link}", soft_wrap=True)
-            total = len(spans)
-            done_chips = sum(r["stop"] - r["start"] for r in records.values())
-            with stages.stage("read + write chips", total=n) as advance:
-                advance(done_chips)
-                for _, rec in engine.map(run_batch, tasks):
-                    records[rec["batch"]] = rec
-                    done_chips += rec["stop"] - rec["start"]
-                    advance(done_chips)
-                    if on_batch is not None:
-                        on_batch(len(records), total)
+        description, dashboard = run_batches(
+            config, tasks, records, spans, stages, console=console, on_batch=on_batch
+        )
     with stages.stage("index + manifest"):
-        stats: list[ChipStats] = []
-        for b in range(len(spans)):
-            stats += [ChipStats.from_json(c) for c in records[b]["chips"]]
-        summary = bp.split.summary()
-        if bp.selection is not None:
-            # provenance: the table and the chosen items (unsigned hrefs), atomically
-            _save_selection(bp, out)
-        stats_section = (
-            _band_stats(
-                out,
-                bp,
-                spans,
-                records,
-                dtype,
-                nodata,
-                list(bp.bands or config.bands.names),  # an asset of N bands gives N channels
-                config.stats.per_step,
-            )
-            if band_stats
-            else None
-        )
-        manifest = finalize_store(
-            out,
-            bp.plan,
-            stats,
-            sources=_grid_sources(bp),
-            manifest={
-                "config": config.dataset_fields(),
-                "layout": layout.describe(),
-                "items": [i.id for i in bp.items],
-                "image": {
-                    "shape": [n, *lead, height, width],
-                    "dtype": dtype,
-                    "bands": list(bp.bands or config.bands.names),
-                    "nodata": _jsonable(nodata),
-                    "dims": ["chip", *(["time"] if len(lead) == 2 else []), "band", "y", "x"],
-                },
-                "mask": (
-                    {
-                        "dtype": "uint8",
-                        "classes": dict(config.labels.classes or {}) if config.labels else {},
-                        "ignore": MASK_IGNORE,
-                    }
-                    if with_mask
-                    else None
-                ),
-                "split": {
-                    "method": config.split.method,
-                    "buffer": config.split.buffer,
-                    "planned": bp.planned,
-                    **summary,
-                },
-                "labels": bp.label_report,
-                **({"stats": stats_section} if stats_section is not None else {}),
-                **_time_manifest(bp, config),
-            },
-        )
-        failed = [
-            {"chip_id": cid, "error": s.error}
-            for cid, s in zip(bp.plan["chip_id"], stats, strict=True)
-            if s.status == "failed"
-        ]
-        writer.clean_temporary()
-        if not failed:
-            remove_state(out)
+        manifest, failed = finish_build(out, config, bp, spans, records, band_stats=band_stats)
     return BuildResult(
         out,
         manifest["counts"],
@@ -314,6 +190,201 @@ def _build(
         failed=failed,
         timings=dict(stages.timings),
     )
+
+
+def up_to_date(out: Path | ObjectPath, seconds: float) -> BuildResult:
+    """The result of a build whose store is already complete (its manifest's counts)."""
+    manifest = json.loads((out / "manifest.json").read_text())
+    return BuildResult(
+        out,
+        manifest["counts"],
+        manifest.get("split", {}),
+        0,
+        0,
+        "none",
+        None,
+        seconds,
+        up_to_date=True,
+    )
+
+
+def array_spec(bp: BuildPlan, config: BuildConfig, layout: Layout) -> dict[str, Any]:
+    """The keyword arguments of :meth:`StoreWriter.create` for this build's arrays."""
+    return {
+        "n": len(bp.plan),
+        "lead": lead_dims(bp, config),
+        "height": int(bp.plan["height"].iloc[0]),
+        "width": int(bp.plan["width"].iloc[0]),
+        "dtype": bp.dtype,
+        "nodata": bp.nodata,
+        "bands": list(bp.bands or config.bands.names),
+        "with_mask": config.labels is not None or config.masks is not None,
+        "classes": (config.labels.classes or {}) if config.labels is not None else None,
+        "layout": layout,
+    }
+
+
+def read_record(
+    out: Path | ObjectPath, b: int, span: tuple[int, int], fingerprint: str
+) -> dict[str, Any] | None:
+    """Batch ``b``'s record when it is there, readable, and of this plan and span."""
+    path = record_path(out, b)
+    if not path.exists():
+        return None
+    with contextlib.suppress(ValueError, OSError, KeyError, TypeError):
+        rec: dict[str, Any] = json.loads(path.read_text())
+        if rec.get("fingerprint") == fingerprint and (rec["start"], rec["stop"]) == span:
+            return rec
+    return None
+
+
+def verified_records(
+    out: Path | ObjectPath,
+    writer: StoreWriter,
+    spans: list[tuple[int, int]],
+    fingerprint: str,
+    batches: Iterable[int],
+    advance: Callable[[int], None],
+) -> dict[int, dict[str, Any]]:
+    """The records of ``batches`` an earlier run finished (every chip read, none failed, and
+    every chunk file still with its recorded hash): those batches are not run again."""
+    records: dict[int, dict[str, Any]] = {}
+    for k, b in enumerate(batches):
+        rec = read_record(out, b, spans[b], fingerprint)
+        if rec is not None:
+            chips_ok = all(c is not None and c["status"] != "failed" for c in rec["chips"])
+            with contextlib.suppress(ValueError, OSError, KeyError, TypeError):
+                if chips_ok and writer.verify(rec["files"]):
+                    records[b] = rec
+        advance(k + 1)
+    return records
+
+
+def run_batches(
+    config: BuildConfig,
+    tasks: Iterable[BatchTask],
+    records: dict[int, dict[str, Any]],
+    spans: list[tuple[int, int]],
+    stages: Stages,
+    *,
+    console: Any = None,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> tuple[str, str | None]:
+    """Run ``tasks`` on the config's engine, adding each batch's record to ``records``;
+    return the engine's description and its dashboard link."""
+    eng = config.engine
+    with open_engine(
+        threads=eng.threads,
+        workers=eng.workers,
+        scheduler=eng.scheduler,
+        threads_per_worker=eng.threads_per_worker,
+        memory_limit=eng.memory_limit,
+        max_in_flight=eng.max_in_flight,
+    ) as engine:
+        description, dashboard = engine.description, engine.dashboard
+        if console is not None:
+            console.print(f"engine: {description}", soft_wrap=True)
+            if engine.kind == "dask":
+                link = dashboard or "unavailable (install bokeh for the Dask dashboard)"
+                console.print(f"dashboard: {link}", soft_wrap=True)
+        total = len(spans)
+        n = spans[-1][1] if spans else 0
+        done_chips = sum(r["stop"] - r["start"] for r in records.values())
+        with stages.stage("read + write chips", total=n) as advance:
+            advance(done_chips)
+            for _, rec in engine.map(run_batch, tasks):
+                records[rec["batch"]] = rec
+                done_chips += rec["stop"] - rec["start"]
+                advance(done_chips)
+                if on_batch is not None:
+                    on_batch(len(records), total)
+    return description, dashboard
+
+
+def finish_build(
+    out: Path | ObjectPath,
+    config: BuildConfig,
+    bp: BuildPlan,
+    spans: list[tuple[int, int]],
+    records: dict[int, dict[str, Any]],
+    *,
+    band_stats: bool = True,
+) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """From every batch's record: the selection table, the band statistics, the index and
+    then the manifest; then remove temporary files, and the state unless chips failed.
+    Returns the manifest and the failed chips."""
+    dtype, nodata = bp.dtype, bp.nodata
+    n = len(bp.plan)
+    lead = lead_dims(bp, config)
+    height, width = int(bp.plan["height"].iloc[0]), int(bp.plan["width"].iloc[0])
+    with_mask = config.labels is not None or config.masks is not None
+    layout = Layout(config.output.codec, config.output.level, config.output.chips_per_shard)
+    stats: list[ChipStats] = []
+    for b in range(len(spans)):
+        stats += [ChipStats.from_json(c) for c in records[b]["chips"]]
+    summary = bp.split.summary()
+    if bp.selection is not None:
+        # provenance: the table and the chosen items (unsigned hrefs), atomically
+        _save_selection(bp, out)
+    stats_section = (
+        _band_stats(
+            out,
+            bp,
+            spans,
+            records,
+            dtype,
+            nodata,
+            list(bp.bands or config.bands.names),  # an asset of N bands gives N channels
+            config.stats.per_step,
+        )
+        if band_stats
+        else None
+    )
+    manifest = finalize_store(
+        out,
+        bp.plan,
+        stats,
+        sources=_grid_sources(bp),
+        manifest={
+            "config": config.dataset_fields(),
+            "layout": layout.describe(),
+            "items": [i.id for i in bp.items],
+            "image": {
+                "shape": [n, *lead, height, width],
+                "dtype": dtype,
+                "bands": list(bp.bands or config.bands.names),
+                "nodata": _jsonable(nodata),
+                "dims": ["chip", *(["time"] if len(lead) == 2 else []), "band", "y", "x"],
+            },
+            "mask": (
+                {
+                    "dtype": "uint8",
+                    "classes": dict(config.labels.classes or {}) if config.labels else {},
+                    "ignore": MASK_IGNORE,
+                }
+                if with_mask
+                else None
+            ),
+            "split": {
+                "method": config.split.method,
+                "buffer": config.split.buffer,
+                "planned": bp.planned,
+                **summary,
+            },
+            "labels": bp.label_report,
+            **({"stats": stats_section} if stats_section is not None else {}),
+            **_time_manifest(bp, config),
+        },
+    )
+    failed = [
+        {"chip_id": cid, "error": s.error}
+        for cid, s in zip(bp.plan["chip_id"], stats, strict=True)
+        if s.status == "failed"
+    ]
+    StoreWriter(out).clean_temporary()
+    if not failed:
+        remove_state(out)
+    return manifest, failed
 
 
 def _save_selection(bp: BuildPlan, out: Path | ObjectPath) -> None:

@@ -40,6 +40,21 @@ def build(
     overwrite: Annotated[
         bool, typer.Option(help="Replace a geochip store built from another config.")
     ] = False,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            help="Run array job INDEX/COUNT (0-based, e.g. $SLURM_ARRAY_TASK_ID/10): one of "
+            "COUNT independent jobs that together write the store; the last one to end writes "
+            "the index and manifest."
+        ),
+    ] = None,
+    finalize: Annotated[
+        bool,
+        typer.Option(
+            "--finalize",
+            help="Write the index and manifest of a build whose --shard jobs all ended.",
+        ),
+    ] = False,
     force_unlock: Annotated[
         bool,
         typer.Option(
@@ -62,6 +77,9 @@ def build(
     if config is None:
         err_console.print("error: give a CONFIG.yaml (or --help-config to list its fields)")
         raise typer.Exit(2)
+    if shard is not None or finalize:
+        _array_job(config, out, workers, scheduler, shard, finalize, overwrite, progress)
+        return
     cfg = load_config(config).with_overrides(out=out, workers=workers, scheduler=scheduler)
     try:
         result = run_build(
@@ -93,3 +111,62 @@ def build(
             "chips.max_nodata_fraction"
         )
         raise typer.Exit(1)
+
+
+def _array_job(
+    config: Path,
+    out: str | None,
+    workers: int | None,
+    scheduler: str | None,
+    shard: str | None,
+    finalize: bool,
+    overwrite: bool,
+    progress: bool,
+) -> None:
+    """``--shard i/N`` (one array job) or ``--finalize`` (the index and manifest)."""
+    from ..builder.config import load_config
+    from ..builder.run import summarize
+    from ..builder.shards import build_shard, finalize_build, parse_shard
+    from ..errors import InputError
+
+    if shard is not None and finalize:
+        raise InputError(
+            "give --shard i/N (one array job) or --finalize (after every job ended), not both"
+        )
+    which = "--finalize" if finalize else "--shard"
+    if overwrite:
+        raise InputError(
+            f"{which} cannot --overwrite: the array jobs share the store and none may delete "
+            "what the others wrote; remove the old store first, then start the jobs"
+        )
+    if scheduler is not None:
+        raise InputError(
+            f"{which} runs on this machine; it cannot use the Dask scheduler {scheduler!r} too: "
+            "give --shard or --scheduler, not both (for one build on a Dask cluster, drop "
+            "--shard)"
+        )
+    job = parse_shard(shard) if shard is not None else None
+    cfg = load_config(config).with_overrides(out=out, workers=workers)
+    if job is None:
+        result = finalize_build(cfg, progress=progress, console=console)
+    else:
+        done = build_shard(cfg, job, progress=progress, console=console)
+        for line in done.lines():
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+        if done.finalized is None:
+            if done.failed:
+                err_console.print(
+                    f"{len(done.failed)} chips of shard {job} failed; run the same command "
+                    "again to retry them"
+                )
+                raise typer.Exit(EXIT_FAILED_CHIPS)
+            return
+        result = done.finalized
+    for line in summarize(result):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    if not result.ok:
+        err_console.print(
+            f"{len(result.failed)} chips failed (status 'failed' in the index); run their "
+            "shards again to retry them, then --finalize"
+        )
+        raise typer.Exit(EXIT_FAILED_CHIPS)
