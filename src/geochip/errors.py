@@ -14,6 +14,7 @@ __all__ = [
     "CRSMismatchError",
     "CatalogError",
     "CatalogUnreachableError",
+    "CommandLineError",
     "ConfigError",
     "DatasetNotAvailableError",
     "DatasetNotFoundError",
@@ -32,6 +33,7 @@ __all__ = [
     "NoChipsError",
     "NoCloudInfoError",
     "NoOverlapError",
+    "NoSplitsError",
     "NoValidPixelsError",
     "OutputExistsError",
     "OverviewNotFoundError",
@@ -147,7 +149,7 @@ class MissingExtraError(GeochipError, ImportError):
         self.module = module
         self.extra = extra
         super().__init__(
-            f"{module} is needed for this; install it with: pip install 'geochip[{extra}]'"
+            f'{module} is needed for this; install it with: pip install "geochip[{extra}]"'
         )
 
     def __reduce__(self) -> tuple[type, tuple[str, str]]:
@@ -201,3 +203,12 @@ class OutputExistsError(GeochipError, FileExistsError):
 class PredictFailedError(RasterReadError):
     """Some windows of a prediction could not be read; the blocks they touch are recorded
     as failed and the output is not written (a rerun retries them)."""
+
+
+class NoSplitsError(GeochipError, LookupError):
+    """A split was asked of a store that has none (``geochip chips`` writes no splits)."""
+
+
+class CommandLineError(InputError):
+    """An option or argument of the command line is missing, unknown or has a bad value
+    (the CLI exits with status 2, as for any usage error)."""

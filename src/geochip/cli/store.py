@@ -33,6 +33,7 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
     """Summarise a chip dataset: chips per split, arrays, classes, versions."""
+    from ..store.format import name_class_counts
     from ..store.reader import open_store
 
     opened = open_store(store)
@@ -61,8 +62,10 @@ def info(
         f"{_human(image.nbytes * image.shape[0])} of pixels"
     )
     if m.get("mask"):
-        console.print(f"mask classes {m['mask']['classes']} (ignore = {m['mask']['ignore']})")
-        console.print(f"pixels per class {counts['pixels_per_class']}")
+        classes = m["mask"]["classes"]
+        console.print(f"mask classes {classes} (ignore = {m['mask']['ignore']})")
+        pixels = name_class_counts(counts.get("pixels_per_class") or {}, classes)
+        console.print(f"pixels per class {pixels}")
     crss = sorted(set(index["crs"]))
     grids = sorted(set(index["grid_id"])) if "grid_id" in index else []
     console.print(f"{len(grids)} grid(s) in {', '.join(c if len(c) < 40 else 'WKT' for c in crss)}")

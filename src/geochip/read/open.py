@@ -46,6 +46,7 @@ from ..core.gdal import clear_curl_cache
 from ..core.grid import YX
 from ..core.retry import call_with_retries, http_status
 from ..core.security import redact
+from ..core.stacjson import scene_sources
 from ..errors import (
     BandNotFoundError,
     GridMismatchError,
@@ -381,7 +382,8 @@ def open_scene(
 ) -> Scene:
     """Open one scene by its header(s); no pixel is read.
 
-    ``source``: a path, an ``http(s)://`` URL, or a ``pystac.Item`` (``asset`` names the
+    ``source``: a path, an ``http(s)://`` URL, a STAC Item JSON (path or URL), or a
+    ``pystac.Item`` (``asset`` names the
     asset, or several single-band assets on one grid that become the bands). ``bands``
     selects bands by name (file descriptions, STAC band names, or the asset key of a
     single-band asset) or by 1-based number. ``overview_level`` picks a COG overview
@@ -390,6 +392,14 @@ def open_scene(
     env = env or GdalEnv.default()
     if isinstance(bands, str | int):
         bands = [bands]
+    if isinstance(source, str | os.PathLike):
+        resolved = scene_sources([source])
+        if len(resolved) != 1:
+            raise InputError(
+                f"{source}: give one scene (one item); it holds {len(resolved)}; "
+                "open_scenes opens them all"
+            )
+        source = resolved[0]
     if isinstance(source, pystac.Item):
         parts = _item_parts(source, asset)
         if nodata is None:
@@ -446,9 +456,10 @@ def open_scenes(
     env: GdalEnv | None = None,
     workers: int = 4,
 ) -> list[Scene]:
-    """Open many scenes (paths, URLs, items, or an ``ItemCollection``); headers are read on
-    ``workers`` threads. Scene ids are made unique (``-2``, ``-3``... on repeats)."""
-    items = list(sources)
+    """Open many scenes (paths, URLs, items, STAC Item/ItemCollection JSON paths or URLs, or
+    an ``ItemCollection``), as ``geochip chips`` does; headers are read on ``workers``
+    threads. Scene ids are made unique (``-2``, ``-3``... on repeats)."""
+    items = scene_sources(sources)
     if not items:
         raise InputError("no scenes given")
 
