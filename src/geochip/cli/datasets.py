@@ -152,11 +152,13 @@ def show(
 def download(
     tag: Annotated[str, typer.Argument(help="The dataset's tag.")],
     registry: RegistryOption = None,
-    force: Annotated[
-        bool, typer.Option(help="Download again even if the files are there.")
+    overwrite: Annotated[
+        bool, typer.Option(help="Download again and replace the files that are there.")
     ] = False,
+    force: Annotated[bool, typer.Option(hidden=True, help="Old name of --overwrite.")] = False,
 ) -> None:
     """Run a dataset's download function (nothing to do when its files are there)."""
+    force = overwrite or force
     dataset = _registry(registry).get(tag)
     was = dataset.available
     root = dataset.download(force=force)

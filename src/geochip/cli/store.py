@@ -145,20 +145,26 @@ def check(
 @app.command()
 def preview(
     store: Annotated[Path, typer.Argument(help="A chip dataset folder.")],
-    out: Annotated[Path, typer.Option(help="PNG of sample chips and masks per split.")] = Path(
-        "preview.png"
-    ),
-    split_map: Annotated[
+    out: Annotated[
+        Path, typer.Option(help="Write a PNG of sample chips and masks per split here.")
+    ] = Path("preview.png"),
+    split_map_out: Annotated[
         Path | None,
-        typer.Option(help="PNG map of the chips coloured by split (default: <out>-splits.png)."),
+        typer.Option(
+            help="Write a PNG map of the chips coloured by split here (default: "
+            "<out>-splits.png)."
+        ),
     ] = None,
     per_split: Annotated[int, typer.Option(min=1, help="Chips shown per split.")] = 4,
+    split_map: Annotated[
+        Path | None, typer.Option(hidden=True, help="Old name of --split-map-out.")
+    ] = None,
 ) -> None:
     """Save a grid of chips and masks per split, and a map of the splits."""
     from ..store.viz import save_chip_grid, save_split_map
 
     rgb_bands = ("red", "green", "blue")
     save_chip_grid(store, out, per_split=per_split, rgb=rgb_bands)
-    map_path = split_map or out.with_name(f"{out.stem}-splits.png")
+    map_path = split_map_out or split_map or out.with_name(f"{out.stem}-splits.png")
     save_split_map(store, map_path)
     console.print(f"preview: {out}\nsplit map: {map_path}")

@@ -183,8 +183,14 @@ def _header(href: str, overview_level: int | None, env: GdalEnv) -> dict[str, An
     return info
 
 
-def _select_bands(label: str, names: list[str], bands: Sequence[str | int] | None) -> list[int]:
-    """0-based positions of ``bands`` (names or 1-based ints) among ``names``."""
+def _select_bands(
+    label: str,
+    names: list[str],
+    bands: Sequence[str | int] | None,
+    aliases: Sequence[str | None] | None = None,
+) -> list[int]:
+    """0-based positions of ``bands`` (names or 1-based ints) among ``names`` (or, for a
+    name that is none of them, among ``aliases``: the STAC or file names of item bands)."""
     if bands is None:
         return list(range(len(names)))
     if isinstance(bands, str | int):
@@ -201,6 +207,8 @@ def _select_bands(label: str, names: list[str], bands: Sequence[str | int] | Non
                 missing.append(str(band))
         elif band in names:
             out.append(names.index(band))
+        elif aliases is not None and band in aliases:
+            out.append(list(aliases).index(band))
         else:
             missing.append(str(band))
     if missing:
@@ -240,33 +248,42 @@ def _open_parts(
                 f"{tuple(first['transform'])[:6]} {first['crs']}; a scene stacks assets on "
                 "one grid: choose assets of the same resolution"
             )
-    # every (part, 1-based band, name) the files offer, in asset order
+    # every (part, 1-based band, name) the files offer, in asset order; the bands of an
+    # item's asset are named as a build names them: the asset key (one band) or
+    # <key>.<n>; their STAC or file names (aliases) select them too
     flat: list[tuple[int, int, str]] = []
+    aliases: list[str | None] = []
     for p, (href, info) in enumerate(zip(hrefs, infos, strict=True)):
         count = info["count"]
         key = part_keys[p] if part_keys else None
         stac = part_names[p] if part_names else None
-        if stac and len(stac) == count:
-            names = list(stac)
-        elif key is not None and count == 1:
+        other = list(stac) if stac and len(stac) == count else list(info["names"])
+        if key is None:
+            names = other
+        elif count == 1:
             names = [key]
-        elif key is not None and len(hrefs) > 1:
-            names = [f"{key}.{n}" for n in info["names"]]
         else:
-            names = list(info["names"])
+            names = [f"{key}.{n}" for n in range(1, count + 1)]
         chosen = band_indexes[p]
         indexes = list(chosen) if chosen is not None else list(range(1, count + 1))
         for i in indexes:
             if not 1 <= i <= count:
                 raise BandNotFoundError(redact(href), str(i), names)
             flat.append((p, i, names[i - 1]))
+            aliases.append(other[i - 1])
     if band_names is not None and len(band_names) == len(flat):
         flat = [
             (p, i, o if n is None else n) for (p, i, o), n in zip(flat, band_names, strict=True)
         ]
     label = redact(hrefs[0]) if len(hrefs) == 1 else f"item {scene_id}"
-    keep = _select_bands(label, [n for _, _, n in flat], bands)
-    flat = [flat[k] for k in keep]
+    names = [n for _, _, n in flat]
+    keep = _select_bands(label, names, bands, aliases if part_keys else None)
+    # a band asked for by name keeps that name (as in a build)
+    asked = [b if isinstance(b, str) else None for b in bands] if bands is not None else []
+    flat = [
+        (flat[k][0], flat[k][1], a if a is not None else flat[k][2])
+        for k, a in zip(keep, asked or [None] * len(keep), strict=True)
+    ]
     dtypes = {infos[p]["dtypes"][i - 1] for p, i, _ in flat}
     if len(dtypes) > 1:
         raise InputError(
