@@ -151,8 +151,7 @@ def preview(
     split_map_out: Annotated[
         Path | None,
         typer.Option(
-            help="Write a PNG map of the chips coloured by split here (default: "
-            "<out>-splits.png)."
+            help="Write a PNG map of the chips coloured by split here (default: <out>-splits.png)."
         ),
     ] = None,
     per_split: Annotated[int, typer.Option(min=1, help="Chips shown per split.")] = 4,

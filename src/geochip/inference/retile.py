@@ -72,7 +72,7 @@ def retile(
     items = []
     for path in paths:
         if not path.is_file():
-            raise InputError(f"{path} does not exist")
+            raise InputError(f"{path} does not exist; check the path")
         with rasterio.open(path) as src:
             if src.crs is None:
                 raise MissingGeoreferenceError(
