@@ -342,7 +342,7 @@ def test_datasets_table_never_wraps_a_name_at_80_columns() -> None:
 
 
 _NAMED = (
-    'MissingExtraError: torch is needed for this; install it with: pip install "geochip[torch]"'
+    "MissingExtraError: torch is needed for this; install it with: pip install 'geochip[torch]'"
 )
 _NO_TORCH = "import sys; sys.modules['torch'] = None; sys.argv = ['geochip', *sys.argv[1:]]; "
 

@@ -132,5 +132,5 @@ def test_chip_data_module() -> None:
         dm = ChipDataModule("unused")
         assert callable(dm.train_dataloader)
     else:
-        with pytest.raises(MissingExtraError, match=r'pip install "geochip\[lightning\]"'):
+        with pytest.raises(MissingExtraError, match=r"pip install 'geochip\[lightning\]'"):
             ChipDataModule("unused")

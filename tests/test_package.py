@@ -84,7 +84,7 @@ def test_band_not_found_lists_the_bands() -> None:
 
 def test_missing_extra_names_the_extra() -> None:
     err = errors.MissingExtraError("torch", "torch")
-    assert 'pip install "geochip[torch]"' in str(err)
+    assert "pip install 'geochip[torch]'" in str(err)
 
 
 def test_errors_survive_pickling_for_worker_processes() -> None:

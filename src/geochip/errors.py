@@ -149,7 +149,7 @@ class MissingExtraError(GeochipError, ImportError):
         self.module = module
         self.extra = extra
         super().__init__(
-            f'{module} is needed for this; install it with: pip install "geochip[{extra}]"'
+            f"{module} is needed for this; install it with: pip install 'geochip[{extra}]'"
         )
 
     def __reduce__(self) -> tuple[type, tuple[str, str]]:

@@ -33,7 +33,7 @@ def demo(
         )
     if result.reader != "DataLoader":
         console.print(
-            '(torch is not installed: pip install "geochip[torch]" for the DataLoader)',
+            "(torch is not installed: pip install 'geochip[torch]' for the DataLoader)",
             markup=False,
         )
     table = Table(title="chips and label pixels per split")
