@@ -183,7 +183,7 @@ def m_geochip(path: str, stride: int, clock: Clock, threads: int, mode: str) -> 
 
 
 def m_zen3geo(path: str, stride: int, clock: Clock, mode: str) -> int:
-    from geochip.ml.zen3geo import IterableWrapper
+    from geochip.compat.zen3geo import IterableWrapper
 
     slicer = (
         IterableWrapper([path])

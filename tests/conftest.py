@@ -82,3 +82,26 @@ def pgstac() -> Iterator[Any]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[Any]:
+    """A real S3 API on loopback (moto's server, :class:`geochip.testing.s3.S3Server`); one
+    per session (per xdist worker)."""
+    from geochip.testing.s3 import S3Server
+
+    with S3Server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(s3_server: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh bucket on the loopback S3 server, with the environment pointing boto3, s3fs,
+    obstore and GDAL at it; its name (``s3://<name>`` is the URL)."""
+    import uuid
+
+    name = f"geochip-{uuid.uuid4().hex[:12]}"
+    s3_server.create_bucket(name)
+    for key, value in s3_server.environ().items():
+        monkeypatch.setenv(key, value)
+    return name

@@ -22,12 +22,13 @@ from pyproj import Geod, Transformer
 
 from geochip.core.geometry import (
     bbox_union,
+    buffer_geometry,
     check_bbox,
     continuous,
     rfc7946_bbox,
     wgs84_footprint,
 )
-from geochip.core.grid import buffer_geometry, geometry_geobox
+from geochip.core.grid import geometry_geobox
 from geochip.errors import BboxError
 from geochip.plan.chips import plan_chips
 

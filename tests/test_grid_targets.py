@@ -14,7 +14,8 @@ from odc.geo.geobox import GeoBox
 from odc.geo.geom import point
 from shapely.geometry import Polygon
 
-from geochip.core.grid import buffer_geometry, geometry_geobox, label_geobox, point_geobox
+from geochip.core.geometry import buffer_geometry
+from geochip.core.grid import geometry_geobox, label_geobox, point_geobox
 from geochip.errors import InputError
 from geochip.testing import make_cog, make_item
 

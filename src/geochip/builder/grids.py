@@ -55,7 +55,7 @@ from ..core.grid import (
     same_grid,
     target_geobox,
 )
-from ..core.security import redact, unsign_href
+from ..core.security import Signer, redact, unsign_href
 from ..core.vectors import read_vector, with_ids
 from ..errors import ConfigError, EmptyInputError, InputError, NoOverlapError
 from ..read.labels import align_label
@@ -141,9 +141,10 @@ def _reference(config: BuildConfig) -> str:
     return config.grid.reference_band or config.bands.names[0]
 
 
-def item_geobox(item: pystac.Item, config: BuildConfig) -> GeoBox:
-    """An item's grid: its reference band's grid, at ``grid.resolution``, in ``grid.crs``."""
-    base = asset_geobox(item, resolve_asset(item, _reference(config)))
+def item_geobox(item: pystac.Item, config: BuildConfig, sign: Signer | None = None) -> GeoBox:
+    """An item's grid: its reference band's grid, at ``grid.resolution``, in ``grid.crs``
+    (``sign``: the catalog's signer, for items whose header has to be read)."""
+    base = asset_geobox(item, resolve_asset(item, _reference(config)), sign)
     if config.grid.crs is not None:
         assert config.grid.resolution is not None
         return geometry_geobox(base.extent, config.grid.crs, config.grid.resolution)
@@ -181,11 +182,11 @@ def _item_grids(config: BuildConfig, catalog: Catalog) -> tuple[list[_Grid], lis
     if not items:
         raise EmptyInputError("the sources yield no item; check sources (ids, datetime, bbox)")
     if config.time is None:
-        return [_Grid(i.id, item_geobox(i, config), [i], None) for i in items], []
+        return [_Grid(i.id, item_geobox(i, config, catalog.sign), [i], None) for i in items], []
     periods = config.time.make_periods()
     groups: dict[Any, _Grid] = {}
     for item in items:
-        geobox = item_geobox(item, config)
+        geobox = item_geobox(item, config, catalog.sign)
         key = _grid_key(geobox)
         if key not in groups:
             groups[key] = _Grid(_tile_id(geobox), geobox, [], None)
@@ -283,7 +284,9 @@ def _selection_grids(
             assert config.grid.resolution is not None
             geobox = geometry_geobox(footprint, config.grid.crs, config.grid.resolution)
         else:
-            base = asset_geobox(chosen[0], resolve_asset(chosen[0], _reference(config)))
+            base = asset_geobox(
+                chosen[0], resolve_asset(chosen[0], _reference(config)), catalog.sign
+            )
             if config.grid.resolution is not None:
                 geobox = geometry_geobox(footprint, base.crs, config.grid.resolution)
             else:

@@ -21,7 +21,10 @@ def _split_bands(values: list[str] | None) -> list[str | int] | None:
 def chips(
     sources: Annotated[
         list[str],
-        typer.Argument(help="Scenes: raster paths, http(s) URLs, STAC Item/ItemCollection JSON."),
+        typer.Argument(
+            help="Scenes: raster paths or URLs (http(s), s3://, gs://, az://), folders, "
+            "STAC Item/ItemCollection JSON."
+        ),
     ],
     size: Annotated[int, typer.Option(min=1, help="Chip size in pixels (square).")] = 512,
     stride: Annotated[

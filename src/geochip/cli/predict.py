@@ -57,7 +57,13 @@ def predict(
             help="A raster path or URL, a STAC Item JSON, or registry:TAG (a named dataset)."
         ),
     ],
-    out: Annotated[Path, typer.Option(help="The output COG (a folder for several images).")],
+    out: Annotated[
+        str,
+        typer.Option(
+            help="The output COG (a folder for several images); a path or an s3://, gs://, "
+            "az:// URL."
+        ),
+    ],
     bands: Annotated[
         list[str] | None,
         typer.Option(
@@ -142,16 +148,20 @@ def predict(
         )
         raise typer.Exit(EXIT_FAILED_BLOCKS) from None
     err_console.print(
-        f"wrote {', '.join(map(str, result.paths))} ({result.windows} windows, "
+        f"wrote {', '.join(map(str, result.paths or result.urls))} ({result.windows} windows, "
         f"{result.skipped} all nodata) in {result.seconds:.1f} s"
     )
 
 
 @app.command()
 def retile(
-    sources: Annotated[list[Path], typer.Argument(help="Rasters to cut (GeoTIFF, JP2, ...).")],
+    sources: Annotated[
+        list[str], typer.Argument(help="Rasters to cut (GeoTIFF, JP2, ...; paths or URLs).")
+    ],
     tile: Annotated[int, typer.Option(min=16, help="Tile size in pixels (a multiple of 16).")],
-    out: Annotated[Path, typer.Option(help="Folder for the tiles and their STAC catalog.")],
+    out: Annotated[
+        str, typer.Option(help="Folder (or s3://, gs://, az:// URL) for the tiles and catalog.")
+    ],
     patch: Annotated[
         int | None, typer.Option(min=1, help="Patch size the tile size must be a multiple of.")
     ] = None,

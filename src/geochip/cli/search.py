@@ -8,6 +8,7 @@ environment variable ``NAME``; ``--header "Name: value"`` is for non-secret head
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -16,7 +17,7 @@ import shapely.geometry
 import typer
 from rich.table import Table
 
-from ..core.files import atomic_write_text
+from ..core.storage import check_writable, is_url, local_path, parent, write_text
 from ..errors import InputError
 from .app import app, console, split_list
 
@@ -105,6 +106,18 @@ def _geometry_file(path: Path) -> dict[str, Any]:
     return dict(shapely.geometry.mapping(union))
 
 
+def _journal_path(out: str) -> Path:
+    """Where ``geochip select --out OUT`` keeps its journal: beside a local table, in
+    geochip's cache for a URL (named by a hash of the URL)."""
+    if not is_url(out):
+        path = local_path(out)
+        return path.with_name(f".{path.name}.journal.jsonl")
+    from ..sources.sample import cache_dir  # lazy: the CLI imports what it runs
+
+    digest = hashlib.sha256(out.encode()).hexdigest()[:24]
+    return cache_dir() / "journals" / f"select-{digest}.jsonl"
+
+
 @app.command()
 def search(
     catalog: Annotated[str, typer.Option("--catalog", help=_CATALOG_HELP)],
@@ -127,17 +140,18 @@ def search(
         bool, typer.Option("--json", help="Print the items as an ItemCollection JSON.")
     ] = False,
     out: Annotated[
-        Path | None, typer.Option(help="Also write the items to this ItemCollection JSON.")
+        str | None,
+        typer.Option(help="Also write the items to this ItemCollection JSON (path or URL)."),
     ] = None,
     footprints_out: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             help="Also write the items' footprints (id, collection, datetime, "
-            "eo:cloud_cover) to this GeoJSON."
+            "eo:cloud_cover) to this GeoJSON (path or URL)."
         ),
     ] = None,
     footprints: Annotated[
-        Path | None, typer.Option(hidden=True, help="Old name of --footprints-out.")
+        str | None, typer.Option(hidden=True, help="Old name of --footprints-out.")
     ] = None,
     max_items: Annotated[int, typer.Option(min=1, help="Stop with an error past this.")] = 10_000,
     header: _Header = None,
@@ -157,6 +171,10 @@ def search(
                 f"--bbox must be four numbers west,south,east,north: {bbox!r}"
             ) from None
         box = list(check_bbox(values, "--bbox"))
+    footprints = footprints_out or footprints
+    for destination in (out, footprints):
+        if destination is not None:  # refused before the search, not after
+            check_writable(parent(destination))
     cat = _open(catalog, header, header_env, api_key_env, max_items=max_items)
     geometry = _geometry_file(intersects) if intersects is not None else None
     items = cat.search(
@@ -174,8 +192,7 @@ def search(
         features.append(clone.to_dict(include_self_link=False, transform_hrefs=False))
     text = redact(json.dumps({"type": "FeatureCollection", "features": features}, default=str))
     if out is not None:
-        atomic_write_text(out, text)
-    footprints = footprints_out or footprints
+        write_text(out, text)
     if footprints is not None:
         shapes = {
             "type": "FeatureCollection",
@@ -193,7 +210,7 @@ def search(
                 for item in items
             ],
         }
-        atomic_write_text(footprints, json.dumps(shapes))
+        write_text(footprints, json.dumps(shapes))
     if as_json:
         typer.echo(text)
         return
@@ -220,7 +237,10 @@ def select(
     ],
     start: Annotated[str, typer.Option(help="First day (inclusive), e.g. 2024-01-01.")],
     end: Annotated[str, typer.Option(help="Last day (inclusive), e.g. 2024-12-31.")],
-    out: Annotated[Path, typer.Option(help="The selection table (GeoParquet).")],
+    out: Annotated[
+        str,
+        typer.Option(help="The selection table (GeoParquet; a path or s3://, gs://, az:// URL)."),
+    ],
     periods: Annotated[
         str, typer.Option(help="N equal periods, or 'monthly' or 'seasonal'.")
     ] = "1",
@@ -268,6 +288,7 @@ def select(
     from ..select.cloud import CloudBand
     from ..select.labels import load_labels
     from ..select.search import select_scenes
+    from ..select.table import items_location
 
     if cloud_over not in {"scene", "footprint"}:
         raise InputError(f"--cloud-over must be scene or footprint, got {cloud_over!r}")
@@ -278,11 +299,13 @@ def select(
         if cloud_band == "auto"
         else CloudBand.parse(cloud_band)
     )
+    check_writable(parent(out))  # refused before any search
     cat = _open(catalog, header, header_env, api_key_env, max_requests=max_requests)
     frame = load_labels(labels, id_column=id_column)
     stages = Stages(enabled=progress, console=console)
-    # a selection killed part way resumes from its journal (removed once the table is saved)
-    journal = out.with_name(f".{out.name}.journal.jsonl")
+    # a selection killed part way resumes from its journal (removed once the table is saved);
+    # an object store has no append: the journal of a URL lives in geochip's cache
+    journal = _journal_path(out)
     with stages.stage("labels", total=len(frame)) as advance:
         selection = select_scenes(
             cat,
@@ -304,7 +327,7 @@ def select(
             group_cell=group_cell,
             checkpoint=journal,
         )
-    path = selection.save(out)
+    selection.save(out)
     journal.unlink(missing_ok=True)
     s = selection.summary()
     table = Table(title="selection")
@@ -319,4 +342,4 @@ def select(
         f"periods filled: {s['filled']}, relaxed: {s['relaxed']}, empty: {s['empty']} "
         f"(of {s['periods']})"
     )
-    console.print(f"table: {path}  items: {path.with_name(path.stem + '.items.json')}")
+    console.print(f"table: {out}  items: {items_location(out)}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -36,7 +35,10 @@ def timeseries(
     ],
     crs: Annotated[str, typer.Option(help="Target CRS of the cubes, e.g. EPSG:3035.")],
     resolution: Annotated[float, typer.Option(help="Pixel size in units of the target CRS.")],
-    out: Annotated[Path, typer.Option(help="Output folder: <id>.nc or <id>.zarr per geometry.")],
+    out: Annotated[
+        str,
+        typer.Option(help="Output folder (or s3://, gs://, az:// URL): <id>.nc or <id>.zarr."),
+    ],
     datetime: Annotated[
         str | None, typer.Option(help="Search interval, e.g. 2023-01-01/2023-12-31.")
     ] = None,

@@ -8,6 +8,10 @@ never shows secret values in its ``repr``, and is applied around every open and 
 
 A build's tasks carry their GDAL options (:func:`worker_options`: the defaults, the config's
 overrides, never a credential) and apply them around each read (:func:`gdal_env`).
+Both add, under their own options, GDAL's options for the S3 endpoint the environment names
+the way the AWS SDKs read it (:func:`geochip.core.storage.gdal_options`: ``AWS_ENDPOINT_URL``
+becomes ``AWS_S3_ENDPOINT``...), read from the environment of the process that reads, so
+``s3://`` rasters on MinIO, Ceph or a local test server open without GDAL-specific settings.
 Retrying reads is :mod:`geochip.core.retry`; the credential option names are
 :data:`geochip.core.security.CREDENTIAL_OPTIONS`.
 
@@ -39,6 +43,7 @@ import rasterio.env
 
 from ..errors import ConfigError, InputError
 from .security import CREDENTIAL_OPTIONS, is_credential_option, redact
+from .storage import gdal_options
 
 __all__ = [
     "DEFAULTS",
@@ -221,11 +226,19 @@ class GdalEnv:
     def activate(self) -> Iterator[None]:
         """Apply the options for the duration of the block (thread-locally off the main
         thread; process-wide in the main thread, restored on exit)."""
-        if getattr(_THREAD, "env", None) == self:
+        if (
+            getattr(_THREAD, "env", None) == self
+            and getattr(_THREAD, "endpoint", None) == gdal_options()
+        ):
             yield
             return
-        with rasterio.Env(**self.options):
+        with rasterio.Env(**self.effective_options()):
             yield
+
+    def effective_options(self) -> dict[str, str]:
+        """The options applied: the environment's endpoint options (module doc) with
+        :attr:`options` on top."""
+        return {**gdal_options(), **self.options}
 
     def enter_thread(self) -> None:
         """Apply the options to the calling thread for the rest of its life (geochip's own
@@ -233,16 +246,20 @@ class GdalEnv:
         previous = getattr(_THREAD, "rio_env", None)
         if previous is not None:
             previous.__exit__(None, None, None)
-        env = rasterio.Env(**self.options)
+        endpoint = gdal_options()
+        env = rasterio.Env(**{**endpoint, **self.options})
         env.__enter__()
         _THREAD.rio_env = env
         _THREAD.env = self
+        _THREAD.endpoint = endpoint
 
     def ensure_thread(self) -> None:
         """:meth:`enter_thread` unless the calling thread already has these options
         (geochip's reader threads serve every stream of the process, each with its env)."""
         current = getattr(_THREAD, "env", None)
-        if current is not self and current != self:
+        if (current is not self and current != self) or getattr(
+            _THREAD, "endpoint", None
+        ) != gdal_options():
             self.enter_thread()
 
 
@@ -270,8 +287,9 @@ def safe_gdal_options(options: Mapping[str, Any]) -> dict[str, str | int]:
 
 @contextlib.contextmanager
 def gdal_env(options: Mapping[str, str | int]) -> Iterator[None]:
-    """Apply GDAL ``options`` around a read (in whatever process runs the task)."""
-    with rasterio.Env(**options):
+    """Apply GDAL ``options`` around a read (in whatever process runs the task), on top of
+    the endpoint options of that process's environment (module doc)."""
+    with rasterio.Env(**{**gdal_options(), **options}):
         yield
 
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -48,11 +48,16 @@ from odc.geo.crs import CRS
 from odc.geo.geom import Geometry
 from pyproj import Transformer
 from pyproj.exceptions import ProjError
+from shapely.geometry import box as box_
 
 from ..errors import BboxError, InputError, MissingGeoreferenceError
 
 __all__ = [
+    "BUFFER_UNITS",
     "WGS84",
+    "BufferUnit",
+    "buffer_geometry",
+    "check_buffer",
     "bbox_union",
     "check_bbox",
     "continuous",
@@ -68,6 +73,10 @@ __all__ = [
 WGS84 = "EPSG:4326"
 
 Bbox = tuple[float, float, float, float]
+
+BufferUnit = Literal["m", "deg"]
+#: units of a buffer distance: metres on the ground, or degrees (the SITS convention)
+BUFFER_UNITS: tuple[str, ...] = ("m", "deg")
 
 _local = threading.local()
 
@@ -429,3 +438,91 @@ def stac_footprint(geometry: Mapping[str, Any] | None, bbox: Sequence[float] | N
         fixed = _fold(np.array([geom], dtype=object))[0]
         return _polygonal(fixed) if geom.geom_type.endswith("Polygon") else fixed
     return geom
+
+
+def _check_unit(unit: str) -> None:
+    if unit not in BUFFER_UNITS:
+        raise InputError(f"buffer unit must be 'm' (metres) or 'deg' (degrees), got {unit!r}")
+
+
+def check_buffer(buffer: float, unit: str | None, *, option: str = "buffer") -> None:
+    """Refuse a buffer that cannot be what the user meant, before any work starts: negative,
+    not a number, without a unit (``unit`` None with ``buffer`` > 0), or absurd for its
+    unit (more than 5 degrees, ~500 km; a fraction of a metre, i.e. degrees given as metres).
+
+    >>> check_buffer(0.01, "deg"), check_buffer(200, "m"), check_buffer(0, None)
+    (None, None, None)
+    >>> check_buffer(0.01, "m")
+    Traceback (most recent call last):
+    geochip.errors.InputError: buffer 0.01 m is less than a metre; for degrees give the unit deg
+    """
+    if isinstance(buffer, bool) or not isinstance(buffer, int | float) or math.isnan(buffer):
+        raise InputError(f"{option} must be a number >= 0, got {buffer!r}")
+    if buffer < 0:
+        raise InputError(f"{option} must be >= 0 (a distance around each geometry), got {buffer}")
+    if buffer == 0:
+        if unit is not None:
+            _check_unit(unit)
+        return
+    if unit is None:
+        raise InputError(
+            f"{option} {buffer} has no unit: say whether it is metres (m) or degrees (deg)"
+        )
+    _check_unit(unit)
+    if unit == "deg" and buffer > 5:
+        raise InputError(
+            f"{option} {buffer} degrees is more than 500 km; for metres give the unit m"
+        )
+    if unit == "m" and buffer < 1:
+        raise InputError(f"{option} {buffer} m is less than a metre; for degrees give the unit deg")
+
+
+def buffer_geometry(
+    geometry: Any, distance: float, unit: BufferUnit | str = "m", *, to: Any = None
+) -> Any:
+    """Buffer an :class:`odc.geo.geom.Geometry` by ``distance`` metres or degrees.
+
+    Degrees buffer the geometry in EPSG:4326 (the SITS convention: ``--buffer 0.01`` is
+    about 1.1 km north-south), across 180 degrees where the geometry lies on both sides
+    of it, and never past a pole. Metres buffer it in its own CRS when that is metric,
+    else in the UTM zone of its centre, so a metre is a metre on the ground. The result
+    is in ``to`` (default: the geometry's CRS; EPSG:4326 results are footprints split at
+    180 degrees, see :mod:`geochip.core.geometry`). ``distance`` 0 returns the geometry
+    unchanged.
+
+    Example:
+        >>> from odc.geo.geom import point
+        >>> pt = point(10.0, 50.0, "EPSG:4326")
+        >>> round(buffer_geometry(pt, 0.01, "deg").boundingbox.right, 6)
+        10.01
+        >>> b = buffer_geometry(pt, 100, "m").to_crs("EPSG:32632").boundingbox
+        >>> round(b.right - b.left)
+        200
+    """
+    _check_unit(unit)
+    if distance < 0:
+        raise InputError(f"buffer must be >= 0, got {distance}")
+    if distance == 0:
+        return geometry
+    crs = geometry.crs
+    if crs is None:
+        raise MissingGeoreferenceError("the geometry has no CRS; give it one before buffering")
+    if unit == "deg":
+        work = project(geometry, WGS84)
+        grown = work.geom.buffer(distance, quad_segs=32)
+        # a degree buffer stops at the poles: past them, latitudes mean nothing
+        grown = grown.intersection(box_(-540.0, -90.0, 540.0, 90.0))
+    else:
+        if crs.geographic or crs.units[0] not in ("metre", "m", "meter"):
+            lon, lat = wgs84_centroid(geometry)
+            zone = int((lon + 180) // 6) % 60 + 1
+            work = project(geometry, CRS(f"EPSG:{(32600 if lat >= 0 else 32700) + zone}"))
+        else:
+            work = geometry
+        # enough segments that a buffered point is round to well under a pixel
+        grown = work.geom.buffer(distance, quad_segs=32)
+    out = Geometry(grown, work.crs)
+    target = CRS(to) if to is not None else crs
+    if target.geographic:
+        return project(wgs84_footprint(out), target)
+    return out.to_crs(target)

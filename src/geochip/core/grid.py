@@ -30,27 +30,30 @@ import numpy.typing as npt
 import pystac
 import rasterio
 from affine import Affine
-from odc.geo.crs import CRS
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import BoundingBox, Geometry, point
-from shapely.geometry import box as box_
 
-from ..errors import BandNotFoundError, InputError, MissingGeoreferenceError, NoChipsError
-from .geometry import WGS84, project, wgs84_centroid, wgs84_footprint
-from .security import redact
+from ..errors import (
+    BandNotFoundError,
+    GeochipError,
+    InputError,
+    MissingGeoreferenceError,
+    NoChipsError,
+    RasterReadError,
+)
+from .env import GdalEnv
+from .geometry import BufferUnit, buffer_geometry, check_buffer, project
+from .retry import call_with_retries
+from .security import Signer, redact, sign_href
 
 __all__ = [
-    "BUFFER_UNITS",
     "EDGE_POLICIES",
     "YX",
-    "BufferUnit",
     "Edge",
     "SizeLike",
     "Window",
     "array_window",
     "asset_geobox",
-    "buffer_geometry",
-    "check_buffer",
     "chip_windows",
     "count_windows",
     "geometry_geobox",
@@ -64,9 +67,6 @@ __all__ = [
     "yx",
 ]
 
-BufferUnit = Literal["m", "deg"]
-
-BUFFER_UNITS: tuple[str, ...] = ("m", "deg")
 
 Edge = Literal["drop", "shift", "pad"]
 
@@ -182,12 +182,13 @@ def chip_windows(
     return [Window(r, c, size_.y, size_.x) for r in rows for c in cols]
 
 
-def asset_geobox(item: pystac.Item, asset: str) -> GeoBox:
+def asset_geobox(item: pystac.Item, asset: str, sign: Signer | None = None) -> GeoBox:
     """The native grid of one asset, from its projection fields (no I/O).
 
     Reads ``proj:shape``/``proj:transform`` from the asset (or the item) and the CRS from
     ``proj:code``, ``proj:wkt2``, ``proj:projjson`` or the old ``proj:epsg``. When the fields
-    are missing the file's header is read instead.
+    are missing the file's header is read instead, signed with ``sign`` just before the read
+    (the catalog's signer: a signed catalog refuses unsigned reads) and with GDAL's retries.
     """
     head, _, number = asset.rpartition(".")
     if asset not in item.assets and number.isdigit() and head in item.assets:
@@ -207,13 +208,29 @@ def asset_geobox(item: pystac.Item, asset: str) -> GeoBox:
         return GeoBox(tuple(shape), Affine(*transform[:6]), crs)
 
     href = item.assets[asset].get_absolute_href() or item.assets[asset].href
-    with rasterio.open(href) as ds:
-        if ds.crs is None or ds.transform.is_identity:
-            raise MissingGeoreferenceError(
-                f"{href}: the raster has no CRS or no geotransform; pass assume_crs= or fix "
-                "the file (gdal_edit.py -a_srs / -a_ullr)"
-            )
-        return GeoBox((ds.height, ds.width), ds.transform, ds.crs)
+    env = GdalEnv.default()
+    path = sign_href(href, sign)
+
+    def probe() -> tuple[Any, Affine, int, int]:
+        with env.activate(), rasterio.open(path) as ds:
+            return ds.crs, ds.transform, ds.height, ds.width
+
+    try:
+        crs_, transform_, height, width = call_with_retries(probe, path, env)
+    except GeochipError:
+        raise
+    except Exception as err:
+        raise RasterReadError(
+            f"{redact(href)}: the item gives no proj:shape/proj:transform for {asset!r} and "
+            f"the raster's header could not be read ({redact(str(err))}); check the href and "
+            "the catalog's signing"
+        ) from err
+    if crs_ is None or transform_.is_identity:
+        raise MissingGeoreferenceError(
+            f"{redact(href)}: the raster has no CRS or no geotransform; pass assume_crs= or "
+            "fix the file (gdal_edit.py -a_srs / -a_ullr)"
+        )
+    return GeoBox((height, width), transform_, crs_)
 
 
 def target_geobox(base: GeoBox, resolution: float | None = None) -> GeoBox:
@@ -296,94 +313,6 @@ def label_geobox(label: Any, asset: str | None = None) -> GeoBox:
         return GeoBox((ds.height, ds.width), ds.transform, ds.crs)
 
 
-def _check_unit(unit: str) -> None:
-    if unit not in BUFFER_UNITS:
-        raise InputError(f"buffer unit must be 'm' (metres) or 'deg' (degrees), got {unit!r}")
-
-
-def check_buffer(buffer: float, unit: str | None, *, option: str = "buffer") -> None:
-    """Refuse a buffer that cannot be what the user meant, before any work starts: negative,
-    not a number, without a unit (``unit`` None with ``buffer`` > 0), or absurd for its
-    unit (more than 5 degrees, ~500 km; a fraction of a metre, i.e. degrees given as metres).
-
-    >>> check_buffer(0.01, "deg"), check_buffer(200, "m"), check_buffer(0, None)
-    (None, None, None)
-    >>> check_buffer(0.01, "m")
-    Traceback (most recent call last):
-    geochip.errors.InputError: buffer 0.01 m is less than a metre; for degrees give the unit deg
-    """
-    if isinstance(buffer, bool) or not isinstance(buffer, int | float) or math.isnan(buffer):
-        raise InputError(f"{option} must be a number >= 0, got {buffer!r}")
-    if buffer < 0:
-        raise InputError(f"{option} must be >= 0 (a distance around each geometry), got {buffer}")
-    if buffer == 0:
-        if unit is not None:
-            _check_unit(unit)
-        return
-    if unit is None:
-        raise InputError(
-            f"{option} {buffer} has no unit: say whether it is metres (m) or degrees (deg)"
-        )
-    _check_unit(unit)
-    if unit == "deg" and buffer > 5:
-        raise InputError(
-            f"{option} {buffer} degrees is more than 500 km; for metres give the unit m"
-        )
-    if unit == "m" and buffer < 1:
-        raise InputError(f"{option} {buffer} m is less than a metre; for degrees give the unit deg")
-
-
-def buffer_geometry(
-    geometry: Any, distance: float, unit: BufferUnit | str = "m", *, to: Any = None
-) -> Any:
-    """Buffer an :class:`odc.geo.geom.Geometry` by ``distance`` metres or degrees.
-
-    Degrees buffer the geometry in EPSG:4326 (the SITS convention: ``--buffer 0.01`` is
-    about 1.1 km north-south), across 180 degrees where the geometry lies on both sides
-    of it, and never past a pole. Metres buffer it in its own CRS when that is metric,
-    else in the UTM zone of its centre, so a metre is a metre on the ground. The result
-    is in ``to`` (default: the geometry's CRS; EPSG:4326 results are footprints split at
-    180 degrees, see :mod:`geochip.core.geometry`). ``distance`` 0 returns the geometry
-    unchanged.
-
-    Example:
-        >>> from odc.geo.geom import point
-        >>> pt = point(10.0, 50.0, "EPSG:4326")
-        >>> round(buffer_geometry(pt, 0.01, "deg").boundingbox.right, 6)
-        10.01
-        >>> b = buffer_geometry(pt, 100, "m").to_crs("EPSG:32632").boundingbox
-        >>> round(b.right - b.left)
-        200
-    """
-    _check_unit(unit)
-    if distance < 0:
-        raise InputError(f"buffer must be >= 0, got {distance}")
-    if distance == 0:
-        return geometry
-    crs = geometry.crs
-    if crs is None:
-        raise MissingGeoreferenceError("the geometry has no CRS; give it one before buffering")
-    if unit == "deg":
-        work = project(geometry, WGS84)
-        grown = work.geom.buffer(distance, quad_segs=32)
-        # a degree buffer stops at the poles: past them, latitudes mean nothing
-        grown = grown.intersection(box_(-540.0, -90.0, 540.0, 90.0))
-    else:
-        if crs.geographic or crs.units[0] not in ("metre", "m", "meter"):
-            lon, lat = wgs84_centroid(geometry)
-            zone = int((lon + 180) // 6) % 60 + 1
-            work = project(geometry, CRS(f"EPSG:{(32600 if lat >= 0 else 32700) + zone}"))
-        else:
-            work = geometry
-        # enough segments that a buffered point is round to well under a pixel
-        grown = work.geom.buffer(distance, quad_segs=32)
-    out = Geometry(grown, work.crs)
-    target = CRS(to) if to is not None else crs
-    if target.geographic:
-        return project(wgs84_footprint(out), target)
-    return out.to_crs(target)
-
-
 def _as_geometry(geometry: Any, crs: Any) -> Any:
     if isinstance(geometry, Geometry):
         return geometry
@@ -432,7 +361,7 @@ def geometry_geobox(
     if buffer:
         target = buffer_geometry(geom, buffer, buffer_unit, to=crs)
     else:
-        _check_unit(buffer_unit)
+        check_buffer(0, buffer_unit)  # the unit alone
         target = project(geom, crs)
     if target.is_empty:
         raise InputError("the geometry is empty; nothing to build a grid around")

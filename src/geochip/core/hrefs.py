@@ -105,6 +105,23 @@ def _is_private(host: str) -> bool:
     )
 
 
+def _join_url(base: str, href: str) -> str:
+    """``href`` relative to the URL ``base``; urllib joins only the schemes it knows
+    (http...), so object-store URLs (``s3://bucket/a/b.json``) are joined here.
+
+    >>> _join_url("s3://bucket/cat/items/a.json", "../../scenes/a.tif")
+    's3://bucket/scenes/a.tif'
+    """
+    scheme = urlsplit(base).scheme.lower()
+    if scheme in {"http", "https"}:
+        return urljoin(base, href)
+    bucket, _, key = base.split("://", 1)[1].partition("/")
+    if href.startswith("/"):
+        return f"{scheme}://{bucket}{posixpath.normpath(href)}"
+    path = posixpath.normpath(posixpath.join(posixpath.dirname("/" + key), href))
+    return f"{scheme}://{bucket}{path}"
+
+
 def resolve_host(host: str, port: int | None = None) -> list[str]:
     """Every address ``host`` resolves to now (``socket.getaddrinfo``: DNS, /etc/hosts, or
     the literal address), in the resolver's order, without repeats. Raises
@@ -203,7 +220,7 @@ class HrefPolicy:
         if base is not None and not drive:
             base_parts = urlsplit(base)
             if base_parts.scheme.lower() in self.schemes:  # "/x" is root-relative on a URL
-                joined = urljoin(base, href)
+                joined = _join_url(base, href)
                 return self._check_url(joined, urlsplit(joined))
         if base is not None and not os.path.isabs(href) and not drive:
             base_parts = urlsplit(base)

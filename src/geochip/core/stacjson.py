@@ -1,7 +1,8 @@
 """STAC JSON read one way: item dicts checked before pystac sees them, and the scene sources
-a user names (paths, URLs, STAC Item or ItemCollection JSON files or URLs) resolved to what
-:func:`geochip.read.open.open_scenes` opens. ``geochip chips``, ``geochip predict`` and the
-Python API share :func:`scene_sources`, so each accepts what the others accept.
+a user names (paths; http(s), s3://, gs://, az:// URLs; STAC Item or ItemCollection JSON
+files or URLs) resolved to what :func:`geochip.read.open.open_scenes` opens. ``geochip
+chips``, ``geochip predict`` and the Python API share :func:`scene_sources`, so each accepts
+what the others accept.
 
 Example:
     >>> import json, tempfile, pathlib
@@ -25,6 +26,7 @@ from typing import Any
 import pystac
 
 from ..errors import InputError, MissingHrefError
+from .storage import filesystem, is_object_url
 
 __all__ = [
     "check_item_dict",
@@ -82,7 +84,11 @@ def scene_sources(values: Iterable[Any]) -> list[Any]:
             raise InputError(f"{value}: cannot read it as JSON ({err})") from err
         if data is None:
             try:
-                data = pystac.StacIO.default().read_json(value)
+                if is_object_url(value):  # s3://, gs://, az:// through fsspec
+                    fs, path = filesystem(value)
+                    data = json.loads(bytes(fs.cat_file(path)).decode("utf-8"))
+                else:
+                    data = pystac.StacIO.default().read_json(value)
             except (OSError, ValueError) as err:  # urllib's HTTPError is an OSError
                 raise InputError(
                     f"{value}: cannot read it as STAC JSON ({err}); check the path or URL"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import posixpath
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,13 @@ from shapely.geometry import mapping
 
 from ..core.files import atomic_write_text
 from ..core.geometry import rfc7946_bbox, wgs84_footprint
+from ..core.storage import exists, is_url, join, parent, read_bytes
 from ..sources.files import COG_MEDIA_TYPE
 from ..sources.items import STAC_EXTENSIONS
 from .sources import WindowSource
 from .writer import Layer, crs_wkt
 
-__all__ = ["CLASSIFICATION", "finished", "item_path", "write_item"]
+__all__ = ["CLASSIFICATION", "finished", "item_location", "item_path", "write_item"]
 
 CLASSIFICATION = "https://stac-extensions.github.io/classification/v2.0.0/schema.json"
 _NOMINAL = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -38,17 +40,30 @@ def item_path(out: Path) -> Path:
     return out.with_suffix(".json")
 
 
-def finished(out: Path, fingerprint: str) -> bool:
-    """Whether the item of ``out`` records a finished prediction of ``fingerprint`` (its
-    assets all there): the item is written last, after every output file."""
+def item_location(out: str | Path) -> str:
+    """:func:`item_path` for a path or a URL.
+
+    >>> item_location("s3://bucket/pred/scene.tif")
+    's3://bucket/pred/scene.json'
+    """
+    if not is_url(out):
+        return str(item_path(Path(out)))
+    return f"{posixpath.splitext(str(out))[0]}.json"
+
+
+def finished(out: str | Path, fingerprint: str) -> bool:
+    """Whether the item of ``out`` (a path or URL) records a finished prediction of
+    ``fingerprint`` (its assets all there): the item is written last, after every output
+    file."""
     try:
-        item = json.loads(item_path(out).read_text())
+        item = json.loads(read_bytes(item_location(out)))
     except (OSError, ValueError):
         return False
     if item.get("properties", {}).get("geochip:fingerprint") != fingerprint:
         return False
     assets = item.get("assets", {}).values()
-    return bool(assets) and all((out.parent / a["href"]).exists() for a in assets)
+    folder = parent(out)
+    return bool(assets) and all(exists(join(folder, a["href"].removeprefix("./"))) for a in assets)
 
 
 def _nodata(value: float) -> float | int | str:

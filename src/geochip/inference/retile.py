@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -35,7 +36,18 @@ import rasterio.shutil
 from rasterio.io import MemoryFile
 from rasterio.windows import Window as RioWindow
 
-from ..core.files import atomic_path
+from ..core.env import gdal_env
+from ..core.storage import (
+    check_writable,
+    exists,
+    gdal_path,
+    is_object_url,
+    is_url,
+    join,
+    local_path,
+    output_file,
+    output_folder,
+)
 from ..errors import InputError, MissingGeoreferenceError, OutputExistsError
 from ..sources.files import item_from_rasters
 from ..sources.static import make_catalog
@@ -52,10 +64,14 @@ def retile(
     edge: Literal["keep", "pad"] = "keep",
     collection: str = "tiles",
     overwrite: bool = False,
-) -> Path:
+) -> Path | str:
     """Cut rasters into COG tiles under ``out`` and return the catalog's path (see the
-    module docstring)."""
-    paths = [Path(sources)] if isinstance(sources, str | Path) else [Path(s) for s in sources]
+    module docstring). ``sources`` and ``out`` may be object-store URLs
+    (``s3://bucket/tiles``): each tile is made locally and uploaded in one ``put_file``,
+    the catalog (relative hrefs, as on disk) after the tiles, ``catalog.json`` last; the
+    catalog's URL is returned as a string."""
+    given = [sources] if isinstance(sources, str | Path) else list(sources)
+    paths = [s if isinstance(s, str) and is_object_url(s) else local_path(s) for s in given]
     if tile < 16 or tile % 16:
         raise InputError(f"tile must be a multiple of 16 pixels (COG blocks), got {tile}")
     if patch is not None and (patch < 1 or tile % patch):
@@ -66,14 +82,15 @@ def retile(
         )
     if edge not in ("keep", "pad"):
         raise InputError(f"edge must be 'keep' or 'pad', got {edge!r}")
-    out = Path(out)
-    if (out / "catalog.json").exists() and not overwrite:
+    if exists(join(out, "catalog.json")) and not overwrite:
         raise OutputExistsError(f"{out} holds a catalog already; pass overwrite=True to redo it")
+    check_writable(out)  # before any tile
     items = []
     for path in paths:
-        if not path.is_file():
+        if not (exists(path) if is_url(path) else Path(path).is_file()):
             raise InputError(f"{path} does not exist; check the path")
-        with rasterio.open(path) as src:
+        stem = posixpath.splitext(posixpath.basename(str(path)))[0]
+        with gdal_env({}), rasterio.open(gdal_path(str(path))) as src:
             if src.crs is None:
                 raise MissingGeoreferenceError(
                     f"{path}: the raster has no CRS, so its tiles could not be placed; fix "
@@ -82,18 +99,30 @@ def retile(
             fill = src.nodata if src.nodata is not None else 0
             for row in range(0, src.height, tile):
                 for col in range(0, src.width, tile):
-                    name = f"{path.stem}-r{row}-c{col}"
-                    target = out / "tiles" / f"{name}.tif"
-                    if overwrite or not target.exists():
+                    name = f"{stem}-r{row}-c{col}"
+                    target = join(out, "tiles", f"{name}.tif")
+                    if overwrite or not exists(target):
                         _write_tile(src, target, row, col, tile, edge, fill)
                     items.append(item_from_rasters(name, {"data": target}, collection=collection))
-    make_catalog(out, items, catalog_id=f"{collection}-catalog", collection=collection,
-                 description=f"{len(items)} tiles of {tile} px")  # fmt: skip
-    return out / "catalog.json"
+
+    def write_catalog(root: Path) -> Path:
+        return make_catalog(root, items, catalog_id=f"{collection}-catalog",
+                            collection=collection,
+                            description=f"{len(items)} tiles of {tile} px")  # fmt: skip
+
+    if not is_url(out):
+        return write_catalog(local_path(out))
+    # on an object store: the catalog is made locally as it would be on disk (tile hrefs
+    # relative to it), then uploaded with catalog.json last
+    with output_folder(out, last=("catalog.json",)) as tmp:
+        for item in items:
+            item.assets["data"].href = str(tmp.resolve() / "tiles" / f"{item.id}.tif")
+        write_catalog(tmp)
+    return join(out, "catalog.json")
 
 
 def _write_tile(
-    src: rasterio.DatasetReader, target: Path, row: int, col: int, tile: int, edge: str,
+    src: rasterio.DatasetReader, target: str, row: int, col: int, tile: int, edge: str,
     fill: float,
 ) -> None:  # fmt: skip
     if edge == "pad":
@@ -118,7 +147,7 @@ def _write_tile(
             for b in range(1, src.count + 1):
                 if src.descriptions[b - 1]:
                     tmp.set_band_description(b, src.descriptions[b - 1])
-        with atomic_path(target) as part:
+        with output_file(target) as part:
             rasterio.shutil.copy(
                 mem.name, str(part), driver="COG", BLOCKSIZE=str(min(512, tile)),
                 COMPRESS="DEFLATE", OVERVIEW_RESAMPLING="NEAREST",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import posixpath
 import queue
 import shutil
 import threading
@@ -35,9 +36,19 @@ from odc.geo.geobox import GeoBox
 from .._version import __version__
 from ..core.env import GdalEnv
 from ..core.files import remove_stale_partials
+from ..core.storage import (
+    check_writable,
+    exists,
+    is_url,
+    join,
+    local_path,
+    output_file,
+    parent,
+)
 from ..errors import InputError, OutputExistsError, PredictFailedError, RasterReadError
+from ..sources.sample import cache_dir
 from .blend import Blender, OutputSpec
-from .item import finished, item_path, write_item
+from .item import finished, item_location, item_path, write_item
 from .model import (
     Activation,
     ModelRunner,
@@ -67,6 +78,8 @@ class PredictResult:
 
     paths: list[Path] = field(default_factory=list)
     items: list[Path] = field(default_factory=list)
+    #: outputs written to object storage (``s3://...``): the COGs, then their items
+    urls: list[str] = field(default_factory=list)
     windows: int = 0
     model_windows: int = 0
     model_calls: int = 0
@@ -383,6 +396,47 @@ def _predict_one(
     store.remove()
 
 
+def _staging(url: str) -> Path:
+    """Where a prediction to ``url`` is made before it is uploaded (its strips, state and
+    finished files): a folder in geochip's cache named by a hash of the URL, so a rerun
+    resumes there."""
+    digest = hashlib.sha256(url.encode()).hexdigest()[:24]
+    return cache_dir() / "predict" / digest / posixpath.basename(url)
+
+
+def _predict_remote(url: str, source: WindowSource, result: PredictResult, **kw: Any) -> None:
+    """:func:`_predict_one` to an object-store ``url``: made in a local staging folder,
+    then each COG uploaded in one ``put_file`` (GDAL cannot write a COG in place on S3;
+    one PUT or a completed multipart upload appears whole or not at all), the item last. A
+    rerun of a finished job (the item there, same fingerprint) has nothing to do."""
+    fingerprint = _fingerprint(source, kw["options"], kw["checksum"])
+    staging = _staging(url)
+    layers, _ = _layers(staging, kw["output"], kw["classes"], None, kw["prob_dtype"])
+    urls = [join(parent(url), layer.path.name) for layer in layers]
+    if not kw["overwrite"] and kw["checksum"] and finished(url, fingerprint):
+        result.urls += [*urls, item_location(url)]
+        return
+    if not kw["overwrite"] and not _state_matches(staging, fingerprint):
+        taken = next((u for u in urls if exists(u)), None)
+        if taken is not None:
+            raise OutputExistsError(
+                f"{taken} exists; pass overwrite=True (--overwrite) to replace it, or "
+                "choose another output path"
+            )
+    if not _state_matches(staging, fingerprint) and not finished(staging, fingerprint):
+        shutil.rmtree(staging.parent, ignore_errors=True)  # what another job left there
+    before = len(result.paths)
+    _predict_one(kw.pop("runner"), source, staging, result=result, **{**kw, "overwrite": False})
+    made = result.paths[before:]
+    del result.paths[before:], result.items[len(result.items) - 1 :]
+    for path in [*made, item_path(staging)]:  # the COGs, then the item that names them
+        target = join(parent(url), path.name)
+        with output_file(target) as tmp:
+            shutil.copyfile(path, tmp)
+        result.urls.append(target)
+    shutil.rmtree(staging.parent, ignore_errors=True)
+
+
 def _state_matches(out: Path, fingerprint: str) -> bool:
     try:
         state = json.loads((state_dir(out) / "state.json").read_text())
@@ -434,7 +488,10 @@ def predict(
     ``overwrite``.
     """
     started = time.perf_counter()
-    out = Path(out)
+    remote = is_url(out)
+    if remote:
+        check_writable(parent(out))  # refused before any work
+    url, out = str(out), local_path(out)
     for name, value in (("chip", chip), ("batch_size", batch_size), ("tile", tile)):
         if not isinstance(value, int) or value < 1:
             raise InputError(f"{name} must be a positive integer, got {value!r}")
@@ -486,7 +543,25 @@ def predict(
     }  # fmt: skip
     result = PredictResult()
     for src in sources:
-        target = out / f"{src.id}.tif" if len(sources) > 1 or out.suffix == "" else out
+        folder = len(sources) > 1 or out.suffix == ""
+        if remote:
+            _predict_remote(
+                join(url, f"{src.id}.tif") if folder else url,
+                src,
+                result,
+                runner=runner,
+                options=options,
+                checksum=checksum,
+                model_href=str(model_path) if model_path is not None else None,
+                classes=classes,
+                output=output,
+                prob_dtype=probability_dtype,
+                tile=tile,
+                threads=threads,
+                overwrite=overwrite,
+            )
+            continue
+        target = out / f"{src.id}.tif" if folder else out
         _predict_one(
             runner,
             src,

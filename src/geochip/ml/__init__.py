@@ -1,5 +1,5 @@
 """PyTorch and friends (an optional extra): map-style and streaming datasets, collate, the
-Lightning data module and zen3geo's names.
+Lightning data module.
 
 Every module here needs torch, so importing any of them without it raises
 :class:`~geochip.errors.MissingExtraError` naming the extra (``pip install 'geochip[torch]'``).

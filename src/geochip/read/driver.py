@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -48,6 +50,7 @@ from ..core.env import GdalEnv
 from ..core.hrefs import HrefPolicy
 from ..core.retry import call_with_retries, retry
 from ..core.security import redact
+from ..core.storage import gdal_options
 from ..errors import RasterReadError
 from .scene import _causes, gdal_path
 
@@ -140,6 +143,13 @@ class CheckedRioDriver(RioDriver):
         if captured == GDAL_CLOUD_DEFAULTS:  # odc-loader's defaults: nothing was set
             captured = {}
         return {**self.env.options, **captured}
+
+    @contextmanager
+    def restore_env(self, env: dict[str, Any], load_state: Any) -> Iterator[Any]:
+        """The captured options around the reads, on top of the endpoint options of the
+        reading process's environment (:func:`geochip.core.storage.gdal_options`)."""
+        with super().restore_env({**gdal_options(), **env}, load_state) as ctx:
+            yield ctx
 
     def open(self, src: RasterSource, ctx: Any) -> CheckedRioReader:
         """The reader of one source."""

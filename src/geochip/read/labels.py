@@ -41,7 +41,9 @@ import rasterio.warp
 from odc.geo.crs import CRS
 from odc.geo.geobox import GeoBox
 
+from ..core.env import gdal_env
 from ..core.grid import grid_offset, grid_text, label_geobox, same_grid
+from ..core.storage import gdal_path
 from ..core.vectors import read_vector
 from ..errors import CRSMismatchError, GridMismatchError, InputError
 
@@ -213,7 +215,7 @@ target grid (... origin (0, 40)...): the label's origin is 0 rows, 0.5 columns o
         return _align_xarray(label, geobox, same, fill), report
     href = _label_href(label, asset)
 
-    with rasterio.open(href) as ds:
+    with gdal_env({}), rasterio.open(gdal_path(href)) as ds:
         if not 1 <= band <= ds.count:
             raise InputError(f"{href} has {ds.count} band(s); band={band} does not exist")
         if same:

@@ -47,10 +47,12 @@ from ..core.grid import YX
 from ..core.retry import call_with_retries, http_status
 from ..core.security import redact
 from ..core.stacjson import scene_sources
+from ..core.storage import RASTER_SUFFIXES, filesystem, is_object_url, raster_files
 from ..errors import (
     BandNotFoundError,
     GridMismatchError,
     InputError,
+    MissingExtraError,
     MissingGeoreferenceError,
     OverviewNotFoundError,
     RasterReadError,
@@ -93,6 +95,8 @@ def _band_names_from_file(ds: Any) -> list[str]:
 def _open_error(href: str, err: Exception, env: GdalEnv) -> Exception:
     text = str(err)
     label = redact(href)
+    if is_object_url(href):
+        return _object_error(href, text)
     if is_remote(href):
         status = http_status(gdal_path(href), env)
         if status in (404, 410):
@@ -115,6 +119,27 @@ def _open_error(href: str, err: Exception, env: GdalEnv) -> Exception:
         return InputError(f"{label} is not a raster GDAL can read ({text}); check the path")
     if "No such file" in text or "does not exist" in text:
         return RasterReadError(f"{label} does not exist ({text}); check the path")
+    return RasterReadError(f"{label} could not be opened: {text}")
+
+
+def _object_error(href: str, text: str) -> Exception:
+    """Why an object-store raster did not open: missing, refused, or not a raster (asked
+    through its fsspec file system, with the environment's credentials)."""
+    label = redact(href)
+    try:
+        fs, path = filesystem(href)
+        exists = fs.exists(path)
+    except MissingExtraError:
+        raise
+    except Exception as err:  # no answer: credentials, endpoint, network
+        return RasterReadError(
+            f"{label} could not be reached ({type(err).__name__}: {redact(str(err))}); check "
+            "the URL, the credentials in the environment and the endpoint (AWS_ENDPOINT_URL)"
+        )
+    if not exists:
+        return RasterReadError(f"{label} does not exist; check the URL ({text})")
+    if "not recognized as" in text or "not a supported" in text:
+        return InputError(f"{label} is not a raster GDAL can read ({text}); check the URL")
     return RasterReadError(f"{label} could not be opened: {text}")
 
 
@@ -475,8 +500,15 @@ def open_scenes(
 ) -> list[Scene]:
     """Open many scenes (paths, URLs, items, STAC Item/ItemCollection JSON paths or URLs, or
     an ``ItemCollection``), as ``geochip chips`` does; headers are read on ``workers``
-    threads. Scene ids are made unique (``-2``, ``-3``... on repeats)."""
-    items = scene_sources(sources)
+    threads. Scene ids are made unique (``-2``, ``-3``... on repeats).
+
+    A folder among them (a local one, or an object-store prefix such as
+    ``"s3://bucket/scenes/"``, listed through fsspec) stands for the rasters in it
+    (``.tif``/``.tiff``/``.jp2``, recursively, sorted); ``sources`` may be one such folder.
+    """
+    if isinstance(sources, str | os.PathLike):
+        sources = [sources]
+    items = [scene for src in scene_sources(sources) for scene in _expand_folder(src)]
     if not items:
         raise InputError("no scenes given")
 
@@ -504,6 +536,35 @@ def open_scenes(
         seen[scene.id] = n
         out.append(scene if n == 1 else replace(scene, id=f"{scene.id}-{n}"))
     return out
+
+
+def _is_folder(source: str) -> bool:
+    if is_object_url(source):
+        if source.endswith("/") or any(ch in source for ch in "*?["):
+            return True
+        if source.lower().endswith(RASTER_SUFFIXES):
+            return False
+        fs, path = filesystem(source)  # a name without a raster suffix: a file, or a prefix
+        try:
+            return not fs.isfile(path)
+        except Exception:  # no answer here: opening it says why
+            return False
+    return "://" not in source and not source.startswith("/vsi") and Path(source).is_dir()
+
+
+def _expand_folder(source: SceneSource) -> list[SceneSource]:
+    """The rasters of a folder ``source``; any other source as it is."""
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    if not isinstance(source, str) or not _is_folder(source):
+        return [source]
+    files = raster_files(source)
+    if not files:
+        raise InputError(
+            f"no raster ({', '.join(RASTER_SUFFIXES)}) in the folder {redact(source)}; check "
+            "the path (an object-store folder is a prefix ending in /)"
+        )
+    return list(files)
 
 
 def scenes_of(

@@ -41,6 +41,7 @@ from ..core.grid import YX, Window
 from ..core.handles import drop_handle, get_handle
 from ..core.retry import call_with_retries
 from ..core.security import redact
+from ..core.storage import gdal_path as storage_gdal_path
 from ..errors import RasterReadError
 
 if TYPE_CHECKING:
@@ -61,16 +62,17 @@ SceneSource = Any  # str | Path | pystac.Item
 
 
 def gdal_path(href: str) -> str:
-    """What GDAL opens for ``href``: ``/vsicurl/`` in front of http(s) URLs.
+    """What GDAL opens for ``href``: ``/vsicurl/`` in front of http(s) URLs, GDAL's network
+    file systems for object-store URLs (:func:`geochip.core.storage.gdal_path`).
 
     >>> gdal_path("https://example.com/a.tif"), gdal_path("/data/a.tif")
     ('/vsicurl/https://example.com/a.tif', '/data/a.tif')
+    >>> gdal_path("s3://bucket/scenes/a.tif")
+    '/vsis3/bucket/scenes/a.tif'
     """
     if href.startswith(("http://", "https://")):
         return f"/vsicurl/{href}"
-    if href.startswith("file://"):
-        return href[len("file://") :]
-    return href
+    return storage_gdal_path(href)
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@ from ..core.env import DEFAULTS
 from ..core.hrefs import HrefPolicy
 from ..core.masks import QA_LAYOUTS, landsat_qa_fill, landsat_qa_mask, probability_mask, scl_mask
 from ..core.security import Signer, redact, sign_href
+from ..core.storage import gdal_options
 from ..errors import BandNotFoundError, InputError, NoCloudInfoError, RasterReadError
 from ..sources.items import eo_cloud_cover
 
@@ -239,7 +240,7 @@ def _read_windows(
     whole band). The band is opened once; each footprint is read at the coarsest overview
     that gives it at least ``min_pixels`` pixels, and the footprints read at one level share
     one window read (the box around them all) unless that box is much larger than they are."""
-    with rasterio.Env(**GDAL_READ_OPTIONS), rasterio.open(href) as base:
+    with rasterio.Env(**{**gdal_options(), **GDAL_READ_OPTIONS}), rasterio.open(href) as base:
         overviews = list(base.overviews(1))
         nodata = base.nodata
         plans: list[tuple[int, Any]] = []
@@ -274,7 +275,10 @@ def _read_windows(
         factor = [1, *overviews][level]
         todo = [(n, geom) for n, (lv, geom) in enumerate(plans) if lv == level]
         open_kwargs = {"overview_level": level - 1} if level > 0 else {}
-        with rasterio.Env(**GDAL_READ_OPTIONS), rasterio.open(href, **open_kwargs) as ds:
+        with (
+            rasterio.Env(**{**gdal_options(), **GDAL_READ_OPTIONS}),
+            rasterio.open(href, **open_kwargs) as ds,
+        ):
             full = rasterio.windows.Window(0, 0, ds.width, ds.height)
             wins = [full if geom is None else _pixel_window(ds, geom) for _, geom in todo]
             col0 = min(int(w.col_off) for w in wins)

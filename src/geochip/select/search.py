@@ -161,8 +161,12 @@ def select_scenes(
         catalog: an opened catalog or anything :func:`~geochip.sources.open.open_catalog`
             opens (its signer, href policy, retries and request bound are used).
         labels: label footprints (see :func:`load_labels`).
-        start, end, periods: the periods (see :func:`make_periods`).
-        max_cloud, relax_step, cloud_limit: the threshold ladder (:func:`thresholds`).
+        start: the periods' start (see :func:`make_periods`).
+        end: the periods' end.
+        periods: the periods (a number, ``"monthly"``, ``"seasonal"`` or explicit pairs).
+        max_cloud: the threshold ladder's first step (see :func:`thresholds`).
+        relax_step: the ladder's step.
+        cloud_limit: the ladder's last step.
         k: scenes kept per period, best first.
         collections: collections to search.
         cloud_band: where to count clouds when needed (``"auto"``: recognised from asset

@@ -35,6 +35,7 @@ The Parquet file's metadata key ``geochip:selection`` holds the configuration (J
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,14 +45,24 @@ import geopandas as gpd
 import pyarrow.parquet as pq
 import pystac
 
-from ..core.files import atomic_path, atomic_write_text
 from ..core.security import redact, unsign_href
+from ..core.storage import (
+    exists,
+    is_url,
+    join,
+    local_path,
+    output_file,
+    parent,
+    read_bytes,
+    write_text,
+)
 from ..errors import InputError
 from ..sources.items import item_from_dict
 
 __all__ = [
     "SELECTION_COLUMNS",
     "Selection",
+    "items_location",
     "load_selection",
 ]
 
@@ -120,17 +131,32 @@ class Selection:
 
     def save(self, path: str | Path) -> Path:
         """Write the table (GeoParquet) and the items (``<stem>.items.json``) atomically;
-        return the table's path."""
-        return _save_selection(self, Path(path))
+        return the table's path. ``path`` may be a URL (``s3://bucket/sel.parquet``):
+        each file is then one upload, the items first and the table (which names them)
+        last. For a URL the path returned is ``Path(url)``: use :func:`items_location`."""
+        _save_selection(self, path)
+        return local_path(path)
+
+
+def items_location(path: str | Path) -> str:
+    """Where the items of the selection table ``path`` (a path or URL) are written:
+    ``<stem>.items.json`` beside it.
+
+    >>> items_location("s3://bucket/runs/selection.parquet")
+    's3://bucket/runs/selection.items.json'
+    """
+    if is_url(path):
+        folder, name = str(path).rstrip("/").rsplit("/", 1)
+        return f"{folder}/{Path(name).stem}.items.json"
+    return str(_items_path(local_path(path)))
 
 
 def _items_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}.items.json")
 
 
-def _save_selection(selection: Selection, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    items_path = _items_path(path)
+def _save_selection(selection: Selection, path: str | Path) -> None:
+    items_path = items_location(path)
     features = []
     for item_id in sorted(selection.items):
         item = selection.items[item_id].clone()
@@ -148,8 +174,8 @@ def _save_selection(selection: Selection, path: Path) -> Path:
     text = json.dumps(collection, indent=1, default=str)
     if redact(text) != text:  # a server put a secret in an item: never write it
         text = redact(text)
-    atomic_write_text(items_path, text)
-    with atomic_path(path) as tmp:
+    write_text(items_path, text)
+    with output_file(path) as tmp:
         selection.table.to_parquet(tmp, index=False)
         table = pq.read_table(tmp)
         meta = dict(table.schema.metadata or {})
@@ -157,28 +183,31 @@ def _save_selection(selection: Selection, path: Path) -> Path:
         meta[b"geochip:selection"] = json.dumps(
             {
                 **selection.config,
-                "items_file": items_path.name,
+                "items_file": items_path.rsplit("/", 1)[-1],
                 "skipped_no_cloud": selection.skipped,
             },
             default=str,
         ).encode()
         pq.write_table(table.replace_schema_metadata(meta), tmp)
-    return path
 
 
 def load_selection(path: str | Path) -> Selection:
-    """Read a selection saved by :meth:`Selection.save`: the table and its items."""
-    path = Path(path)
-    if not path.exists():
+    """Read a selection saved by :meth:`Selection.save` (a path or URL): the table and its
+    items."""
+    if not exists(path):
         raise InputError(f"no selection table at {path}")
-    table = gpd.read_parquet(path)
-    meta = pq.read_schema(path).metadata or {}
+    data = read_bytes(path)
+    table = gpd.read_parquet(io.BytesIO(data))
+    meta = pq.read_schema(io.BytesIO(data)).metadata or {}
     config = json.loads(meta.get(b"geochip:selection", b"{}"))
-    items_path = path.with_name(config.get("items_file") or _items_path(path).name)
-    if not items_path.exists():
-        raise InputError(f"the selection {path} has no items file {items_path.name} beside it")
-    data = json.loads(items_path.read_text())
-    items = {f["id"]: item_from_dict(f, str(items_path)) for f in data.get("features", [])}
+    name = config.get("items_file") or items_location(path).rsplit("/", 1)[-1]
+    items_path = join(parent(path), name)
+    if not exists(items_path):
+        raise InputError(
+            f"the selection {path} has no items file {items_path.rsplit('/', 1)[-1]} beside it"
+        )
+    features = json.loads(read_bytes(items_path)).get("features", [])
+    items = {f["id"]: item_from_dict(f, items_path) for f in features}
     for column in table.columns:
         if column.startswith(("item_", "cloud_")) or column == "collections":
             table[column] = table[column].map(lambda v: list(v) if v is not None else [])

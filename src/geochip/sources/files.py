@@ -42,7 +42,9 @@ import pystac
 import rasterio
 from odc.geo.geom import box
 
+from ..core.env import gdal_env
 from ..core.geometry import rfc7946_bbox, wgs84_footprint
+from ..core.storage import RASTER_SUFFIXES, gdal_path, is_object_url, raster_files
 from ..errors import InputError, MissingGeoreferenceError
 from .items import STAC_EXTENSIONS
 
@@ -56,9 +58,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: File name endings taken as rasters when a folder is given.
-RASTER_SUFFIXES = (".tif", ".tiff", ".jp2")
 
 
 def is_raster_file(path: str | Path) -> bool:
@@ -97,7 +96,7 @@ def raster_fields(path: str | Path) -> dict[str, Any]:
     """Header fields of one raster: ``code`` (``EPSG:n`` or None), ``wkt2`` (when no EPSG
     code fits), ``shape`` [h, w], ``transform`` (6 numbers), ``bounds``, ``crs``, ``bands``
     (STAC 1.1 band dicts), ``resolution``, ``driver``, ``tags``. Pixels are not read."""
-    with rasterio.open(path) as ds:
+    with gdal_env({}), rasterio.open(gdal_path(str(path))) as ds:
         crs = ds.crs
         code = None
         if crs is not None:
@@ -226,7 +225,7 @@ def item_from_rasters(
         item.add_asset(
             key,
             pystac.Asset(
-                href=str(Path(path).absolute()),
+                href=str(path) if is_object_url(path) else str(Path(path).absolute()),
                 media_type=media_type or _MEDIA.get(str(fld.get("driver"))),
                 roles=list(roles[key]) if roles and key in roles else ["data"],
                 extra_fields=extra,
@@ -235,21 +234,29 @@ def item_from_rasters(
     return item
 
 
-def _expand(source: str | Path | Sequence[str | Path], recursive: bool) -> list[Path]:
+def _expand(source: str | Path | Sequence[str | Path], recursive: bool) -> list[str]:
+    """The raster files of ``source`` as local paths or object-store URLs, sorted."""
+    if isinstance(source, str) and is_object_url(source):
+        return raster_files(source, recursive)  # a folder or glob, listed through fsspec
     if isinstance(source, str | Path):
         text = str(source)
         if any(ch in text for ch in "*?["):
             paths = [Path(p) for p in glob.glob(text, recursive=recursive)]
         elif Path(text).is_dir():
-            walker = Path(text).rglob("*") if recursive else Path(text).glob("*")
-            paths = [p for p in walker if is_raster_file(p)]
+            return raster_files(text, recursive)
         elif Path(text).is_file():
             paths = [Path(text)]
         else:
             raise InputError(f"no folder, file or glob match at {text!r}")
-    else:
-        paths = [Path(p) for p in source]
-    return sorted({p for p in paths if p.is_file()})
+        return sorted({str(p) for p in paths if p.is_file()})
+    urls = {str(p) for p in source if is_object_url(p)}
+    return sorted(urls | {str(p) for p in map(Path, source) if str(p) not in urls and p.is_file()})
+
+
+def _as_path(file: str) -> Path:
+    """``file`` as a Path (for an object-store URL, its path inside the bucket): what
+    names, dates and a ``datetime`` callable look at."""
+    return Path(file.split("://", 1)[1]) if is_object_url(file) else Path(file)
 
 
 def folder_items(
@@ -260,7 +267,9 @@ def folder_items(
     datetime: str | Callable[[Path], dt.datetime] | None = None,
     collection: str | None = None,
 ) -> list[pystac.Item]:
-    """Items for a folder, a glob (``"scenes/**/*.tif"``) or a list of raster files.
+    """Items for a folder, a glob (``"scenes/**/*.tif"``) or a list of raster files; a
+    folder or glob on an object store (``"s3://bucket/scenes/"``) is listed through fsspec
+    and its files are read through GDAL's network file systems.
 
     Without ``group``, each file is one item with one asset ``"data"`` holding all its
     bands. With ``group``, a regex with named groups ``scene`` and ``band`` matched against
@@ -270,31 +279,33 @@ def folder_items(
     paths = _expand(source, recursive)
     if not paths:
         raise InputError(f"no raster ({', '.join(RASTER_SUFFIXES)}) found in {source!s}")
-    groups: dict[str, dict[str, Path]] = {}
+    groups: dict[str, dict[str, str]] = {}
     if group is None:
-        for path in paths:
+        for file in paths:
+            path = _as_path(file)
             if path.stem in groups:
                 raise InputError(
                     f"two rasters would both be item {path.stem!r}: {groups[path.stem]['data']} "
-                    f"and {path}; rename one or pass group="
+                    f"and {file}; rename one or pass group="
                 )
-            groups[path.stem] = {"data": path}
+            groups[path.stem] = {"data": file}
     else:
         pattern = re.compile(group)
         if not {"scene", "band"} <= set(pattern.groupindex):
             raise InputError(f"group pattern {group!r} needs named groups 'scene' and 'band'")
-        for path in paths:
-            m = pattern.fullmatch(path.name) or pattern.search(path.name)
+        for file in paths:
+            name = _as_path(file).name
+            m = pattern.fullmatch(name) or pattern.search(name)
             if m is None:
-                log.debug("%s does not match the group pattern; skipped", path)
+                log.debug("%s does not match the group pattern; skipped", file)
                 continue
             assets = groups.setdefault(m["scene"], {})
             if m["band"] in assets:
                 raise InputError(
                     f"scene {m['scene']!r} has two files for band {m['band']!r}: "
-                    f"{assets[m['band']]} and {path}"
+                    f"{assets[m['band']]} and {file}"
                 )
-            assets[m["band"]] = path
+            assets[m["band"]] = file
         if not groups:
             raise InputError(f"no file in {source!s} matches the group pattern {group!r}")
     items = []
@@ -302,7 +313,7 @@ def folder_items(
         assets = groups[item_id]
         fields = {key: raster_fields(path) for key, path in assets.items()}
         first_key = next(iter(assets))
-        when = _datetime_of(assets[first_key], fields[first_key], datetime)
+        when = _datetime_of(_as_path(assets[first_key]), fields[first_key], datetime)
         if when is None:
             log.debug("%s: no date in its tags or name; nominal datetime 1970-01-01", item_id)
         items.append(

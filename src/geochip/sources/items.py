@@ -27,10 +27,12 @@ from pystac.stac_io import DefaultStacIO
 
 from ..core.bands import asset_band_fields
 from ..core.stacjson import check_item_dict, item_from_dict
+from ..core.storage import filesystem, is_object_url
 
 __all__ = [
     "STAC_EXTENSIONS",
     "CheckedStacIO",
+    "ObjectStacIO",
     "check_item_dict",
     "item_from_dict",
     "eo_cloud_cover",
@@ -63,6 +65,18 @@ class CheckedStacIO(DefaultStacIO):
         if d.get("type") == "Feature":
             check_item_dict(d, str(href) if href else "")
         return super().stac_object_from_dict(d, href, root, preserve_dict)
+
+
+class ObjectStacIO(CheckedStacIO):
+    """:class:`CheckedStacIO` that reads object-store hrefs (``s3://``, ``gs://``,
+    ``az://``) through fsspec, with the environment's credentials; other hrefs as pystac
+    does. A static catalog on a bucket and its relative links resolve under the bucket."""
+
+    def read_text_from_href(self, href: str) -> str:
+        if is_object_url(href):
+            fs, path = filesystem(href)
+            return bytes(fs.cat_file(path)).decode("utf-8")
+        return str(super().read_text_from_href(href))
 
 
 def item_time_range(item: pystac.Item) -> tuple[dt.datetime | None, dt.datetime | None]:

@@ -10,11 +10,14 @@
   without it, so a server that ignores or mishandles a filter can neither add items nor
   silently hide them. Paging is bounded (``max_items``), requests are retried with backoff
   on 429/5xx and connection errors, and at most ``max_requests`` are open at once;
-* a **static catalog or collection** (``catalog.json``/``collection.json``) on disk or
-  over HTTP (pystac), or an ItemCollection JSON;
+* a **static catalog or collection** (``catalog.json``/``collection.json``) on disk, over
+  HTTP (pystac) or on an object store (``s3://``, ``gs://``, ``az://``: read through fsspec
+  with the environment's credentials, relative links resolved under the bucket), or an
+  ItemCollection JSON;
 * a **stac-geoparquet** file (``.parquet``; read with the ``stac-geoparquet`` package,
   filtered with pyarrow before items are built);
-* a **folder or glob of rasters** (GeoTIFF/JP2, see :mod:`geochip.sources.files`);
+* a **folder or glob of rasters** (GeoTIFF/JP2, see :mod:`geochip.sources.files`), local or
+  on an object store (``s3://bucket/scenes/``, listed through fsspec);
 * pystac objects or a list of items.
 
 Every kind answers :meth:`~geochip.sources.catalog.Catalog.search` with the same keywords
@@ -42,6 +45,7 @@ Example:
 from __future__ import annotations
 
 import json
+import posixpath
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -57,13 +61,14 @@ from ..core.security import (
     register_secret,
     register_secret_headers,
 )
+from ..core.storage import SCHEMES, filesystem, is_object_url
 from ..errors import CatalogError, InputError
 from .api import open_api
 from .catalog import DEFAULT_MAX_ITEMS, Catalog, ItemCatalog, is_url
 from .files import folder_items, is_raster_file
 from .geoparquet import GEOPARQUET_SUFFIXES, GeoParquetCatalog, read_geoparquet
 from .http import HttpSession, policy_io
-from .items import CheckedStacIO, item_from_dict
+from .items import CheckedStacIO, ObjectStacIO, item_from_dict
 from .static import StaticCatalog
 
 __all__ = [
@@ -71,7 +76,83 @@ __all__ = [
     "open_catalog",
 ]
 
+#: The object-store schemes a catalog may be read from (through fsspec).
+OBJECT_SCHEMES = tuple(s for s in SCHEMES if s != "memory")
+
 Kind = Literal["auto", "api", "static", "geoparquet", "files", "items"]
+
+
+def _url_join(base: str, href: str) -> str:
+    """``href`` relative to the object ``base`` (``..`` resolved), or ``href`` when absolute."""
+    if "://" in href:
+        return href
+    scheme, rest = f"{base.rsplit('/', 1)[0]}/{href}".split("://", 1)
+    return f"{scheme}://{posixpath.normpath(rest)}"
+
+
+def _open_object(
+    href: str, kind: Kind, policy: HrefPolicy, files: dict[str, Any], common: dict[str, Any]
+) -> Catalog:
+    """A catalog on an object store (``s3://``, ``gs://``, ``az://``), read through fsspec
+    with the environment's credentials: a folder or glob of rasters, a static catalog or
+    collection (its links resolve under the bucket), an ItemCollection, stac-geoparquet."""
+    fs, path = filesystem(href)
+    is_glob = any(ch in path for ch in "*?[")
+    try:
+        folder = not is_glob and fs.isdir(path)
+        inside = {
+            name: folder and fs.isfile(f"{path.rstrip('/')}/{name}")
+            for name in ("catalog.json", "collection.json")
+        }
+        exists = is_glob or folder or fs.isfile(path)
+    except Exception as err:  # no answer: credentials, endpoint, network
+        raise CatalogError(
+            f"cannot read {redact(href)}: {type(err).__name__}: {redact(str(err))}; check the "
+            "URL, that the bucket exists and the credentials in the environment"
+        ) from None
+    if (
+        kind == "files"
+        or is_glob
+        or (kind == "auto" and (is_raster_file(path) or (folder and not any(inside.values()))))
+    ):
+        return ItemCatalog(
+            lambda: folder_items(href, **files), href, kind="files", href_policy=policy, **common
+        )
+    if folder:
+        href = _url_join(href.rstrip("/") + "/", next(n for n, ok in inside.items() if ok))
+        path = f"{path.rstrip('/')}/{href.rsplit('/', 1)[1]}"
+    elif not exists:
+        raise InputError(
+            f"no STAC catalog at {redact(href)}: the object does not exist (give a "
+            "catalog.json, collection.json, ItemCollection JSON, .parquet or a folder of "
+            "rasters; a folder is a prefix ending in /)"
+        )
+    if kind == "geoparquet" or (kind == "auto" and path.lower().endswith(GEOPARQUET_SUFFIXES)):
+        with fs.open(path, "rb") as stream:
+            table = read_geoparquet(stream, href)
+        return GeoParquetCatalog(table, href, href_policy=policy, **common)
+    try:
+        data = json.loads(bytes(fs.cat_file(path)))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"{redact(href)} is not a JSON STAC object: {err}") from None
+    if isinstance(data, dict) and data.get("type") == "FeatureCollection":
+        items = [item_from_dict(f, href) for f in data.get("features") or []]
+        for item in items:
+            item.set_self_href(None)
+            for asset in item.assets.values():
+                asset.href = _url_join(href, asset.href)
+        return ItemCatalog(items, href, href_policy=policy, **common)
+    try:
+        obj = pystac.read_file(href, stac_io=ObjectStacIO())
+    except (pystac.STACTypeError, KeyError) as err:
+        raise InputError(
+            f"{redact(href)} is not a STAC catalog, collection or item collection: {err}"
+        ) from None
+    if not isinstance(obj, pystac.Catalog):
+        raise InputError(
+            f"{redact(href)} is a STAC {type(obj).__name__}, not a catalog or collection"
+        )
+    return StaticCatalog(obj, href, href_policy=policy, **common)
 
 
 def open_catalog(
@@ -106,8 +187,11 @@ def open_catalog(
             or any ``href -> href``); see :meth:`Catalog.sign`.
         href_policy: what the catalog's hrefs may point to; default: anything for local
             sources, :meth:`HrefPolicy.for_remote` for network ones.
-        timeout, retries, backoff: per request; 429, 5xx and connection errors are retried
-            with exponential backoff (``Retry-After`` is honoured, capped).
+        timeout: seconds per request.
+        retries: retries per request; 429, 5xx and connection errors are retried with
+            exponential backoff (``Retry-After`` is honoured, capped).
+        backoff: urllib3's backoff factor, in seconds (the n-th retry waits about
+            backoff x 2^(n-1)).
         max_requests: bound on requests open at once on this catalog (all threads).
         max_items: a search matching more raises :class:`~geochip.errors.SearchLimitError`.
         page_size: items per page asked from an API.
@@ -175,10 +259,14 @@ def open_catalog(
             )
         return StaticCatalog(obj, href, href_policy=policy, **common)
 
+    if is_object_url(href):
+        install_log_redaction()
+        policy = href_policy or HrefPolicy.for_remote(href)
+        return _open_object(href, kind, policy, dict(files or {}), common)
     if urlsplit(href).scheme.lower() not in {"", "file"} and len(urlsplit(href).scheme) > 1:
         raise InputError(
-            f"cannot open {redact(href)!r}: geochip opens http(s) URLs and local paths; for "
-            "s3:// or similar give the https URL of the catalog"
+            f"cannot open {redact(href)!r}: geochip opens http(s) URLs and local paths, and "
+            f"object-store URLs ({', '.join(s + '://' for s in OBJECT_SCHEMES)})"
         )
     policy = href_policy or HrefPolicy.trusted()
     path = Path(urlsplit(href).path if href.startswith("file:") else href)

@@ -30,6 +30,10 @@ re-run after a crash only does what is left. Every geometry ends in one of four 
 ``done``, ``skipped`` (already there), ``empty`` (no scene, or every pixel masked: no
 file is written) or ``failed`` (with the reason). One geometry is one task: on threads, or
 one Dask task each on a ``distributed`` cluster. ``summary.json`` in ``out`` records them.
+``out`` may be an object-store URL (``s3://bucket/series``, :mod:`geochip.core.storage`):
+each file is made locally and uploaded (a NetCDF file in one upload; a Zarr folder one
+object per file, its consolidated ``.zmetadata`` last, which then marks it complete), and
+``summary.json`` last of all; a destination that cannot be written is refused first.
 
 Input that would produce nothing is refused before any file or folder is made: no
 geometries, only null or empty ones, a negative or unit-less buffer, a bad search filter,
@@ -66,11 +70,20 @@ from shapely.errors import GEOSException
 
 from .._version import __version__
 from ..core.engine import run_tasks, synchronous_dask
-from ..core.files import atomic_write_text
-from ..core.geometry import project, rfc7946_bbox, wgs84_footprint
-from ..core.grid import check_buffer, geometry_geobox, point_geobox, yx
+from ..core.geometry import check_buffer, project, rfc7946_bbox, wgs84_footprint
+from ..core.grid import geometry_geobox, point_geobox, yx
 from ..core.masks import parse_mask
 from ..core.security import check_headers, headers_from_env, redact
+from ..core.storage import (
+    check_writable,
+    exists,
+    is_url,
+    join,
+    local_path,
+    output_file,
+    output_folder,
+    write_text,
+)
 from ..core.vectors import read_vector, with_ids
 from ..errors import CatalogError, ConfigError, EmptySearchError, InputError
 from ..read.cube import check_max_gap, count_missing, gapfill, mask_cube
@@ -300,8 +313,34 @@ def geometry_grid(geometry: Any, config: TimeseriesConfig) -> GeoBox:
     )
 
 
-def _output_path(out: Path, gid: str, config: TimeseriesConfig) -> Path:
-    return out / f"{gid}.{config.format}"
+def _output_path(out: str | Path, gid: str, config: TimeseriesConfig) -> str:
+    """Where geometry ``gid``'s file goes (a path, or a URL when ``out`` is one)."""
+    return join(out, f"{gid}.{config.format}")
+
+
+#: A Zarr output on an object store is uploaded one object per file with these last: its
+#: consolidated metadata, which a reader opens first, marks it complete.
+_ZARR_LAST = (".zgroup", ".zattrs", ".zmetadata")
+
+
+def _written(path: str, config: TimeseriesConfig) -> bool:
+    """Whether geometry's file ``path`` is complete (files appear whole or not at all; a
+    Zarr folder on an object store is complete once its ``.zmetadata`` is there)."""
+    if is_url(path) and config.format == "zarr":
+        return exists(join(path, _ZARR_LAST[-1]))
+    return exists(path)
+
+
+def _write(ds: Any, path: str, config: TimeseriesConfig) -> None:
+    """Write one geometry's cube: in place on disk, or made locally and uploaded."""
+    if not is_url(path):
+        write_cube(ds, path, format=config.format)
+    elif config.format == "zarr":
+        with output_folder(path, last=_ZARR_LAST) as tmp:
+            write_cube(ds, tmp, format="zarr")
+    else:
+        with output_file(path) as tmp:
+            write_cube(ds, tmp, format=config.format)
 
 
 def open_timeseries_catalog(config: TimeseriesConfig) -> Catalog:
@@ -331,9 +370,9 @@ def process_geometry(
     threads); None opens it here (one Dask task per geometry).
     """
     start = time.perf_counter()
-    path = _output_path(Path(out), gid, config)
-    if path.exists():
-        return GeometryResult(gid, "skipped", str(path), "already written")
+    path = _output_path(out, gid, config)
+    if _written(path, config):
+        return GeometryResult(gid, "skipped", path, "already written")
     try:
         with synchronous_dask():
             try:
@@ -352,7 +391,7 @@ def process_geometry(
     return GeometryResult(
         gid,
         status,
-        str(path) if status == "done" else None,
+        path if status == "done" else None,
         reason,
         times,
         time.perf_counter() - start,
@@ -363,7 +402,7 @@ def _build(
     gid: str,
     geometry: Mapping[str, Any],
     config: TimeseriesConfig,
-    path: Path,
+    path: str,
     catalog: Catalog | None = None,
 ) -> tuple[str, str, int]:
     grid = geometry_grid(geometry, config)
@@ -408,12 +447,13 @@ def _build(
     total = int(np.prod([ds.sizes[d] for d in ("y", "x")])) * len(config.bands)
     if int(ds["n_missing"].min()) == total:
         return "empty", f"all {ds.sizes['time']} time steps are fully masked or nodata", 0
-    write_cube(ds, path, format=config.format)
+    _write(ds, path, config)
     return "done", "", int(ds.sizes["time"])
 
 
-def _write_summary(out: Path, summary: TimeseriesSummary) -> None:
-    atomic_write_text(out / "summary.json", json.dumps(summary.to_dict(), indent=2, sort_keys=True))
+def _write_summary(out: str | Path, summary: TimeseriesSummary) -> None:
+    text = json.dumps(summary.to_dict(), indent=2, sort_keys=True)
+    write_text(join(out, "summary.json"), text)
 
 
 def run_timeseries(
@@ -434,18 +474,22 @@ def run_timeseries(
     synchronous scheduler, so tasks never wait on each other. ``on_done(n)`` reports
     progress. Failures do not stop the others: they are results with a reason.
     """
-    out = Path(out)
-    # refused before the output folder is made: no geometry, an unset header variable
+    if not is_url(out):
+        out = local_path(out)
+    # refused before the output folder is made: no geometry, an unset header variable, a
+    # destination that cannot be written
     gdf = read_geometries(geometries, id_column)
     headers_from_env(config.headers_env, option="headers_env")
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out)
+    if isinstance(out, Path):
+        out.mkdir(parents=True, exist_ok=True)
     jobs = [
         (str(gid), geom.__geo_interface__)
         for gid, geom in zip(gdf["id"], gdf.geometry, strict=True)
     ]
     summary = TimeseriesSummary()
 
-    written = {gid for gid, _ in jobs if _output_path(out, gid, config).exists()}
+    written = {gid for gid, _ in jobs if _written(_output_path(out, gid, config), config)}
     catalog: Catalog | None = None
     try:  # once, before any geometry: an unreachable API costs its retries once, not N times
         if len(written) < len(jobs):
@@ -453,7 +497,7 @@ def run_timeseries(
     except CatalogError as err:
         reason = redact(f"{type(err).__name__}: {err}")
         summary.results = [
-            GeometryResult(gid, "skipped", str(_output_path(out, gid, config)), "already written")
+            GeometryResult(gid, "skipped", _output_path(out, gid, config), "already written")
             if gid in written
             else GeometryResult(gid, "failed", None, reason)
             for gid, _ in jobs
@@ -482,7 +526,7 @@ def _run_on_cluster(
     client: Any,
     jobs: Iterable[tuple[str, Mapping[str, Any]]],
     config: TimeseriesConfig,
-    out: Path,
+    out: str | Path,
     on_done: Callable[[int], None] | None,
 ) -> list[GeometryResult]:
     from distributed import as_completed  # lazy: ~0.9 s, only on a cluster

@@ -10,7 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from pyproj import CRS
 from pyproj.exceptions import CRSError
 
-from ...core.grid import check_buffer
+from ...core.geometry import check_buffer
 from ...errors import InputError
 from .base import Section, SizeValue, check_size
 

