@@ -56,7 +56,7 @@ def test_search_json_and_footprints(sample_catalog_path: Path, tmp_path: Path) -
         "--catalog",
         str(sample_catalog_path),
         "--json",
-        "--footprints",
+        "--footprints-out",
         "areas.geojson",
         cwd=tmp_path,
     )

@@ -14,6 +14,7 @@ __all__ = [
     "CRSMismatchError",
     "CatalogError",
     "CatalogUnreachableError",
+    "CommandLineError",
     "ConfigError",
     "DatasetNotAvailableError",
     "DatasetNotFoundError",
@@ -33,6 +34,7 @@ __all__ = [
     "NoChipsError",
     "NoCloudInfoError",
     "NoOverlapError",
+    "NoSplitsError",
     "NoValidPixelsError",
     "OutputExistsError",
     "OverviewNotFoundError",
@@ -212,3 +214,12 @@ class OutputExistsError(GeochipError, FileExistsError):
 class PredictFailedError(RasterReadError):
     """Some windows of a prediction could not be read; the blocks they touch are recorded
     as failed and the output is not written (a rerun retries them)."""
+
+
+class NoSplitsError(GeochipError, LookupError):
+    """A split was asked of a store that has none (``geochip chips`` writes no splits)."""
+
+
+class CommandLineError(InputError):
+    """An option or argument of the command line is missing, unknown or has a bad value
+    (the CLI exits with status 2, as for any usage error)."""

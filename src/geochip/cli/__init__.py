@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import sys
 
-from rich.markup import escape
+from rich.text import Text
 
 from ..core.security import redact
-from ..errors import GeochipError
+from ..errors import CommandLineError, GeochipError
 from .app import app, err_console
 
 # The order of these imports is the order of the commands in `geochip --help`.
@@ -31,18 +31,15 @@ def main() -> None:
 
     The line names the error (``error: BandNotFoundError: ...``) so that scripts and bug
     reports can tell one refusal from another; the message is redacted and on one line.
+    A usage error is one such line too (``CommandLineError``, exit status 2).
     """
     try:
         app()
     except GeochipError as err:
-        # escaped: a message such as "pip install 'geochip[gcs]'" is not rich markup
         message = " ".join(redact(str(err)).split())
-        err_console.print(
-            f"[red]error:[/] {type(err).__name__}: {escape(message)}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        sys.exit(1)
+        line = Text.assemble(("error:", "red"), f" {type(err).__name__}: {message}")
+        err_console.print(line, highlight=False, soft_wrap=True)  # no markup: [torch] stays
+        sys.exit(2 if isinstance(err, CommandLineError) else 1)
 
 
 if __name__ == "__main__":

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from .app import app, console, err_console
+from ..errors import CommandLineError
+from .app import app, console, err_console, rerun_command
 
 #: Exit status when the dataset was written but some chips failed (they are in the index).
+#: (After Ctrl-C the status is 130 and the hint repeats the command: ``geochip.cli.main``.)
 EXIT_FAILED_CHIPS = 3
-#: Exit status after Ctrl-C (the build resumes when run again).
-EXIT_INTERRUPTED = 130
 
 
 @app.command()
@@ -24,7 +23,8 @@ def build(
     out: Annotated[
         str | None,
         typer.Option(
-            help="Output folder or URL (s3://, gs://, az://); overrides output.path of the config."
+            help="Output folder or URL (s3://, gs://, az://); overrides output.path of the "
+            "config (which may then be left out)."
         ),
     ] = None,
     resume: Annotated[
@@ -75,32 +75,30 @@ def build(
         console.print(describe_config(), markup=False, highlight=False)
         return
     if config is None:
-        err_console.print("error: give a CONFIG.yaml (or --help-config to list its fields)")
-        raise typer.Exit(2)
+        raise CommandLineError(
+            "give a CONFIG.yaml (or --help-config to list its fields); see `geochip build --help`"
+        )
     if shard is not None or finalize:
         _array_job(config, out, workers, scheduler, shard, finalize, overwrite, progress)
         return
-    cfg = load_config(config).with_overrides(out=out, workers=workers, scheduler=scheduler)
-    try:
-        result = run_build(
-            cfg,
-            resume=resume,
-            overwrite=overwrite,
-            progress=progress,
-            console=console,
-            force_unlock=force_unlock,
-        )
-    except KeyboardInterrupt:
-        err_console.print(
-            f"interrupted: run `geochip build {config}` again to resume where it stopped"
-        )
-        sys.exit(EXIT_INTERRUPTED)
+    cfg = load_config(config, out=out).with_overrides(workers=workers, scheduler=scheduler)
+    result = run_build(
+        cfg,
+        resume=resume,
+        overwrite=overwrite,
+        progress=progress,
+        console=console,
+        force_unlock=force_unlock,
+    )
     for line in summarize(result):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     if not result.ok:
         err_console.print(
-            f"{len(result.failed)} chips failed (status 'failed' in the index); run the same "
-            "command again to retry them"
+            f"{len(result.failed)} chips failed (status 'failed' in the index); run "
+            f"`{rerun_command()}` again to retry them",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
         )
         raise typer.Exit(EXIT_FAILED_CHIPS)
     if not result.counts.get("ok", 1) and result.counts.get("nodata"):
@@ -146,7 +144,7 @@ def _array_job(
             "--shard)"
         )
     job = parse_shard(shard) if shard is not None else None
-    cfg = load_config(config).with_overrides(out=out, workers=workers)
+    cfg = load_config(config, out=out).with_overrides(workers=workers)
     if job is None:
         result = finalize_build(cfg, progress=progress, console=console)
     else:

@@ -2,55 +2,18 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from ..errors import InputError
-from .app import app, console, err_console
-
-
-def _sources(values: list[str]) -> list[Any]:
-    """Paths and URLs as they are; ``.json`` files as STAC Items or ItemCollections."""
-    from ..sources.items import ObjectStacIO, item_from_dict  # lazy: the CLI imports what it runs
-
-    out: list[Any] = []
-    for value in values:
-        if value.lower().endswith(".json"):
-            try:
-                data = json.loads(Path(value).read_text()) if Path(value).exists() else None
-            except (OSError, ValueError) as err:
-                raise InputError(f"{value}: cannot read it as JSON ({err})") from err
-            if data is None:  # a URL: http(s), or s3://... through fsspec
-                data = ObjectStacIO().read_json(value)
-            if data.get("type") == "FeatureCollection":
-                out.extend(item_from_dict(f, value) for f in data.get("features") or [])
-            elif data.get("type") == "Feature":
-                item = item_from_dict(data, value)
-                item.set_self_href(str(Path(value).resolve()) if Path(value).exists() else value)
-                out.append(item)
-            else:
-                raise InputError(
-                    f"{value}: a STAC Item or ItemCollection was expected, got type "
-                    f"{data.get('type')!r}"
-                )
-        else:
-            out.append(value)
-    return out
+from .app import app, console, err_console, split_list
 
 
 def _split_bands(values: list[str] | None) -> list[str | int] | None:
-    if not values:
-        return None
-    bands: list[str | int] = []
-    for value in values:
-        for piece in value.split(","):
-            name = piece.strip()
-            if name:
-                bands.append(int(name) if name.isdigit() else name)
-    return bands
+    """Band names and 1-based numbers, repeated or comma-separated."""
+    names = split_list(values)
+    return [int(n) if n.isdigit() else n for n in names] if names else None
 
 
 @app.command()
@@ -77,7 +40,8 @@ def chips(
         typer.Option(help="Bands by name or 1-based number; repeat or separate with commas."),
     ] = None,
     asset: Annotated[
-        list[str] | None, typer.Option(help="STAC asset key(s) to read (items only).")
+        list[str] | None,
+        typer.Option(help="STAC asset keys to read (items only); repeat or separate with commas."),
     ] = None,
     edge: Annotated[
         str, typer.Option(help="Windows at the edge: drop (partial ones), shift or pad.")
@@ -91,6 +55,7 @@ def chips(
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing store.")] = False,
     workers: Annotated[int, typer.Option(min=1, help="Threads that read and write.")] = 2,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar while writing.")] = True,
 ) -> None:
     """Plan the chips of scenes from their headers; print the count or write a store."""
     from ..plan.scenes import plan_scenes
@@ -98,17 +63,19 @@ def chips(
 
     if not count and out is None:
         raise InputError("say what to do: --count, --out DIR, or both")
+    assets = split_list(asset)
     scenes = open_scenes(
-        _sources(sources),
+        sources,
         overview_level=overview_level,
         bands=_split_bands(bands),
-        asset=(asset[0] if asset and len(asset) == 1 else asset) or None,
+        asset=(assets[0] if assets and len(assets) == 1 else assets) or None,
     )
     plan = plan_scenes(scenes, size, stride=stride, overlap=overlap, edge=edge)
     if count:
         console.print(len(plan))
     if out is None:
         return
+    from ..core.progress import Stages
     from ..store.writer import ChipSource, write_store
 
     sources_by_id = {}
@@ -136,7 +103,15 @@ def chips(
         "edge": edge,
         "bands": list(scenes[0].band_names),
     }
-    path = write_store(
-        out, plan, sources_by_id, config=config, workers=workers, overwrite=overwrite
-    )
+    stages = Stages(enabled=progress, console=err_console)
+    with stages.stage("chips", total=len(plan)) as advance:
+        path = write_store(
+            out,
+            plan,
+            sources_by_id,
+            config=config,
+            workers=workers,
+            overwrite=overwrite,
+            on_chip=advance,
+        )
     err_console.print(f"wrote {len(plan)} chips to {path}")

@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.table import Table
 
-from .app import app, console
+from .app import GeochipTyper, app, console
 
-datasets_app = typer.Typer(
+datasets_app = GeochipTyper(
     help="Named datasets of image/mask pairs: the built-ins and registry files.",
     no_args_is_help=True,
 )
@@ -70,9 +71,15 @@ def list_datasets(
     if as_json:
         console.print_json(json.dumps(rows))
         return
-    table = Table(title=f"{len(rows)} datasets")
-    for column in ("tag", "files", "masks", "resolution", "download", "source", "description"):
-        table.add_column(column, overflow="fold")
+    # names never wrap; at 80 columns the description wraps, between words
+    table = Table(
+        title=f"{len(rows)} datasets", box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False
+    )
+    widest = max((len(row["tag"]) for row in rows), default=3)
+    table.add_column("tag", no_wrap=True, min_width=widest)
+    for column in ("files", "masks", "res (m)", "download", "source"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("description")
     for row in rows:
         table.add_row(
             row["tag"],
@@ -145,11 +152,13 @@ def show(
 def download(
     tag: Annotated[str, typer.Argument(help="The dataset's tag.")],
     registry: RegistryOption = None,
-    force: Annotated[
-        bool, typer.Option(help="Download again even if the files are there.")
+    overwrite: Annotated[
+        bool, typer.Option(help="Download again and replace the files that are there.")
     ] = False,
+    force: Annotated[bool, typer.Option(hidden=True, help="Old name of --overwrite.")] = False,
 ) -> None:
     """Run a dataset's download function (nothing to do when its files are there)."""
+    force = overwrite or force
     dataset = _registry(registry).get(tag)
     was = dataset.available
     root = dataset.download(force=force)

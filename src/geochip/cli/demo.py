@@ -61,15 +61,16 @@ def demo(
 
 @app.command()
 def sample(
-    root: Annotated[
+    out: Annotated[
         Path | None, typer.Option(help="Where to write it (default: the geochip cache).")
     ] = None,
     refresh: Annotated[bool, typer.Option(help="Rebuild even if it exists.")] = False,
+    root: Annotated[Path | None, typer.Option(hidden=True, help="Old name of --out.")] = None,
 ) -> None:
     """Write the sample STAC catalog (real Landsat 8 and Sentinel-2 crops) and print its path."""
     from ..sources.sample import sample_catalog
 
-    console.print(str(sample_catalog(root, refresh=refresh)))
+    console.print(str(sample_catalog(out or root, refresh=refresh)))
 
 
 @app.command()

@@ -9,8 +9,8 @@ import typer
 
 from ..core.security import redact
 from ..errors import InputError, PredictFailedError
-from .app import app, err_console
-from .chips import _sources, _split_bands
+from .app import app, err_console, split_list
+from .chips import _split_bands
 
 #: Exit status when some windows could not be read (the output is not written; run again).
 EXIT_FAILED_BLOCKS = 3
@@ -22,19 +22,24 @@ def _source(value: str, registry: Path | None, download: bool) -> Any:
 
         return load_inference_data(value.removeprefix("registry:"), registry=registry,
                                    download=download)  # fmt: skip
-    sources = _sources([value])
+    from ..core.stacjson import scene_sources  # lazy: the CLI imports what it runs
+
+    sources = scene_sources([value])
     if len(sources) != 1:
         raise InputError(f"{value}: give one scene (one item); it holds {len(sources)}")
     return sources[0]
 
 
-def _floats(value: str | None, name: str) -> list[float] | None:
-    if value is None:
+def _floats(values: list[str] | None, name: str) -> list[float] | None:
+    items = split_list(values)
+    if items is None:
         return None
     try:
-        return [float(v) for v in value.split(",") if v.strip()]
+        return [float(v) for v in items]
     except ValueError as err:
-        raise InputError(f"--{name} takes numbers separated by commas, got {value!r}") from err
+        raise InputError(
+            f"--{name} takes numbers (repeated or separated by commas), got {','.join(items)!r}"
+        ) from err
 
 
 @app.command()
@@ -61,15 +66,23 @@ def predict(
     ],
     bands: Annotated[
         list[str] | None,
-        typer.Option(help="Bands (asset keys or names) in the model's order; commas or repeat."),
+        typer.Option(
+            help="Bands (asset keys or names) in the model's order; repeat or separate with commas."
+        ),
     ] = None,
     chip: Annotated[int, typer.Option(min=1, help="Window size the model sees, in pixels.")] = 512,
     overlap: Annotated[int, typer.Option(min=0, help="Least overlap between windows.")] = 64,
     border: Annotated[int, typer.Option(min=0, help="Pixels cropped at inner window edges.")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Windows per model call.")] = 8,
     device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
-    mean: Annotated[str | None, typer.Option(help="Training normalisation: means, commas.")] = None,
-    std: Annotated[str | None, typer.Option(help="Training normalisation: stds, commas.")] = None,
+    mean: Annotated[
+        list[str] | None,
+        typer.Option(help="Normalisation means per band; repeat or separate with commas."),
+    ] = None,
+    std: Annotated[
+        list[str] | None,
+        typer.Option(help="Normalisation stds per band; repeat or separate with commas."),
+    ] = None,
     normalize_from: Annotated[
         Path | None, typer.Option(help="Take the normalisation from a chip dataset's manifest.")
     ] = None,
@@ -77,7 +90,8 @@ def predict(
     output: Annotated[str, typer.Option(help="classes, probabilities or both.")] = "classes",
     probability_dtype: Annotated[str, typer.Option(help="float32 or uint8 (x 254).")] = "float32",
     classes: Annotated[
-        str | None, typer.Option(help="Class names in channel order, commas.")
+        list[str] | None,
+        typer.Option(help="Class names in channel order; repeat or separate with commas."),
     ] = None,
     nodata: Annotated[
         float | None, typer.Option(help="Input nodata (overrides the file's).")
@@ -121,7 +135,7 @@ def predict(
             activation=activation,  # type: ignore[arg-type]
             output=output,  # type: ignore[arg-type]
             probability_dtype=probability_dtype,  # type: ignore[arg-type]
-            classes=[c.strip() for c in classes.split(",")] if classes else None,
+            classes=split_list(classes),
             nodata=nodata,
             tta=tta,
             tile=tile,

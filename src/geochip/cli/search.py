@@ -20,7 +20,7 @@ from rich.table import Table
 from ..core.files import write_text
 from ..core.storage import check_writable, is_url, local_path, parent
 from ..errors import InputError
-from .app import app, console
+from .app import app, console, split_list
 
 if TYPE_CHECKING:
     from ..sources.catalog import Catalog
@@ -40,12 +40,6 @@ _HeaderEnv = Annotated[
 _ApiKeyEnv = Annotated[
     str | None, typer.Option(help="Environment variable holding the API key (x-api-key).")
 ]
-
-
-def _split(values: list[str] | None) -> list[str] | None:
-    if not values:
-        return None
-    return [v.strip() for value in values for v in value.split(",") if v.strip()]
 
 
 def request_headers(
@@ -129,7 +123,7 @@ def _journal_path(out: str) -> Path:
 def search(
     catalog: Annotated[str, typer.Option("--catalog", help=_CATALOG_HELP)],
     collections: Annotated[
-        list[str] | None, typer.Option(help="Collections (comma-separated or repeated).")
+        list[str] | None, typer.Option(help="Collections; repeat or separate with commas.")
     ] = None,
     bbox: Annotated[
         str | None, typer.Option(help="west,south,east,north in EPSG:4326 (--bbox=-87.6,...).")
@@ -150,12 +144,15 @@ def search(
         str | None,
         typer.Option(help="Also write the items to this ItemCollection JSON (path or URL)."),
     ] = None,
-    footprints: Annotated[
+    footprints_out: Annotated[
         str | None,
         typer.Option(
             help="Also write the items' footprints (id, collection, datetime, "
             "eo:cloud_cover) to this GeoJSON (path or URL)."
         ),
+    ] = None,
+    footprints: Annotated[
+        str | None, typer.Option(hidden=True, help="Old name of --footprints-out.")
     ] = None,
     max_items: Annotated[int, typer.Option(min=1, help="Stop with an error past this.")] = 10_000,
     header: _Header = None,
@@ -175,13 +172,14 @@ def search(
                 f"--bbox must be four numbers west,south,east,north: {bbox!r}"
             ) from None
         box = list(check_bbox(values, "--bbox"))
+    footprints = footprints_out or footprints
     for destination in (out, footprints):
         if destination is not None:  # refused before the search, not after
             check_writable(parent(destination))
     cat = _open(catalog, header, header_env, api_key_env, max_items=max_items)
     geometry = _geometry_file(intersects) if intersects is not None else None
     items = cat.search(
-        collections=_split(collections),
+        collections=split_list(collections),
         bbox=box,
         intersects=geometry,
         datetime=datetime,
@@ -252,7 +250,7 @@ def select(
     cloud_limit: Annotated[float, typer.Option(help="Never relax past this (%).")] = 50.0,
     k: Annotated[int, typer.Option(min=1, help="Scenes kept per period.")] = 1,
     collections: Annotated[
-        list[str] | None, typer.Option(help="Collections (comma-separated or repeated).")
+        list[str] | None, typer.Option(help="Collections; repeat or separate with commas.")
     ] = None,
     cloud_band: Annotated[
         str,
@@ -320,7 +318,7 @@ def select(
             relax_step=relax_step,
             cloud_limit=cloud_limit,
             k=k,
-            collections=_split(collections),
+            collections=split_list(collections),
             cloud_band=band,
             cloud_over=cloud_over,  # type: ignore[arg-type]
             missing_cloud="skip" if skip_missing_cloud else "raise",

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .app import app, console
+from .app import app, console, split_list
 
 
 @app.command()
@@ -19,7 +19,8 @@ def stats(
         str, typer.Argument(help="A chip dataset: a folder or a URL (s3://bucket/ds).")
     ],
     split: Annotated[
-        str | None, typer.Option(help="One split (train, val, test, all); default: every one.")
+        list[str] | None,
+        typer.Option(help="Splits (train, val, test, all); repeat or separate with commas."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON.")] = False,
     save: Annotated[
@@ -42,9 +43,10 @@ def stats(
     doc = store_stats(opened, per_step=per_step)
     if save and recomputed:
         doc = save_statistics(opened, per_step=per_step)
-    splits = [split] if split is not None else list(doc["splits"])
-    if split is not None:
-        band_stats(opened, split, allow_empty=True)  # names a split that is not there
+    chosen = split_list(split)
+    splits = chosen if chosen is not None else list(doc["splits"])
+    for name in chosen or ():
+        band_stats(opened, name, allow_empty=True)  # names a split that is not there
     if as_json:
         shown = {**doc, "splits": {s: doc["splits"][s] for s in splits}}
         if "per_step" in doc:

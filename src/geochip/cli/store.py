@@ -38,6 +38,7 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
     """Summarise a chip dataset: chips per split, arrays, classes, versions."""
+    from ..store.format import name_class_counts
     from ..store.reader import open_store
 
     opened = open_store(store)
@@ -66,8 +67,10 @@ def info(
         f"{_human(image.nbytes * image.shape[0])} of pixels"
     )
     if m.get("mask"):
-        console.print(f"mask classes {m['mask']['classes']} (ignore = {m['mask']['ignore']})")
-        console.print(f"pixels per class {counts['pixels_per_class']}")
+        classes = m["mask"]["classes"]
+        console.print(f"mask classes {classes} (ignore = {m['mask']['ignore']})")
+        pixels = name_class_counts(counts.get("pixels_per_class") or {}, classes)
+        console.print(f"pixels per class {pixels}")
     crss = sorted(set(index["crs"]))
     grids = sorted(set(index["grid_id"])) if "grid_id" in index else []
     console.print(f"{len(grids)} grid(s) in {', '.join(c if len(c) < 40 else 'WKT' for c in crss)}")
@@ -151,20 +154,25 @@ def preview(
     store: Annotated[
         str, typer.Argument(help="A chip dataset: a folder or a URL (s3://bucket/ds).")
     ],
-    out: Annotated[Path, typer.Option(help="PNG of sample chips and masks per split.")] = Path(
-        "preview.png"
-    ),
-    split_map: Annotated[
+    out: Annotated[
+        Path, typer.Option(help="Write a PNG of sample chips and masks per split here.")
+    ] = Path("preview.png"),
+    split_map_out: Annotated[
         Path | None,
-        typer.Option(help="PNG map of the chips coloured by split (default: <out>-splits.png)."),
+        typer.Option(
+            help="Write a PNG map of the chips coloured by split here (default: <out>-splits.png)."
+        ),
     ] = None,
     per_split: Annotated[int, typer.Option(min=1, help="Chips shown per split.")] = 4,
+    split_map: Annotated[
+        Path | None, typer.Option(hidden=True, help="Old name of --split-map-out.")
+    ] = None,
 ) -> None:
     """Save a grid of chips and masks per split, and a map of the splits."""
     from ..store.viz import save_chip_grid, save_split_map
 
     rgb_bands = ("red", "green", "blue")
     save_chip_grid(store, out, per_split=per_split, rgb=rgb_bands)
-    map_path = split_map or out.with_name(f"{out.stem}-splits.png")
+    map_path = split_map_out or split_map or out.with_name(f"{out.stem}-splits.png")
     save_split_map(store, map_path)
     console.print(f"preview: {out}\nsplit map: {map_path}")

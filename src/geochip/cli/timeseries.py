@@ -8,12 +8,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .app import app, console, err_console
+from .app import app, console, err_console, split_list
 from .search import _ApiKeyEnv, _Header, _HeaderEnv, request_headers
 
 
-def _bands(text: str) -> tuple[str, ...]:
-    return tuple(b.strip() for b in text.replace(" ", ",").split(",") if b.strip())
+def _bands(values: list[str]) -> tuple[str, ...]:
+    return tuple(split_list([v.replace(" ", ",") for v in values]) or ())
 
 
 @app.command()
@@ -29,7 +29,10 @@ def timeseries(
         str,
         typer.Option(help="STAC catalog: a catalog.json path/URL, a STAC API, or 'sample'."),
     ],
-    bands: Annotated[str, typer.Option(help="Bands to load, comma-separated (red,nir08).")],
+    bands: Annotated[
+        list[str],
+        typer.Option(help="Bands to load (red,nir08); repeat or separate with commas."),
+    ],
     crs: Annotated[str, typer.Option(help="Target CRS of the cubes, e.g. EPSG:3035.")],
     resolution: Annotated[float, typer.Option(help="Pixel size in units of the target CRS.")],
     out: Annotated[
@@ -43,7 +46,8 @@ def timeseries(
         float | None, typer.Option(help="Keep scenes with eo:cloud_cover <= N (%).")
     ] = None,
     collections: Annotated[
-        str | None, typer.Option(help="Collections to search, comma-separated.")
+        list[str] | None,
+        typer.Option(help="Collections to search; repeat or separate with commas."),
     ] = None,
     buffer: Annotated[
         float, typer.Option(help="Buffer around each geometry (image mode; needs --buffer-unit).")

@@ -56,7 +56,7 @@ def read_vector(
     remote = "://" in text
     suffix = Path(text.split("?", 1)[0]).suffix.lower()
     if not remote and not Path(text).exists():
-        raise InputError(f"no {what} at {text}")
+        raise InputError(f"no {what} at {text}; check the path")
     if suffix not in VECTOR_SUFFIXES:
         raise InputError(
             f"{text}: unsupported {what} type {suffix!r}; use one of {', '.join(VECTOR_SUFFIXES)}"

@@ -63,7 +63,7 @@ def read_yaml(path: str | Path, what: str) -> Any:
     :class:`~geochip.errors.ConfigError` naming ``what`` (e.g. "config file")."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"no {what} at {path}")
+        raise ConfigError(f"no {what} at {path}; check the path")
     text = path.read_text(encoding="utf-8")
     if path.suffix.lower() == ".json":
         try:

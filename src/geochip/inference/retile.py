@@ -87,7 +87,7 @@ def retile(
     items = []
     for path in paths:
         if not (exists(path) if is_url(path) else Path(path).is_file()):
-            raise InputError(f"{path} does not exist")
+            raise InputError(f"{path} does not exist; check the path")
         stem = posixpath.splitext(posixpath.basename(str(path)))[0]
         with gdal_env({}), rasterio.open(gdal_path(str(path))) as src:
             if src.crs is None:

@@ -93,7 +93,8 @@ class StreamDataset(IterableDataset[Any]):
             "image": image if self.dtype is None else image.to(self.dtype),
             "chip_id": chip.chip_id,
             "scene_id": chip.scene_id,
-            "crs": str(chip.scene.geobox.crs),
+            "crs": chip.crs,
+            "bounds": torch.from_numpy(chip.bounds),
             "index": chip.index,
         }
 

@@ -55,7 +55,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..core.storage import ObjectPath
-from ..errors import InputError, StoreError
+from ..errors import InputError, NoSplitsError, StoreError
 from ..plan.splits import SPLITS
 from ..store.bandstats import band_stats
 from ..store.reader import ArrayReader, ChipStore, open_store
@@ -173,6 +173,12 @@ class ChipDataset(Dataset[Sample]):
         if split is not None:
             if split not in SPLITS:
                 raise InputError(f"split must be one of {', '.join(SPLITS)} or None, got {split!r}")
+            if "split" not in index.columns:
+                raise NoSplitsError(
+                    f"{self.store.path} has no splits (geochip chips writes none), so there is "
+                    f"no split {split!r}: use split=None for all its chips, or build it with "
+                    "geochip build (a config's split section) for train/val/test"
+                )
             index = index[index["split"] == split]
         usable = ("ok", "nodata") if include_nodata else ("ok",)
         index = index[index["status"].isin(usable)]

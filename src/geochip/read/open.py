@@ -46,6 +46,7 @@ from ..core.gdal import clear_curl_cache
 from ..core.grid import YX
 from ..core.retry import call_with_retries, http_status
 from ..core.security import redact
+from ..core.stacjson import scene_sources
 from ..core.storage import RASTER_SUFFIXES, filesystem, is_object_url, raster_files
 from ..errors import (
     BandNotFoundError,
@@ -207,8 +208,14 @@ def _header(href: str, overview_level: int | None, env: GdalEnv) -> dict[str, An
     return info
 
 
-def _select_bands(label: str, names: list[str], bands: Sequence[str | int] | None) -> list[int]:
-    """0-based positions of ``bands`` (names or 1-based ints) among ``names``."""
+def _select_bands(
+    label: str,
+    names: list[str],
+    bands: Sequence[str | int] | None,
+    aliases: Sequence[str | None] | None = None,
+) -> list[int]:
+    """0-based positions of ``bands`` (names or 1-based ints) among ``names`` (or, for a
+    name that is none of them, among ``aliases``: the STAC or file names of item bands)."""
     if bands is None:
         return list(range(len(names)))
     if isinstance(bands, str | int):
@@ -225,6 +232,8 @@ def _select_bands(label: str, names: list[str], bands: Sequence[str | int] | Non
                 missing.append(str(band))
         elif band in names:
             out.append(names.index(band))
+        elif aliases is not None and band in aliases:
+            out.append(list(aliases).index(band))
         else:
             missing.append(str(band))
     if missing:
@@ -264,33 +273,42 @@ def _open_parts(
                 f"{tuple(first['transform'])[:6]} {first['crs']}; a scene stacks assets on "
                 "one grid: choose assets of the same resolution"
             )
-    # every (part, 1-based band, name) the files offer, in asset order
+    # every (part, 1-based band, name) the files offer, in asset order; the bands of an
+    # item's asset are named as a build names them: the asset key (one band) or
+    # <key>.<n>; their STAC or file names (aliases) select them too
     flat: list[tuple[int, int, str]] = []
+    aliases: list[str | None] = []
     for p, (href, info) in enumerate(zip(hrefs, infos, strict=True)):
         count = info["count"]
         key = part_keys[p] if part_keys else None
         stac = part_names[p] if part_names else None
-        if stac and len(stac) == count:
-            names = list(stac)
-        elif key is not None and count == 1:
+        other = list(stac) if stac and len(stac) == count else list(info["names"])
+        if key is None:
+            names = other
+        elif count == 1:
             names = [key]
-        elif key is not None and len(hrefs) > 1:
-            names = [f"{key}.{n}" for n in info["names"]]
         else:
-            names = list(info["names"])
+            names = [f"{key}.{n}" for n in range(1, count + 1)]
         chosen = band_indexes[p]
         indexes = list(chosen) if chosen is not None else list(range(1, count + 1))
         for i in indexes:
             if not 1 <= i <= count:
                 raise BandNotFoundError(redact(href), str(i), names)
             flat.append((p, i, names[i - 1]))
+            aliases.append(other[i - 1])
     if band_names is not None and len(band_names) == len(flat):
         flat = [
             (p, i, o if n is None else n) for (p, i, o), n in zip(flat, band_names, strict=True)
         ]
     label = redact(hrefs[0]) if len(hrefs) == 1 else f"item {scene_id}"
-    keep = _select_bands(label, [n for _, _, n in flat], bands)
-    flat = [flat[k] for k in keep]
+    names = [n for _, _, n in flat]
+    keep = _select_bands(label, names, bands, aliases if part_keys else None)
+    # a band asked for by name keeps that name (as in a build)
+    asked = [b if isinstance(b, str) else None for b in bands] if bands is not None else []
+    flat = [
+        (flat[k][0], flat[k][1], a if a is not None else flat[k][2])
+        for k, a in zip(keep, asked or [None] * len(keep), strict=True)
+    ]
     dtypes = {infos[p]["dtypes"][i - 1] for p, i, _ in flat}
     if len(dtypes) > 1:
         raise InputError(
@@ -406,7 +424,8 @@ def open_scene(
 ) -> Scene:
     """Open one scene by its header(s); no pixel is read.
 
-    ``source``: a path, an ``http(s)://`` URL, or a ``pystac.Item`` (``asset`` names the
+    ``source``: a path, an ``http(s)://`` URL, a STAC Item JSON (path or URL), or a
+    ``pystac.Item`` (``asset`` names the
     asset, or several single-band assets on one grid that become the bands). ``bands``
     selects bands by name (file descriptions, STAC band names, or the asset key of a
     single-band asset) or by 1-based number. ``overview_level`` picks a COG overview
@@ -415,6 +434,14 @@ def open_scene(
     env = env or GdalEnv.default()
     if isinstance(bands, str | int):
         bands = [bands]
+    if isinstance(source, str | os.PathLike):
+        resolved = scene_sources([source])
+        if len(resolved) != 1:
+            raise InputError(
+                f"{source}: give one scene (one item); it holds {len(resolved)}; "
+                "open_scenes opens them all"
+            )
+        source = resolved[0]
     if isinstance(source, pystac.Item):
         parts = _item_parts(source, asset)
         if nodata is None:
@@ -471,8 +498,9 @@ def open_scenes(
     env: GdalEnv | None = None,
     workers: int = 4,
 ) -> list[Scene]:
-    """Open many scenes (paths, URLs, items, or an ``ItemCollection``); headers are read on
-    ``workers`` threads. Scene ids are made unique (``-2``, ``-3``... on repeats).
+    """Open many scenes (paths, URLs, items, STAC Item/ItemCollection JSON paths or URLs, or
+    an ``ItemCollection``), as ``geochip chips`` does; headers are read on ``workers``
+    threads. Scene ids are made unique (``-2``, ``-3``... on repeats).
 
     A folder among them (a local one, or an object-store prefix such as
     ``"s3://bucket/scenes/"``, listed through fsspec) stands for the rasters in it
@@ -480,7 +508,7 @@ def open_scenes(
     """
     if isinstance(sources, str | os.PathLike):
         sources = [sources]
-    items = [scene for src in sources for scene in _expand_folder(src)]
+    items = [scene for src in scene_sources(sources) for scene in _expand_folder(src)]
     if not items:
         raise InputError("no scenes given")
 

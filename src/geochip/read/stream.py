@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     import xarray as xr
 
 __all__ = [
+    "ITEM_KEYS",
     "Alloc",
     "Batch",
     "BatchStream",
@@ -66,12 +67,40 @@ __all__ = [
 
 Split = Literal["contiguous", "interleaved"]
 
+#: The keys of a streamed chip or batch: those of ``StreamDataset``'s (DataLoader) dicts.
+ITEM_KEYS = ("image", "chip_id", "scene_id", "crs", "bounds", "index")
+
+
+class _Keys:
+    """Keys next to the attributes: ``item["image"]``, ``"image" in item``, ``item.keys()``
+    and ``dict(item)`` work on a :class:`Chip` or :class:`Batch` as on the dicts a
+    ``DataLoader`` over ``StreamDataset`` yields, whichever path made the item."""
+
+    _attrs: ClassVar[Mapping[str, str]] = {}
+
+    def keys(self) -> list[str]:
+        """:data:`ITEM_KEYS`."""
+        return list(ITEM_KEYS)
+
+    def items(self) -> list[tuple[str, Any]]:
+        """(key, value) for every key."""
+        return [(key, self[key]) for key in ITEM_KEYS]
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in ITEM_KEYS:
+            raise KeyError(f"{key!r}: a {type(self).__name__} has keys {', '.join(ITEM_KEYS)}")
+        return getattr(self, self._attrs.get(key, key))
+
+    def __contains__(self, key: object) -> bool:
+        return key in ITEM_KEYS
+
 
 @dataclass(frozen=True)
-class Chip:
+class Chip(_Keys):
     """One chip: pixels (band, y, x) in the source dtype, and where they come from.
 
     ``index`` is the chip's row in the plan; ``row``/``col`` its offset in the scene's grid.
+    Its :data:`ITEM_KEYS` read as keys too (``chip["image"]``).
     """
 
     image: npt.NDArray[Any]
@@ -87,6 +116,16 @@ class Chip:
         return self.scene.id
 
     @property
+    def crs(self) -> str:
+        """The scene's CRS, as text."""
+        return str(self.scene.geobox.crs)
+
+    @property
+    def bounds(self) -> npt.NDArray[np.float64]:
+        """``[minx, miny, maxx, maxy]`` in the scene's CRS."""
+        return np.array(self.geobox.boundingbox, dtype=np.float64)
+
+    @property
     def geobox(self) -> GeoBox:
         """The chip's grid: the scene's grid shifted by the window offset."""
         height, width = self.image.shape[-2:]
@@ -99,12 +138,20 @@ class Chip:
 
 
 @dataclass
-class Batch:
+class Batch(_Keys):
     """Chips of one batch: ``image`` is one (N, C, H, W) array in the source dtype.
 
     ``buffer`` is the object that owns ``image``'s memory when it was allocated elsewhere
-    (a shared-memory tensor in a DataLoader worker).
+    (a shared-memory tensor in a DataLoader worker). Its :data:`ITEM_KEYS` read as keys too
+    (``batch["image"]``, ``batch["chip_id"]`` is ``chip_ids``), as in a ``DataLoader``
+    batch of ``StreamDataset``.
     """
+
+    _attrs: ClassVar[Mapping[str, str]] = {
+        "chip_id": "chip_ids",
+        "scene_id": "scene_ids",
+        "index": "indexes",
+    }
 
     image: npt.NDArray[Any]
     chip_ids: list[str]

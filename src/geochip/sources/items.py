@@ -20,15 +20,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import pystac
 from pystac.stac_io import DefaultStacIO
 
 from ..core.bands import asset_band_fields
+from ..core.stacjson import check_item_dict, item_from_dict
 from ..core.storage import filesystem, is_object_url
-from ..errors import MissingHrefError
 
 __all__ = [
     "STAC_EXTENSIONS",
@@ -51,34 +50,6 @@ STAC_EXTENSIONS = {
     "raster": "https://stac-extensions.github.io/raster/v2.0.0/schema.json",
 }
 _EXTENSION_NAMES = {"proj": "projection", "eo": "eo", "raster": "raster"}
-
-
-def check_item_dict(data: Mapping[str, Any], where: str = "") -> None:
-    """Refuse a STAC item dict whose assets lack an ``href`` (pystac would fail with a bare
-    ``KeyError``): :class:`~geochip.errors.MissingHrefError` names the item and the asset.
-
-    >>> check_item_dict({"id": "x", "assets": {"B04": {"type": "image/tiff"}}})
-    Traceback (most recent call last):
-    ...
-    geochip.errors.MissingHrefError: item 'x': asset 'B04' has no href, ...
-    """
-    assets = data.get("assets")
-    if not isinstance(assets, Mapping):
-        return
-    for key, asset in assets.items():
-        if not isinstance(asset, Mapping) or not asset.get("href"):
-            raise MissingHrefError(
-                f"item {data.get('id')!r}{f' ({where})' if where else ''}: asset {key!r} has "
-                "no href, so it cannot be read; the catalog's item is incomplete (ask its "
-                "provider, or remove the asset)"
-            )
-
-
-def item_from_dict(data: Mapping[str, Any], where: str = "") -> pystac.Item:
-    """``pystac.Item.from_dict`` after :func:`check_item_dict` (a named error, not a
-    ``KeyError``, for an asset without href)."""
-    check_item_dict(data, where)
-    return pystac.Item.from_dict(dict(data), preserve_dict=False)
 
 
 class CheckedStacIO(DefaultStacIO):

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.storage import ObjectPath
 from ..plan.splits import find_leaks
+from .format import name_class_counts
 from .reader import open_store
 from .stats import chip_checksum
 
@@ -98,14 +99,12 @@ def check_store(
     )
     balance: dict[str, dict[str, Any]] = {}
     classes = (manifest.get("mask") or {}).get("classes") or {}
-    names = {str(v): k for k, v in classes.items()} | {"255": "ignore", "0": "background"}
     groups = usable.groupby("split") if has_split else [("all", usable)]
     for split, rows in groups:
         pixels: dict[str, int] = {}
         for text in rows["class_counts"]:
-            for key, value in json.loads(text).items():
-                label = names.get(key, key)
-                pixels[label] = pixels.get(label, 0) + int(value)
+            for label, value in name_class_counts(json.loads(text), classes).items():
+                pixels[label] = pixels.get(label, 0) + value
         labelled = sum(v for k, v in pixels.items() if k != "ignore")
         balance[str(split)] = {
             "chips": len(rows),

@@ -5,7 +5,7 @@ files.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,8 @@ __all__ = [
     "MASK_IGNORE",
     "STATUSES",
     "Layout",
+    "class_labels",
+    "name_class_counts",
     "iter_batches",
 ]
 
@@ -32,6 +34,36 @@ FORMAT_VERSION = 2
 
 #: Mask value of pixels that carry no label for training (cloud, nodata, padding).
 MASK_IGNORE = 255
+
+
+def class_labels(classes: Mapping[str, int] | None) -> dict[str, str]:
+    """Mask value (as text, as class counts are keyed) -> the label every command prints:
+    the class's name, ``ignore`` for :data:`MASK_IGNORE`, ``background`` for an unnamed 0.
+
+    >>> class_labels({"water": 1, "land": 2})
+    {'0': 'background', '255': 'ignore', '1': 'water', '2': 'land'}
+    """
+    names = {"0": "background", str(MASK_IGNORE): "ignore"}
+    names.update({str(int(v)): str(k) for k, v in (classes or {}).items()})
+    return names
+
+
+def name_class_counts(
+    counts: Mapping[str, int], classes: Mapping[str, int] | None
+) -> dict[str, int]:
+    """Pixel counts keyed by mask value, keyed by :func:`class_labels` instead (a value
+    without a name keeps its number).
+
+    >>> name_class_counts({"1": 5, "0": 2, "7": 1}, {"water": 1})
+    {'water': 5, 'background': 2, '7': 1}
+    """
+    names = class_labels(classes)
+    out: dict[str, int] = {}
+    for key, value in counts.items():
+        label = names.get(str(key), str(key))
+        out[label] = out.get(label, 0) + int(value)
+    return out
+
 
 #: Status of a chip in the index: written and usable / over the nodata limit / not read.
 STATUSES = ("ok", "nodata", "failed")

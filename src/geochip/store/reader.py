@@ -343,7 +343,11 @@ def open_store(path: str | Path | ObjectPath) -> ChipStore:
     manifest_path = path / "manifest.json"
     if not manifest_path.exists():
         partial = path.with_name(f"{path.name}.partial")
-        hint = ""
+        hint = (
+            "; give the folder a build or `geochip chips --out` wrote"
+            if not path.exists()
+            else "; give the folder that holds manifest.json"
+        )
         if isinstance(path, Path) and partial.exists():
             hint = f" (an unfinished build is in {partial})"
         elif (path / ".geochip").exists():

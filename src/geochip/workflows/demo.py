@@ -43,7 +43,7 @@ from ..errors import InputError
 from ..sources.items import eo_cloud_cover
 from ..sources.open import open_catalog
 from ..sources.sample import sample_catalog
-from ..store.format import MASK_IGNORE
+from ..store.format import name_class_counts
 from ..store.reader import open_store
 from ..store.report import write_report
 from ..store.viz import save_chip_grid
@@ -147,15 +147,12 @@ def run_demo(
     with stages.stage("report page"):
         write_report(store, out / "report.html")
     classes = dict(config.labels.classes or {}) if config.labels else {}
-    names = {str(v): k for k, v in classes.items()} | {str(MASK_IGNORE): "ignore"}
-    names["0"] = "background"
     per_class: dict[str, dict[str, int]] = {}
     for name, rows in store.ok().groupby("split"):
         totals: dict[str, int] = {}
         for text in rows["class_counts"]:
-            for key, value in json.loads(text).items():
-                label = names.get(key, key)
-                totals[label] = totals.get(label, 0) + int(value)
+            for label, value in name_class_counts(json.loads(text), classes).items():
+                totals[label] = totals.get(label, 0) + value
         per_class[str(name)] = totals
     splits = result.counts["splits"]
     return DemoResult(

@@ -55,25 +55,45 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     return data
 
 
-def parse_config(data: Mapping[str, Any], *, base: str | Path | None = None) -> BuildConfig:
+def _with_output(data: dict[str, Any], out: str | Path | None) -> dict[str, Any]:
+    """``data`` with ``output.path`` set to ``out`` (relative to the working directory, as
+    given on a command line); a named error when neither says where the store goes."""
+    output = data.get("output")
+    if out is not None:
+        if output is None or isinstance(output, Mapping):
+            data["output"] = {**(output or {}), "path": str(Path(out).resolve())}
+    elif output is None or (isinstance(output, Mapping) and not output.get("path")):
+        raise ConfigError(
+            "no output folder: give output.path in the config, or the folder on the command "
+            "line (geochip build CONFIG --out DIR; out= in Python)"
+        )
+    return data
+
+
+def parse_config(
+    data: Mapping[str, Any], *, base: str | Path | None = None, out: str | Path | None = None
+) -> BuildConfig:
     """Validate a config mapping; raise :class:`ConfigError` naming every bad field.
 
     ``base`` is the folder relative paths are resolved against (default: the working
-    directory).
+    directory). ``out`` (``--out`` on the command line) replaces ``output.path``, which may
+    then be left out.
     """
     if not isinstance(data, Mapping):
         raise ConfigError(f"a config is a mapping of sections, got {type(data).__name__}")
-    resolved = _resolve_paths(dict(data), Path(base) if base is not None else Path.cwd())
+    data = _with_output(dict(data), out)
+    resolved = _resolve_paths(data, Path(base) if base is not None else Path.cwd())
     return validate_config(resolved)
 
 
-def load_config(path: str | Path) -> BuildConfig:
-    """Read and validate a YAML (or JSON) config file (a key given twice is refused)."""
+def load_config(path: str | Path, *, out: str | Path | None = None) -> BuildConfig:
+    """Read and validate a YAML (or JSON) config file (a key given twice is refused);
+    ``out`` replaces ``output.path`` (see :func:`parse_config`)."""
     path = Path(path)
     data = read_yaml(path, "config file")
     if data is None:
         raise ConfigError(f"{path} is empty; a config needs sources, bands, chips and output")
     try:
-        return parse_config(data, base=path.resolve().parent)
+        return parse_config(data, base=path.resolve().parent, out=out)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
