@@ -42,8 +42,8 @@ def test_build_to_an_unknown_scheme(refuse, config_file: Path, tmp_path: Path) -
         str(config_file),
         "--out",
         "ftp://host/ds",
-        error="InputError",
-        message="the scheme ftp:// is not supported",
+        error="ConfigError",  # an InputError naming the config field
+        message="output: 'ftp://host/ds': the scheme ftp:// is not supported",
         cwd=tmp_path,
         outputs=[tmp_path / "ftp:"],
     )

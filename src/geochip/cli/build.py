@@ -52,7 +52,7 @@ def build(
         bool,
         typer.Option(
             "--finalize",
-            help="Write the index and manifest of a build whose --shard jobs all ended.",
+            help="After every --shard job ended: write the index and manifest of the build.",
         ),
     ] = False,
     force_unlock: Annotated[

@@ -63,6 +63,10 @@ def chips(
 
     if not count and out is None:
         raise InputError("say what to do: --count, --out DIR, or both")
+    if out is not None:
+        from ..core.storage import check_writable
+
+        check_writable(out)  # before any read: a missing bucket or extra, a read-only folder
     assets = split_list(asset)
     scenes = open_scenes(
         sources,

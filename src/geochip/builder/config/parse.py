@@ -61,7 +61,8 @@ def _with_output(data: dict[str, Any], out: str | Path | None) -> dict[str, Any]
     output = data.get("output")
     if out is not None:
         if output is None or isinstance(output, Mapping):
-            data["output"] = {**(output or {}), "path": str(Path(out).resolve())}
+            where = str(out) if "://" in str(out) else str(Path(out).resolve())  # URLs as given
+            data["output"] = {**(output or {}), "path": where}
     elif output is None or (isinstance(output, Mapping) and not output.get("path")):
         raise ConfigError(
             "no output folder: give output.path in the config, or the folder on the command "
