@@ -122,7 +122,6 @@ def test_recomputed_stats_equal_the_build_time_stats(tmp_path: Path) -> None:
 
 
 def _config(catalog: Path, out: Path, threads: int = 2, batch_size: int = 3) -> dict[str, Any]:
-    # a config, not the manifest's copy: its split ratios stay in the order written
     return scene_config(
         catalog,
         out,
