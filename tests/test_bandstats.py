@@ -201,3 +201,37 @@ def test_geochip_stats_prints_a_table(built: Path) -> None:
     stats = open_store(built).manifest["stats"]["splits"]["train"]
     band = next(iter(stats))
     assert band in done.stdout and str(stats[band]["count"]) in done.stdout
+
+
+@pytest.mark.parametrize("chunk", [1 << 22, 300])  # one bincount, or one per chip
+def test_batch_histograms_of_a_signed_time_stack_against_numpy(
+    chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from geochip.store import histograms as hist_module
+    from geochip.store.histograms import batch_stats, fold_steps
+
+    monkeypatch.setattr(hist_module, "_CHUNK", chunk)
+    rng = np.random.default_rng(7)
+    chips = rng.integers(-300, 300, (5, 3, 2, 8, 8)).astype("int16")  # (N, T, C, H, W)
+    chips[0, 1, 1, :4] = -9999  # nodata in one band: the pixel is invalid in both
+    splits = ["train", "val", "train", "train", "val"]
+    ok = [True, True, True, False, True]
+    steps = batch_stats(chips, splits, -9999, ok, per_step=True)
+    flat = batch_stats(chips, splits, -9999, ok)
+    for split in ("train", "val"):
+        rows = [k for k, s in enumerate(splits) if s == split and ok[k]]
+        part = chips[rows]
+        valid = (part != -9999).all(axis=2)  # (N, T, H, W)
+        for b in range(2):
+            for t in range(3):
+                want = np.unique(part[:, t, b][valid[:, t]], return_counts=True)
+                acc = steps[split][t * 2 + b]
+                got = acc.keys()
+                assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist()
+                assert (acc.min, acc.max) == (want[0][0], want[0][-1])
+            values = part[:, :, b][valid]
+            want = np.unique(values, return_counts=True)
+            for acc in (flat[split][b], fold_steps(steps, 2)[split][b]):
+                assert acc.count == values.size
+                assert acc.keys()[0].tolist() == want[0].tolist()
+                assert acc.keys()[1].tolist() == want[1].tolist()

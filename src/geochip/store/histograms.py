@@ -252,7 +252,10 @@ def _histograms(
         if valid is not None:
             np.copyto(keys, sink, where=~valid[start : start + step, ..., None, :, :])
         part = np.bincount(keys.reshape(-1), minlength=sink + 1)
-        hist = part if hist is None else hist + part
+        if hist is None:
+            hist = part
+        else:
+            hist += part
     assert hist is not None
     return hist[:sink].reshape(groups, nbins)
 
