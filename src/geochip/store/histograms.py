@@ -177,11 +177,17 @@ class BandAccumulator:
 
     def to_json(self) -> dict[str, Any]:
         """Plain data for a batch record: the histogram's non-empty bins as base64 of
-        little-endian int32 keys and int64 counts (JSON lists of ints cost far more)."""
+        little-endian int32 keys and counts (uint32 when they fit, as in any batch: field
+        ``counts_dtype``; int64 otherwise, and in records of older versions); JSON lists of
+        ints cost far more."""
         nonzero = np.flatnonzero(self.hist)
         keys = (nonzero + _bins(self.dtype)[1]).astype("<i4")
-        counts = self.hist[nonzero].astype("<i8")
+        counts = self.hist[nonzero]
+        small = len(counts) == 0 or int(counts.max()) < 1 << 32
+        extra = {"counts_dtype": "<u4"} if small else {}
+        counts = counts.astype("<u4" if small else "<i8")
         return {
+            **extra,
             "count": self.count,
             "mean": self.mean,
             "m2": self.m2,
@@ -195,8 +201,10 @@ class BandAccumulator:
     def decode(data: Mapping[str, Any], dtype: Any) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
         """A record's histogram: bin indices and counts of its non-empty bins."""
         keys = np.frombuffer(base64.b64decode(data["keys_b64"]), dtype="<i4")
-        counts = np.frombuffer(base64.b64decode(data["counts_b64"]), dtype="<i8")
-        return keys.astype(np.int64) - _bins(dtype)[1], counts
+        counts = np.frombuffer(
+            base64.b64decode(data["counts_b64"]), dtype=data.get("counts_dtype", "<i8")
+        )
+        return keys.astype(np.int64) - _bins(dtype)[1], counts.astype(np.int64)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], dtype: Any) -> BandAccumulator:
@@ -210,9 +218,8 @@ class BandAccumulator:
             math.inf if count == 0 else float(data["min"]),
             -math.inf if count == 0 else float(data["max"]),
         )
-        keys = np.frombuffer(base64.b64decode(data["keys_b64"]), dtype="<i4")
-        counts = np.frombuffer(base64.b64decode(data["counts_b64"]), dtype="<i8")
-        acc.hist[keys.astype(np.int64) - _bins(acc.dtype)[1]] = counts
+        index, counts = cls.decode(data, dtype)
+        acc.hist[index] = counts
         return acc
 
 
