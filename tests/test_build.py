@@ -501,3 +501,29 @@ def test_sits_example_patches_are_centred_on_the_points(
             np.testing.assert_array_equal(image[2, k], expected, (row.chip_id, band))
         # one date: nothing before or after it to interpolate from
         assert np.isnan(image[[0, 1, 3, 4]]).all() and row.empty_steps == 4
+
+
+def test_a_build_rerun_from_its_manifest_config_deals_the_same_splits(
+    catalog: Path, tmp_path: Path
+) -> None:
+    # the manifest saves the config with sorted keys (ratios: test, train, val); the deal
+    # must not follow that order
+    cfg = scene_config(
+        catalog,
+        tmp_path / "first",
+        split={"block_size": 1, "ratios": {"train": 0.5, "val": 0.3, "test": 0.2}, "seed": 4},
+    )
+    build(parse_config(cfg), progress=False)
+    first = open_store(tmp_path / "first")
+    saved = first.manifest["config"]
+    assert list(saved["split"]["ratios"]) == ["test", "train", "val"]  # as saved
+    again = {
+        **saved,
+        "output": {**saved["output"], "path": str(tmp_path / "again")},
+        "engine": cfg["engine"],
+    }
+    build(parse_config(again), progress=False)
+    second = open_store(tmp_path / "again")
+    columns = ["chip_id", "split", "checksum"]
+    assert first.index[columns].equals(second.index[columns])
+    assert set(first.index["split"]) == {"train", "val", "test"}

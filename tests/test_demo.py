@@ -95,3 +95,23 @@ def test_demo_runs_again_over_its_own_output(demo) -> None:
         "report.html",
         "stats.json",
     ]
+
+
+def test_the_report_outlines_the_demo_labels_over_the_chips(demo) -> None:
+    import re
+
+    import shapely
+    from shapely.geometry import box
+
+    from geochip.sources.sample import sample_labels
+
+    page = (demo.out / "report.html").read_text()
+    index = open_store(demo.out).index
+    extent = box(index.minx.min(), index.miny.min(), index.maxx.max(), index.maxy.max())
+    # shapely: the packaged labels (EPSG:4326) that reach into the chips' extent
+    shapes = sample_labels().to_crs(index["crs"].iloc[0]).geometry
+    want = int((~shapely.is_empty(shapely.intersection(shapes.to_numpy(), extent))).sum())
+    found = re.search(r'data-key="label-shapes">(\d+)<', page)
+    assert found, "no label outlines on the split map"
+    assert int(found.group(1)) == want > 0
+    assert page.count('class="label"') >= want

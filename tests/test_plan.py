@@ -149,3 +149,17 @@ def test_load_plan_refuses_other_parquet(tmp_path: Path) -> None:
     )
     with pytest.raises(StoreError, match="missing columns"):
         load_plan(tmp_path / "x.parquet")
+
+
+def test_the_deal_does_not_depend_on_the_order_of_the_ratios() -> None:
+    # a manifest saves its config with sorted keys (test, train, val): read back, the same
+    # config must deal the same splits
+    plan = plan_chips(GRID, 256, grid_id="g")
+    written = {"train": 0.6, "val": 0.25, "test": 0.15}
+    resorted = dict(sorted(written.items()))
+    assert list(resorted) == ["test", "train", "val"]
+    for seed in (0, 1, 5):
+        a = assign_splits(plan, block_size=512, ratios=written, seed=seed)
+        b = assign_splits(plan, block_size=512, ratios=resorted, seed=seed)
+        assert a.plan["split"].tolist() == b.plan["split"].tolist()
+        assert a.blocks == b.blocks

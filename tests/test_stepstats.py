@@ -15,7 +15,7 @@ import pytest
 
 from geochip.builder.config import parse_config
 from geochip.builder.run import build
-from geochip.store.bandstats import PERCENTILES, STATS_FILE, step_stats
+from geochip.store.bandstats import PERCENTILES, STATS_FILE, histograms, step_stats
 from geochip.store.reader import open_store
 from geochip.testing.catalogs import make_time_catalog
 
@@ -99,14 +99,16 @@ def test_per_step_stats_match_numpy_over_the_stored_arrays(built: tuple[Path, Pa
     # stats.json: the same numbers, and per-step histograms that add up to the band's
     full = json.loads((store.path / STATS_FILE).read_text())
     assert full["per_step"]["splits"] == steps["splits"]
-    for split, hists in full["per_step"]["histograms"].items():
+    per_band, per_step = histograms(store.path), histograms(store.path, per_step=True)
+    assert set(per_step) == {"train", "val", "test", "all"}
+    for split, hists in per_step.items():
         for band in store.bands:
             merged: dict[int, int] = {}
             for step in hists:
-                for k, c in zip(step[band]["keys"], step[band]["counts"], strict=True):
-                    merged[k] = merged.get(k, 0) + c
-            whole = full["histograms"][split][band]
-            assert merged == dict(zip(whole["keys"], whole["counts"], strict=True))
+                for k, c in zip(*step[band], strict=True):
+                    merged[int(k)] = merged.get(int(k), 0) + int(c)
+            keys, counts = per_band[split][band]
+            assert merged == dict(zip(keys.tolist(), counts.tolist(), strict=True))
     assert step_stats(store, "train") == steps["splits"]["train"]
 
 
@@ -161,3 +163,26 @@ def test_geochip_stats_per_step_recomputes_them_for_a_store_built_without(
     saved = open_store(out)
     assert saved.manifest["stats"] == want
     assert (out / STATS_FILE).read_bytes() == (reference / STATS_FILE).read_bytes()
+
+
+def test_the_report_shows_the_per_step_stats(built: tuple[Path, Path], tmp_path: Path) -> None:
+    import re
+
+    from geochip.store.report import write_report
+
+    store = open_store(built[1])
+    page = write_report(store, tmp_path / "report.html").read_text()
+    shown = dict(re.findall(r'data-key="(step-[^"]+)">([^<]*)<', page))
+    # every split, step and band, and the numbers are numpy's over the stored arrays
+    assert len(shown) == 4 * 6 * 2 * 3
+    for split in ("train", "val", "test", "all"):
+        for t, step in enumerate(_oracle(store, split)):
+            for band, want in step.items():
+                assert int(shown[f"step-count-{split}-{t}-{band}"]) == want["count"]
+                mean = shown[f"step-mean-{split}-{t}-{band}"]
+                if want["count"]:
+                    assert float(mean.replace(",", "")) == pytest.approx(want["mean"], rel=1e-5)
+                else:
+                    assert mean == "-"
+    periods = [p["name"] for p in store.manifest["time"]["periods"]]
+    assert all(f"<td>{name}</td>" in page for name in periods)

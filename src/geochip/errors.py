@@ -11,6 +11,7 @@ __all__ = [
     "AmbiguousBandError",
     "BandNotFoundError",
     "BboxError",
+    "BrowserNotFoundError",
     "CRSMismatchError",
     "CatalogError",
     "CatalogUnreachableError",
@@ -165,6 +166,10 @@ class MissingExtraError(GeochipError, ImportError):
 
     def __reduce__(self) -> tuple[type, tuple[str, str]]:
         return (type(self), (self.module, self.extra))
+
+
+class BrowserNotFoundError(GeochipError, FileNotFoundError):
+    """A report screenshot needs headless Chromium, and there is none (or it failed)."""
 
 
 class CatalogError(GeochipError, OSError):

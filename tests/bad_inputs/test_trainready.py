@@ -102,3 +102,22 @@ def test_report_of_a_store_still_being_built(refuse, tmp_path: Path) -> None:
         message="unfinished `geochip build`",
         outputs=[out],
     )
+
+
+def test_report_screenshot_without_chromium(refuse, store: Path, tmp_path: Path) -> None:
+    # a PATH without chromium (the CLI runs as sys.executable): nothing is written
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    out, png = tmp_path / "report.html", tmp_path / "report.png"
+    refuse(
+        "report",
+        str(store),
+        "--out",
+        str(out),
+        "--screenshot",
+        str(png),
+        error="BrowserNotFoundError",
+        message="needs headless Chromium and there is none on PATH",
+        outputs=[out, png],
+        env={"PATH": str(bin_dir)},
+    )

@@ -33,7 +33,7 @@ from ..core.engine import open_engine
 from ..core.files import atomic_write_bytes
 from ..core.progress import Stages
 from ..core.storage import ObjectPath, check_writable, store_path
-from ..errors import StoreError
+from ..errors import ConfigError, StoreError
 from ..store.bandstats import batch_stats, batch_to_json, merge_batches, save_stats
 from ..store.format import MASK_IGNORE, Layout, iter_batches
 from ..store.reader import ArrayReader
@@ -95,7 +95,9 @@ def build(
     ``resume=True`` insists that an unfinished build is there to resume. ``overwrite``
     replaces whatever geochip store is at the output path. ``on_batch(done, total)`` is
     called after every batch (progress). ``band_stats=False`` skips the band statistics
-    (``stats.json``, the manifest's ``stats``; see :mod:`geochip.store.bandstats`).
+    (``stats.json``, the manifest's ``stats``; see :mod:`geochip.store.bandstats`); with
+    ``stats.per_step`` in the config it is refused (:class:`~geochip.errors.ConfigError`):
+    the per-step statistics are band statistics too.
     Returns a :class:`BuildResult`; failed chips are in ``result.failed`` and in the index
     (status ``failed`` with the error).
 
@@ -104,6 +106,12 @@ def build(
     build left), data first, records after their data, the manifest last
     (:mod:`geochip.store.remote`).
     """
+    if not band_stats and config.stats.per_step:
+        raise ConfigError(
+            "build(band_stats=False) with stats.per_step: true asks for per-step band "
+            "statistics with band statistics off; drop stats.per_step from the config or "
+            "leave band_stats on"
+        )
     out = store_path(config.output.path)
     if isinstance(out, ObjectPath):
         check_writable(out)

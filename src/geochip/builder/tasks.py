@@ -28,7 +28,7 @@ from ..core.security import redact
 from ..core.storage import ObjectPath
 from ..errors import RasterReadError
 from ..read.labels import rasterize_labels
-from ..store.bandstats import batch_stats, batch_to_json
+from ..store.bandstats import batch_stats, batch_to_json, fold_steps
 from ..store.format import MASK_IGNORE, iter_batches
 from ..store.stats import ChipStats, all_nodata, chip_stats
 from ..store.writer import StoreWriter
@@ -235,10 +235,13 @@ def run_batch(task: BatchTask) -> dict[str, Any]:
     }
     if task.splits:  # band statistics of the chips written, per split
         ok = [s is not None and s.status == "ok" for s in stats]
-        record["band_stats"] = batch_to_json(batch_stats(image, task.splits, task.nodata, ok))
-        if task.per_step:
+        if task.per_step:  # one pass: the per-band statistics are the steps' merged
             steps = batch_stats(image, task.splits, task.nodata, ok, per_step=True)
             record["step_stats"] = batch_to_json(steps)
+            flat = fold_steps(steps, image.shape[-3])
+        else:
+            flat = batch_stats(image, task.splits, task.nodata, ok)
+        record["band_stats"] = batch_to_json(flat)
     atomic_write_bytes(
         record_path(task.store, task.batch), json.dumps(record, sort_keys=True).encode()
     )

@@ -91,10 +91,19 @@ def report(
     ],
     out: Annotated[Path, typer.Option(help="The HTML file to write.")] = Path("report.html"),
     per_split: Annotated[int, typer.Option(min=1, help="Sample chips shown per split.")] = 4,
+    screenshot: Annotated[
+        Path | None,
+        typer.Option(help="Also write a PNG of the page as headless Chromium shows it."),
+    ] = None,
 ) -> None:
     """Write one self-contained HTML page about a chip dataset (works offline): split map,
     class balance, band statistics, sample chips and masks, config and provenance, failures."""
-    from ..store.report import write_report
+    from ..store.report import find_chromium, write_report
+    from ..store.report import screenshot as take_screenshot
 
+    if screenshot is not None and find_chromium() is None:  # refused before any write
+        take_screenshot(out, screenshot)
     path = write_report(store, out, per_split=per_split)
     console.print(f"report: {path}")
+    if screenshot is not None:
+        console.print(f"screenshot: {take_screenshot(path, screenshot)}")

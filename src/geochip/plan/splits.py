@@ -87,16 +87,21 @@ def _check_ratios(ratios: Mapping[str, float] | None) -> dict[str, float]:
             f"ratios must map {'/'.join(SPLITS)} to non-negative numbers with a positive sum; "
             f"got {ratios}"
         )
-    return ratios
+    # a canonical order (train, val, test), whatever order the mapping came in: the deal
+    # follows it, and a config read back from a manifest (saved with sorted keys) must deal
+    # the same splits
+    return {s: ratios[s] for s in SPLITS if s in ratios}
 
 
 def _deal(
     keys: list[str], ratios: Mapping[str, float], seed: int
 ) -> tuple[dict[str, str], dict[str, int]]:
-    """Shuffle sorted ``keys`` with ``seed`` and deal them to splits by ``ratios``."""
+    """Shuffle sorted ``keys`` with ``seed`` and deal them to splits by ``ratios`` (in the
+    canonical order of :data:`SPLITS`, whatever the mapping's order)."""
     keys = sorted(keys)
     rng = np.random.default_rng(seed)
     order = [keys[i] for i in rng.permutation(len(keys))]
+    ratios = {s: ratios[s] for s in SPLITS if s in ratios}
     counts = _allocate(len(order), ratios)
     owner: dict[str, str] = {}
     start = 0

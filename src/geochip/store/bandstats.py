@@ -35,19 +35,29 @@ Example:
 
 from __future__ import annotations
 
-import base64
 import json
-import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
 
 from ..core.files import atomic_write_text
 from ..core.storage import store_path
 from ..errors import InputError, NoValidPixelsError
+from .histograms import (
+    HISTOGRAM_ENCODING,
+    PERCENTILES,
+    Accumulators,
+    BandAccumulator,
+    batch_stats,
+    batch_to_json,
+    decode_histogram,
+    encode_histogram,
+    exact_bins,
+    fold_steps,
+    merge_batches,
+    summarize,
+)
 
 if TYPE_CHECKING:
     from .reader import ChipStore
@@ -59,8 +69,11 @@ __all__ = [
     "BandAccumulator",
     "band_stats",
     "batch_stats",
+    "batch_to_json",
     "compute_store_stats",
     "exact_bins",
+    "fold_steps",
+    "histograms",
     "merge_batches",
     "save_statistics",
     "save_stats",
@@ -74,266 +87,7 @@ __all__ = [
 STATS_FILE = "stats.json"
 
 #: Version of the ``stats`` section (manifest) and of ``stats.json``.
-STATS_VERSION = 1
-
-#: The percentiles reported, as keys ``p1`` ... ``p99``.
-PERCENTILES = (1, 2, 50, 98, 99)
-
-
-def exact_bins(dtype: Any) -> bool:
-    """Whether ``dtype`` gets one histogram bin per value (integers of 8 or 16 bits)."""
-    dt = np.dtype(dtype)
-    return dt.kind in "ui" and dt.itemsize <= 2
-
-
-def _bins(dtype: Any) -> tuple[int, int]:
-    """(number of bins, key of bin 0) of a dtype's histogram."""
-    dt = np.dtype(dtype)
-    if exact_bins(dt):
-        n = 1 << (8 * dt.itemsize)
-        return n, (-(n // 2) if dt.kind == "i" else 0)
-    return 1 << 16, -(1 << 15)
-
-
-def _keys(values: npt.NDArray[Any], exact: bool) -> npt.NDArray[Any]:
-    """Histogram keys: the value itself (exact), else the bfloat16 bit pattern (signed)."""
-    if exact:
-        return values
-    return values.astype(np.float32).view(np.int32) >> 16
-
-
-def _key_values(keys: npt.NDArray[np.int64], exact: bool) -> npt.NDArray[np.float64]:
-    if exact:
-        return keys.astype(np.float64)
-    return (keys.astype(np.int32) << 16).view(np.float32).astype(np.float64)
-
-
-@dataclass
-class BandAccumulator:
-    """What a set of valid pixels of one band adds up to; merges exactly with another.
-
-    ``hist`` is dense (one count per bin of the dtype, see :func:`_bins`)."""
-
-    dtype: np.dtype[Any]
-    count: int = 0
-    mean: float = 0.0
-    m2: float = 0.0
-    min: float = math.inf
-    max: float = -math.inf
-    hist: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
-
-    def __post_init__(self) -> None:
-        self.dtype = np.dtype(self.dtype)
-        if len(self.hist) == 0:
-            self.hist = np.zeros(_bins(self.dtype)[0], dtype=np.int64)
-
-    @property
-    def exact(self) -> bool:
-        """Whether every number comes from the histogram exactly."""
-        return exact_bins(self.dtype)
-
-    def add(self, values: npt.NDArray[Any]) -> None:
-        """Add pixel values (1-D, valid only)."""
-        if values.size == 0:
-            return
-        nbins, first = _bins(self.dtype)
-        keys = _keys(values, self.exact)
-        index = keys if first == 0 else keys.astype(np.int32) - first
-        self.hist += np.bincount(index, minlength=nbins)
-        if self.exact:
-            self.count += int(values.size)
-            self.min = min(self.min, float(values.min()))
-            self.max = max(self.max, float(values.max()))
-            return
-        data = values.astype(np.float64)
-        mean = float(data.mean())
-        other = BandAccumulator(
-            self.dtype,
-            int(data.size),
-            mean,
-            float(np.square(data - mean).sum()),
-            float(data.min()),
-            float(data.max()),
-            np.zeros(1, np.int64),
-        )
-        self._chan(other)
-
-    def _chan(self, other: BandAccumulator) -> None:
-        n = self.count + other.count
-        if other.count == 0:
-            return
-        delta = other.mean - self.mean
-        self.mean += delta * other.count / n
-        self.m2 += other.m2 + delta * delta * self.count * other.count / n
-        self.count = n
-        self.min = min(self.min, other.min)
-        self.max = max(self.max, other.max)
-
-    def merge(self, other: BandAccumulator) -> None:
-        """Add ``other`` (Chan et al. for mean and M2; histograms added)."""
-        self.hist += other.hist
-        if self.exact:
-            self.count += other.count
-            self.min = min(self.min, other.min)
-            self.max = max(self.max, other.max)
-        else:
-            self._chan(other)
-
-    def keys(self) -> tuple[list[int], list[int]]:
-        """The histogram's non-empty bins: keys (values, or bfloat16 patterns) and counts."""
-        nonzero = np.flatnonzero(self.hist)
-        return (nonzero + _bins(self.dtype)[1]).tolist(), self.hist[nonzero].tolist()
-
-    def to_json(self) -> dict[str, Any]:
-        """Plain data for a batch record: the histogram's non-empty bins as base64 of
-        little-endian int32 keys and int64 counts (JSON lists of ints cost far more)."""
-        nonzero = np.flatnonzero(self.hist)
-        keys = (nonzero + _bins(self.dtype)[1]).astype("<i4")
-        counts = self.hist[nonzero].astype("<i8")
-        return {
-            "count": self.count,
-            "mean": self.mean,
-            "m2": self.m2,
-            "min": None if self.count == 0 else self.min,
-            "max": None if self.count == 0 else self.max,
-            "keys_b64": base64.b64encode(keys.tobytes()).decode(),
-            "counts_b64": base64.b64encode(counts.tobytes()).decode(),
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any], dtype: Any) -> BandAccumulator:
-        """The inverse of :meth:`to_json`."""
-        count = int(data["count"])
-        acc = cls(
-            np.dtype(dtype),
-            count,
-            float(data["mean"]),
-            float(data["m2"]),
-            math.inf if count == 0 else float(data["min"]),
-            -math.inf if count == 0 else float(data["max"]),
-        )
-        keys = np.frombuffer(base64.b64decode(data["keys_b64"]), dtype="<i4")
-        counts = np.frombuffer(base64.b64decode(data["counts_b64"]), dtype="<i8")
-        acc.hist[keys.astype(np.int64) - _bins(acc.dtype)[1]] = counts
-        return acc
-
-
-Accumulators = dict[str, list[BandAccumulator]]
-
-
-def valid_pixels(image: npt.NDArray[Any], nodata: float | int | None) -> npt.NDArray[np.bool_]:
-    """Where no band is nodata or NaN: (..., y, x) of an (..., band, y, x) image."""
-    bad = np.zeros(image.shape, dtype=bool)
-    if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
-        bad |= image == nodata
-    if image.dtype.kind == "f":
-        bad |= np.isnan(image)
-    return np.asarray(~bad.any(axis=-3))
-
-
-def batch_stats(
-    images: npt.NDArray[Any],
-    splits: Sequence[str],
-    nodata: float | int | None,
-    ok: Sequence[bool] | None = None,
-    *,
-    per_step: bool = False,
-) -> Accumulators:
-    """Accumulators per split (one per band) of a batch of chips (N, [T,] C, H, W).
-
-    ``splits[k]`` is chip k's split; chips with ``ok[k]`` False are left out. ``per_step``:
-    one per (step, band) of (N, T, C, H, W) chips instead, step-major (``t * C + b``).
-    """
-    nbands = images.shape[-3]
-    if per_step and images.ndim != 5:
-        raise InputError(
-            f"per-step statistics need chips (N, T, C, H, W), got shape {images.shape}; "
-            "leave out per_step for chips without a time axis"
-        )
-    steps = images.shape[1] if per_step else 1
-    out: Accumulators = {}
-    for split in sorted(set(splits)):
-        rows = [k for k, s in enumerate(splits) if s == split and (ok is None or ok[k])]
-        accs = [BandAccumulator(images.dtype) for _ in range(steps * nbands)]
-        out[split] = accs
-        if not rows:
-            continue
-        whole = rows == list(range(len(images)))
-        chips = images if whole else images[rows]
-        valid = valid_pixels(chips, nodata)
-        everything = bool(valid.all())
-        for b in range(nbands):
-            band = chips[..., b, :, :]
-            if not per_step:
-                accs[b].add(band.reshape(-1) if everything else band[valid])
-                continue
-            for t in range(steps):
-                step = band[:, t]
-                accs[t * nbands + b].add(step.reshape(-1) if everything else step[valid[:, t]])
-    return out
-
-
-def batch_to_json(accs: Accumulators) -> dict[str, list[dict[str, Any]]]:
-    """Plain data of a batch's accumulators (stored in its record)."""
-    return {split: [a.to_json() for a in bands] for split, bands in accs.items()}
-
-
-def merge_batches(
-    batches: Iterable[Mapping[str, Sequence[Mapping[str, Any]]]], dtype: Any, nbands: int
-) -> Accumulators:
-    """Merge batch records' accumulators, in the order given, per split, plus ``all``."""
-    out: Accumulators = {}
-    everything = [BandAccumulator(dtype) for _ in range(nbands)]
-    for batch in batches:
-        for split, bands in batch.items():
-            accs = out.setdefault(split, [BandAccumulator(dtype) for _ in range(nbands)])
-            for b, data in enumerate(bands):
-                acc = BandAccumulator.from_json(data, dtype)
-                accs[b].merge(acc)
-                everything[b].merge(acc)
-    out.pop("all", None)
-    out = dict(sorted(out.items()))
-    out["all"] = everything
-    return out
-
-
-def summarize(acc: BandAccumulator, dtype: Any) -> dict[str, Any]:
-    """Count, mean, std (population), min, max and percentiles of one accumulator (None
-    where there is no valid pixel)."""
-    exact = exact_bins(acc.dtype)
-    out: dict[str, Any] = {"count": acc.count}
-    if acc.count == 0:
-        out.update(dict.fromkeys(("mean", "std", "min", "max")))
-        out.update({f"p{q}": None for q in PERCENTILES})
-        return out
-    nonzero = np.flatnonzero(acc.hist)
-    keys = nonzero + _bins(acc.dtype)[1]
-    counts = acc.hist[nonzero]
-    values = _key_values(keys, exact)
-    order = np.argsort(values, kind="stable")
-    values, counts = values[order], counts[order]
-    if exact:  # integer arithmetic over the histogram: exact
-        pairs = list(zip(keys.tolist(), acc.hist[nonzero].tolist(), strict=True))
-        n = sum(c for _, c in pairs)
-        total = sum(k * c for k, c in pairs)
-        total_sq = sum(k * k * c for k, c in pairs)
-        mean = total / n
-        var = (n * total_sq - total * total) / (n * n)
-    else:
-        n = acc.count
-        mean = acc.mean
-        var = acc.m2 / n
-    out["mean"] = float(mean)
-    out["std"] = float(math.sqrt(max(var, 0.0)))
-    out["min"] = float(acc.min)
-    out["max"] = float(acc.max)
-    cum = np.cumsum(counts)
-    for q in PERCENTILES:
-        # numpy's inverted_cdf: the smallest value whose cumulative count reaches q * n
-        target = q / 100 * n
-        i = int(np.searchsorted(cum, target, side="left"))
-        out[f"p{q}"] = float(values[min(i, len(values) - 1)])
-    return out
+STATS_VERSION = 2
 
 
 def stats_document(
@@ -348,7 +102,8 @@ def stats_document(
 
     ``steps`` (per (step, band) accumulators, step-major) adds ``per_step``: ``{steps: T,
     splits: {split: [{band: summary} per step]}}`` (and ``histograms`` alike in
-    ``stats.json``)."""
+    ``stats.json``). Histograms are encoded (:data:`HISTOGRAM_ENCODING`); those of ``all``
+    are left out when there are splits (their sum: :func:`histograms` adds them back)."""
     doc: dict[str, Any] = {
         "version": STATS_VERSION,
         "file": STATS_FILE,
@@ -364,16 +119,19 @@ def stats_document(
         },
     }
     if histograms:
+        doc["histogram_encoding"] = HISTOGRAM_ENCODING
         doc["histograms"] = {
-            split: {
-                band: dict(zip(("keys", "counts"), a.keys(), strict=True))
-                for band, a in zip(bands, bands_acc, strict=True)
-            }
-            for split, bands_acc in accs.items()
+            split: {band: encode_histogram(a) for band, a in zip(bands, bands_acc, strict=True)}
+            for split, bands_acc in _stored(accs).items()
         }
     if steps is not None:
         doc["per_step"] = _steps_document(steps, bands, dtype, histograms=histograms)
     return doc
+
+
+def _stored(accs: Accumulators) -> Accumulators:
+    """The splits whose histograms are stored: ``all`` only when it is the only one."""
+    return {s: a for s, a in accs.items() if s != "all" or len(accs) == 1}
 
 
 def _steps_document(
@@ -393,11 +151,57 @@ def _steps_document(
         "splits": {s: per_step(a, lambda x: summarize(x, dtype)) for s, a in steps.items()},
     }
     if histograms:
-        doc["histograms"] = {
-            s: per_step(a, lambda x: dict(zip(("keys", "counts"), x.keys(), strict=True)))
-            for s, a in steps.items()
-        }
+        doc["histograms"] = {s: per_step(a, encode_histogram) for s, a in _stored(steps).items()}
     return doc
+
+
+def histograms(root: Any, *, per_step: bool = False) -> dict[str, Any]:
+    """The histograms of a store's ``stats.json`` (``root``: the store's folder), decoded:
+    ``{split: {band: (keys, counts)}}`` with ``all`` (the sum of the splits), or with
+    ``per_step`` ``{split: [{band: (keys, counts)} per step]}``. Keys are the values
+    (exact bins) or bfloat16 bit patterns; counts are valid pixels."""
+    path = store_path(root) / STATS_FILE
+    if not path.exists():
+        raise InputError(
+            f"{path} is not there: the store was built without band statistics; write them "
+            "with `geochip stats DIR --save`"
+        )
+    doc = json.loads(path.read_text())
+    if per_step:
+        if "per_step" not in doc:
+            raise InputError(
+                f"{path} has no per-step statistics; write them with `geochip stats DIR "
+                "--per-step --save` (time stacks only)"
+            )
+        raw = doc["per_step"]["histograms"]
+        steps: dict[str, list[dict[str, tuple[Any, ...]]]] = {
+            s: [{b: decode_histogram(h) for b, h in step.items()} for step in v]
+            for s, v in raw.items()
+        }
+        if "all" not in steps:
+            steps["all"] = [
+                _add([s[t] for s in steps.values()]) for t in range(doc["per_step"]["steps"])
+            ]
+        return steps
+    out: dict[str, dict[str, tuple[Any, ...]]] = {
+        s: {b: decode_histogram(h) for b, h in v.items()} for s, v in doc["histograms"].items()
+    }
+    if "all" not in out:
+        out["all"] = _add(list(out.values()))
+    return out
+
+
+def _add(parts: list[dict[str, tuple[Any, ...]]]) -> dict[str, tuple[Any, ...]]:
+    """The sum of histograms per band."""
+    out = {}
+    for band in parts[0] if parts else {}:
+        keys = np.concatenate([p[band][0] for p in parts])
+        counts = np.concatenate([p[band][1] for p in parts])
+        unique, where = np.unique(keys, return_inverse=True)
+        total = np.zeros(len(unique), np.int64)
+        np.add.at(total, where, counts)
+        out[band] = (unique, total)
+    return out
 
 
 def save_stats(
@@ -407,10 +211,14 @@ def save_stats(
     dtype: Any,
     steps: Accumulators | None = None,
 ) -> dict[str, Any]:
-    """Write ``stats.json`` (atomically) and return the manifest's ``stats`` section."""
+    """Write ``stats.json`` (atomically) and return the manifest's ``stats`` section (the
+    same, without the histograms)."""
     full = stats_document(accs, bands, dtype, histograms=True, steps=steps)
     atomic_write_text(store_path(root) / STATS_FILE, json.dumps(full, sort_keys=True) + "\n")
-    return stats_document(accs, bands, dtype, histograms=False, steps=steps)
+    section = {k: v for k, v in full.items() if k not in ("histograms", "histogram_encoding")}
+    if steps is not None:
+        section["per_step"] = {k: v for k, v in full["per_step"].items() if k != "histograms"}
+    return section
 
 
 def compute_store_stats(store: ChipStore, batch_size: int = 64) -> Accumulators:
@@ -438,9 +246,12 @@ def _compute(
         stop = min(start + batch_size, n)
         chips = np.stack([reader.read(i) for i in range(start, stop)])
         args = (chips, splits[start:stop], nodata, ok[start:stop])
-        records.append(batch_to_json(batch_stats(*args)))
-        if per_step:
-            step_records.append(batch_to_json(batch_stats(*args, per_step=True)))
+        if per_step:  # one pass: the bands' statistics are the steps' merged
+            steps = batch_stats(*args, per_step=True)
+            step_records.append(batch_to_json(steps))
+            records.append(batch_to_json(fold_steps(steps, chips.shape[-3])))
+        else:
+            records.append(batch_to_json(batch_stats(*args)))
     nbands = reader.chip_shape[-3]
     accs = merge_batches(records, reader.dtype, nbands)
     if not per_step:

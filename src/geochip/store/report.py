@@ -29,6 +29,9 @@ import base64
 import html
 import io
 import json
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,10 +39,14 @@ from typing import Any
 import matplotlib.image
 import numpy as np
 import numpy.typing as npt
+import shapely
+from shapely.geometry import box
 
-from ..core.files import atomic_write_text
-from ..errors import InputError
+from ..core.files import atomic_path, atomic_write_text
+from ..core.vectors import read_vector
+from ..errors import BrowserNotFoundError, GeochipError, InputError
 from ..plan.splits import SPLITS
+from ..sources.sample import sample_labels_path
 from .bandstats import PERCENTILES, store_stats
 from .check import check_store
 from .format import MASK_IGNORE
@@ -47,6 +54,8 @@ from .reader import ChipStore, open_store
 from .viz import _CLASS_COLOURS, _SPLIT_COLOURS, _mask_image, rgb_image
 
 __all__ = [
+    "find_chromium",
+    "screenshot",
     "write_report",
 ]
 
@@ -95,6 +104,7 @@ def _split_map(store: ChipStore, leaks: Any, labels: Any) -> str:
     index = store.index
     leaking = set(leaks["chip_a"]) | set(leaks["chip_b"]) if len(leaks) else set()
     panels = []
+    outlines = 0
     for crs in sorted(set(index["crs"])):
         rows = index[index["crs"] == crs]
         x0, x1 = float(rows["minx"].min()), float(rows["maxx"].max())
@@ -119,7 +129,9 @@ def _split_map(store: ChipStore, leaks: Any, labels: Any) -> str:
                 f"<title>{_e(row.chip_id)} ({_e(split)}, {_e(status)})</title></rect>"
             )
         if labels is not None:
-            for geom in labels.to_crs(crs).geometry:
+            outlined = _outlines(labels, crs, (x0, y0, x1, y1), 0.5 / k)
+            outlines += len(outlined)
+            for geom in outlined:
                 for ring in _rings(geom):
                     points = " ".join(f"{(x - x0) * k:.1f},{(y1 - y) * k:.1f}" for x, y in ring)
                     shapes.append(
@@ -140,7 +152,12 @@ def _split_map(store: ChipStore, leaks: Any, labels: Any) -> str:
         ' <span class="swatch" style="background:#bbbbbb"></span>over the nodata limit'
         ' <span class="swatch" style="background:#000"></span>failed'
         ' <span class="swatch" style="border:3px solid #e00"></span>leak'
-        + (" — black lines: label outlines" if labels is not None else "")
+        + (
+            f' — black lines: outlines of <span data-key="label-shapes">{outlines}</span> '
+            "label shapes over the chips"
+            if labels is not None
+            else ""
+        )
     )
     leak_text = (
         f'<p class="warn" data-key="leaks">{len(leaks)} leaking pairs (outlined red)</p>'
@@ -162,17 +179,28 @@ def _rings(geom: Any) -> list[list[tuple[float, float]]]:
     return []
 
 
-def _labels(store: ChipStore) -> Any:
-    """The label shapes named in the config, when the file is still there."""
-    import geopandas as gpd  # lazy: only a report with vector labels reads them
+def _outlines(labels: Any, crs: str, bounds: tuple[float, ...], tolerance: float) -> list[Any]:
+    """The label shapes over ``bounds`` (in ``crs``), clipped to them and simplified to
+    about a pixel of the map (``tolerance``)."""
+    shapes = labels.to_crs(crs).geometry
+    shapes = shapes[shapes.notna() & ~shapes.is_empty & shapes.intersects(box(*bounds))]
+    clipped = shapely.clip_by_rect(shapes.to_numpy(), *bounds)
+    return [g for g in shapely.simplify(clipped, tolerance) if not g.is_empty]
 
+
+def _labels(store: ChipStore) -> Any:
+    """The vector label shapes of the build config (``path: sample``: the packaged demo
+    labels), when the file is still there; None otherwise (no outlines)."""
     labels = (store.manifest.get("config") or {}).get("labels") or {}
-    path = labels.get("path") if isinstance(labels, dict) else None
+    if not isinstance(labels, dict) or labels.get("kind", "vector") != "vector":
+        return None
+    path = labels.get("path")
+    path = sample_labels_path() if path == "sample" else path
     if not path or not Path(str(path)).is_file():
         return None
     try:
-        return gpd.read_file(path)
-    except Exception:  # a raster label file, or one gone bad: no outlines
+        return read_vector(path, layer=labels.get("layer"), what="label file")
+    except (GeochipError, OSError, ValueError):  # a file gone bad since: no outlines
         return None
 
 
@@ -238,6 +266,41 @@ def _stats_table(store: ChipStore) -> str:
         )
         head = "".join(f"<th>{k}</th>" for k in keys)
         out.append(f"<h3>{_e(split)}</h3><table><tr><th>band</th>{head}</tr>{rows}</table>")
+    return "".join(out)
+
+
+def _step_stats(store: ChipStore) -> str:
+    """Per time step and band (time stacks): count, mean and std per split, when the build
+    kept them (``stats: {per_step: true}``)."""
+    if len(store.manifest["image"]["shape"]) != 5:
+        return ""
+    doc = store.manifest.get("stats") or {}
+    if "per_step" not in doc:
+        return (
+            "<h3>Per time step</h3><p>Not kept by this build: build with <code>stats: "
+            "{per_step: true}</code>, or write them with <code>geochip stats DIR --per-step "
+            "--save</code>.</p>"
+        )
+    periods = (store.manifest.get("time") or {}).get("periods") or []
+    names = [str(p.get("name", t)) for t, p in enumerate(periods)]
+    bands = doc["bands"]
+    head = "".join(f"<th colspan='3'>{_e(b)}</th>" for b in bands)
+    sub = "<th>count</th><th>mean</th><th>std</th>" * len(bands)
+    out = ["<h3>Per time step (valid pixels of each step)</h3>"]
+    for split, steps in doc["per_step"]["splits"].items():
+        rows = []
+        for t, step in enumerate(steps):
+            cells = "".join(
+                _num(step[b][k], f"step-{k}-{split}-{t}-{b}")
+                for b in bands
+                for k in ("count", "mean", "std")
+            )
+            name = names[t] if t < len(names) else str(t)
+            rows.append(f"<tr><th>{t}</th><td>{_e(name)}</td>{cells}</tr>")
+        out.append(
+            f"<h4>{_e(split)}</h4><table><tr><th rowspan='2'>step</th>"
+            f"<th rowspan='2'>period</th>{head}</tr><tr>{sub}</tr>{''.join(rows)}</table>"
+        )
     return "".join(out)
 
 
@@ -364,7 +427,7 @@ def write_report(store: str | Path | ChipStore, out: str | Path, *, per_split: i
     sections = [
         ("Split map", _split_map(store, check.leaks, _labels(store))),
         ("Class balance per split", _balance(store)),
-        ("Band statistics", _stats_table(store)),
+        ("Band statistics", _stats_table(store) + _step_stats(store)),
         ("Sample chips", _samples(store, per_split)),
         ("Config and provenance", _provenance(store)),
         ("Failures", _failures(store)),
@@ -383,3 +446,48 @@ def write_report(store: str | Path | ChipStore, out: str | Path, *, per_split: i
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, page)
     return out
+
+
+def find_chromium() -> str | None:
+    """The headless browser that :func:`screenshot` runs (Debian's ``chromium``), if any."""
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def screenshot(page: str | Path, png: str | Path, *, width: int = 1280, height: int = 2400) -> Path:
+    """A PNG of the top ``height`` pixels of ``page`` (a report) as headless Chromium shows
+    it, written atomically to ``png``; :class:`~geochip.errors.BrowserNotFoundError` when
+    there is no Chromium."""
+    browser = find_chromium()
+    if browser is None:
+        raise BrowserNotFoundError(
+            f"a screenshot of {page} needs headless Chromium and there is none on PATH; "
+            "install it (Debian: apt-get install chromium) or leave out --screenshot"
+        )
+    png = Path(png)
+    with tempfile.TemporaryDirectory() as profile, atomic_path(png) as tmp:
+        shot = Path(profile) / "page.png"  # Chromium names the format by the suffix
+        done = subprocess.run(
+            [
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--hide-scrollbars",
+                f"--user-data-dir={profile}",
+                f"--window-size={width},{height}",
+                f"--screenshot={shot}",
+                Path(page).resolve().as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if done.returncode != 0 or not shot.exists():
+            raise BrowserNotFoundError(
+                f"{browser} did not take a screenshot of {page} (exit {done.returncode}): "
+                f"{done.stderr.strip()[-300:]}"
+            )
+        shutil.move(shot, tmp)
+    return png

@@ -129,7 +129,8 @@ class SplitConfig(Section):
     def _ratios(cls, value: dict[str, float]) -> dict[str, float]:
         if any(v < 0 for v in value.values()) or sum(value.values()) <= 0:
             raise ValueError("ratios must be non-negative with a positive sum")
-        return value
+        # canonical order (train, val, test): the deal follows it, whatever order was written
+        return {s: value[s] for s in ("train", "val", "test") if s in value}
 
     @model_validator(mode="after")
     def _regions(self) -> SplitConfig:
