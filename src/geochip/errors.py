@@ -39,6 +39,7 @@ __all__ = [
     "RasterReadError",
     "RasterTooLargeError",
     "SearchLimitError",
+    "StoreBusyError",
     "StoreError",
     "UnknownClassError",
 ]
@@ -130,6 +131,10 @@ class RasterReadError(GeochipError, OSError):
 
 class StoreError(GeochipError, OSError):
     """A chip dataset on disk is missing, incomplete or inconsistent."""
+
+
+class StoreBusyError(StoreError):
+    """Another writer holds the lock of a store in object storage (two builds, one prefix)."""
 
 
 class LeakageError(GeochipError, ValueError):

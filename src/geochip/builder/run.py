@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,10 +32,12 @@ import numpy as np
 from ..core.engine import open_engine
 from ..core.files import atomic_write_bytes
 from ..core.progress import Stages
+from ..core.storage import ObjectPath, check_writable, store_path
 from ..errors import StoreError
 from ..store.bandstats import batch_stats, batch_to_json, merge_batches, save_stats
 from ..store.format import MASK_IGNORE, Layout, iter_batches
 from ..store.reader import ArrayReader
+from ..store.remote import store_lock
 from ..store.stats import ChipStats
 from ..store.writer import StoreWriter, finalize_store
 from .catalog import apply_registry
@@ -58,7 +61,7 @@ SELECTION_FILE = "selection.parquet"
 class BuildResult:
     """What a build did."""
 
-    path: Path
+    path: Path | ObjectPath
     counts: dict[str, Any]
     split: dict[str, Any]
     batches: int
@@ -85,6 +88,7 @@ def build(
     console: Any = None,
     on_batch: Callable[[int, int], None] | None = None,
     band_stats: bool = True,
+    force_unlock: bool = False,
 ) -> BuildResult:
     """Build (or resume, or confirm) the chip dataset ``config`` describes.
 
@@ -94,10 +98,31 @@ def build(
     (``stats.json``, the manifest's ``stats``; see :mod:`geochip.store.bandstats`).
     Returns a :class:`BuildResult`; failed chips are in ``result.failed`` and in the index
     (status ``failed`` with the error).
+
+    ``output.path`` may be a URL (``s3://bucket/ds``): it is checked writable before any
+    work and written under the writer's lock (``force_unlock``: take over the lock a killed
+    build left), data first, records after their data, the manifest last
+    (:mod:`geochip.store.remote`).
     """
+    out = store_path(config.output.path)
+    if isinstance(out, ObjectPath):
+        check_writable(out)
+    with store_lock(out, force=force_unlock):
+        return _build(config, resume, overwrite, progress, console, on_batch, band_stats)
+
+
+def _build(
+    config: BuildConfig,
+    resume: bool,
+    overwrite: bool,
+    progress: bool,
+    console: Any,
+    on_batch: Callable[[int, int], None] | None,
+    band_stats: bool,
+) -> BuildResult:
     config = apply_registry(config)
     t0 = time.perf_counter()
-    out = Path(config.output.path)
+    out = store_path(config.output.path)
     stages = Stages(enabled=progress, console=console)
     mode = check_existing(out, config, overwrite)
     if resume and mode != "resume":
@@ -218,7 +243,7 @@ def build(
         summary = bp.split.summary()
         if bp.selection is not None:
             # provenance: the table and the chosen items (unsigned hrefs), atomically
-            bp.selection.save(out / SELECTION_FILE)
+            _save_selection(bp, out)
         stats_section = (
             _band_stats(
                 out,
@@ -291,8 +316,21 @@ def build(
     )
 
 
+def _save_selection(bp: BuildPlan, out: Path | ObjectPath) -> None:
+    """The selection table and its items into the store (uploaded from a temporary folder
+    for a remote store)."""
+    assert bp.selection is not None
+    if isinstance(out, Path):
+        bp.selection.save(out / SELECTION_FILE)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        bp.selection.save(Path(tmp) / SELECTION_FILE)
+        for file in sorted(Path(tmp).iterdir()):
+            (out / file.name).write_bytes(file.read_bytes())
+
+
 def _band_stats(
-    out: Path,
+    out: Path | ObjectPath,
     bp: BuildPlan,
     spans: list[tuple[int, int]],
     records: dict[int, dict[str, Any]],

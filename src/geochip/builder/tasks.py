@@ -25,6 +25,7 @@ from ..core.files import atomic_write_bytes
 from ..core.grid import Window, array_window
 from ..core.retry import is_transient, retry
 from ..core.security import redact
+from ..core.storage import ObjectPath
 from ..errors import RasterReadError
 from ..read.labels import rasterize_labels
 from ..store.bandstats import batch_stats, batch_to_json
@@ -256,7 +257,7 @@ def _empty(task: BatchTask) -> int | None:
 
 
 def batch_tasks(
-    out: Path,
+    out: Path | ObjectPath,
     plan: BuildPlan,
     config: BuildConfig,
     fingerprint: str,

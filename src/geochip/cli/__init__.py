@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import sys
 
+from rich.markup import escape
+
 from ..core.security import redact
 from ..errors import GeochipError
 from .app import app, err_console
@@ -35,7 +37,9 @@ def main() -> None:
     except GeochipError as err:
         message = " ".join(redact(str(err)).split())
         err_console.print(
-            f"[red]error:[/] {type(err).__name__}: {message}", highlight=False, soft_wrap=True
+            f"[red]error:[/] {type(err).__name__}: {escape(message)}",
+            highlight=False,
+            soft_wrap=True,
         )
         sys.exit(1)
 

@@ -22,7 +22,10 @@ def build(
         Path | None, typer.Argument(help="The dataset's YAML config (see --help-config).")
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Output folder; overrides output.path of the config.")
+        str | None,
+        typer.Option(
+            help="Output folder or URL (s3://, gs://, az://); overrides output.path of the config."
+        ),
     ] = None,
     resume: Annotated[
         bool, typer.Option(help="Insist on resuming an unfinished build (plain runs resume too).")
@@ -36,6 +39,12 @@ def build(
     ] = None,
     overwrite: Annotated[
         bool, typer.Option(help="Replace a geochip store built from another config.")
+    ] = False,
+    force_unlock: Annotated[
+        bool,
+        typer.Option(
+            help="Take over the lock of a URL output left by a killed build (then resume)."
+        ),
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     help_config: Annotated[
@@ -56,7 +65,12 @@ def build(
     cfg = load_config(config).with_overrides(out=out, workers=workers, scheduler=scheduler)
     try:
         result = run_build(
-            cfg, resume=resume, overwrite=overwrite, progress=progress, console=console
+            cfg,
+            resume=resume,
+            overwrite=overwrite,
+            progress=progress,
+            console=console,
+            force_unlock=force_unlock,
         )
     except KeyboardInterrupt:
         err_console.print(

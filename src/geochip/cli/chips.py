@@ -84,7 +84,8 @@ def chips(
         bool, typer.Option("--count", help="Print the number of chips (headers only).")
     ] = False,
     out: Annotated[
-        Path | None, typer.Option(help="Write the chips as a chip dataset (store) here.")
+        str | None,
+        typer.Option(help="Write the chips as a chip dataset (store) here: a folder or a URL."),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing store.")] = False,
     workers: Annotated[int, typer.Option(min=1, help="Threads that read and write.")] = 2,

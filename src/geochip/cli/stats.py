@@ -15,7 +15,9 @@ from .app import app, console
 
 @app.command()
 def stats(
-    store: Annotated[Path, typer.Argument(help="A chip dataset folder.")],
+    store: Annotated[
+        str, typer.Argument(help="A chip dataset: a folder or a URL (s3://bucket/ds).")
+    ],
     split: Annotated[
         str | None, typer.Option(help="One split (train, val, test, all); default: every one.")
     ] = None,
@@ -82,7 +84,9 @@ def stats(
 
 @app.command()
 def report(
-    store: Annotated[Path, typer.Argument(help="A chip dataset folder.")],
+    store: Annotated[
+        str, typer.Argument(help="A chip dataset: a folder or a URL (s3://bucket/ds).")
+    ],
     out: Annotated[Path, typer.Option(help="The HTML file to write.")] = Path("report.html"),
     per_split: Annotated[int, typer.Option(min=1, help="Sample chips shown per split.")] = 4,
 ) -> None:

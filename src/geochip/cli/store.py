@@ -9,13 +9,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ..core.storage import ObjectPath
 from .app import app, console, err_console
 
 #: Exit status of ``geochip check`` when it finds a leak, a corrupt chip or an inconsistency.
 EXIT_CHECK_FAILED = 4
 
 
-def _folder_bytes(path: Path) -> int:
+def _folder_bytes(path: Path | ObjectPath) -> int:
+    if isinstance(path, ObjectPath):
+        return path.tree_bytes()
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
@@ -29,7 +32,9 @@ def _human(n: float) -> str:
 
 @app.command()
 def info(
-    store: Annotated[Path, typer.Argument(help="A chip dataset folder.")],
+    store: Annotated[
+        str, typer.Argument(help="A chip dataset: a folder or a URL (s3://bucket/ds).")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
     """Summarise a chip dataset: chips per split, arrays, classes, versions."""
@@ -83,7 +88,9 @@ def info(
 
 @app.command()
 def check(
-    store: Annotated[Path, typer.Argument(help="A chip dataset folder.")],
+    store: Annotated[
+        str, typer.Argument(help="A chip dataset: a folder or a URL (s3://bucket/ds).")
+    ],
     buffer: Annotated[
         float | None,
         typer.Option(help="Leak distance in CRS units; default: the buffer of the build."),
@@ -141,7 +148,9 @@ def check(
 
 @app.command()
 def preview(
-    store: Annotated[Path, typer.Argument(help="A chip dataset folder.")],
+    store: Annotated[
+        str, typer.Argument(help="A chip dataset: a folder or a URL (s3://bucket/ds).")
+    ],
     out: Annotated[Path, typer.Option(help="PNG of sample chips and masks per split.")] = Path(
         "preview.png"
     ),

@@ -4,7 +4,9 @@ Every file geochip writes goes through :func:`atomic_path`: it is written under 
 temporary name in the same folder (``.<name>.<pid>.<n>.partial``, so the same file
 system) and renamed onto its final name only once it is complete, so an interrupted
 write never leaves a file with the final name (RELIABILITY.md). Stores remove leftover
-``.*.partial`` files when a build resumes.
+``.*.partial`` files when a build resumes. An object-store path
+(:class:`~geochip.core.storage.ObjectPath`) needs no rename: one PUT makes the object
+appear whole or not at all, so the functions here write it directly.
 
 Example:
     >>> import tempfile, pathlib
@@ -20,14 +22,18 @@ import contextlib
 import hashlib
 import itertools
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
+
+from .storage import ObjectPath
 
 __all__ = [
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
     "remove_stale_partials",
+    "remove_tree",
     "sha256_file",
 ]
 
@@ -75,23 +81,38 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (flushed to disk before the rename)."""
+def atomic_write_bytes(path: str | Path | ObjectPath, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (flushed to disk before the rename; one PUT
+    for an object)."""
+    if isinstance(path, ObjectPath):
+        path.write_bytes(data)
+        return
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
+def atomic_write_text(path: str | Path | ObjectPath, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def sha256_file(path: str | Path) -> str | None:
-    """The sha256 of a file's bytes (hex), or None when it does not exist."""
+def sha256_file(path: str | Path | ObjectPath) -> str | None:
+    """The sha256 of a file's (or an object's) bytes (hex), or None when it does not exist.
+    Objects are hashed from their bytes, not trusted by their ETag."""
     try:
+        if isinstance(path, ObjectPath):
+            return hashlib.sha256(path.read_bytes()).hexdigest()
         with open(path, "rb") as f:
             return hashlib.file_digest(f, "sha256").hexdigest()
     except FileNotFoundError:
         return None
+
+
+def remove_tree(path: str | Path | ObjectPath) -> None:
+    """Remove a folder (or every object under a prefix); nothing when it is not there."""
+    if isinstance(path, ObjectPath):
+        path.remove_tree()
+    else:
+        shutil.rmtree(path, ignore_errors=True)

@@ -24,9 +24,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit
 
 from ..errors import InputError, MissingExtraError, StoreError
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SCHEMES",
+    "ObjectPath",
+    "StorePath",
     "check_writable",
     "filesystem",
     "gdal_options",
@@ -45,6 +47,7 @@ __all__ = [
     "join",
     "local_path",
     "scheme_of",
+    "store_path",
 ]
 
 #: URL scheme -> (Python package of its fsspec file system, geochip extra that installs it,
@@ -144,10 +147,12 @@ def gdal_options(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     }
 
 
-def check_writable(location: str | Path) -> None:
+def check_writable(location: str | Path | ObjectPath) -> None:
     """Refuse, before any work, a destination that cannot be written: a probe object is
     written under ``location`` and removed. A :class:`~geochip.errors.StoreError` names the
     location and the cause (missing bucket, no permission, no credentials)."""
+    if isinstance(location, ObjectPath):
+        location = location.url
     if not is_url(location):
         path = local_path(location).absolute()
         existing = next(p for p in (path, *path.parents) if p.exists())
@@ -166,3 +171,165 @@ def check_writable(location: str | Path) -> None:
             f"cannot write to {location}: {type(err).__name__}: {redact(str(err))}; check "
             "that the bucket exists and that the credentials in the environment may write it"
         ) from None
+
+
+class ObjectPath:
+    """A path under an object-store URL with the few :class:`pathlib.Path` methods geochip's
+    stores use (``/``, ``name``, ``exists``, ``read_bytes``, ``write_bytes``, ``iterdir``,
+    ``unlink`` ...), plus byte ranges. Each ``write_bytes`` is one PUT: the object appears
+    whole or not at all (object stores have no rename, and need none for one object).
+
+    Only the URL is kept (and pickled): the file system is opened lazily in each process
+    (fsspec makes fresh clients after ``fork``), so Dask task graphs and DataLoader workers
+    carry no client and no credential.
+
+    >>> p = ObjectPath("memory://geochip-doc/ds") / "a" / "b.json"
+    >>> p.write_text("{}"); p.name, p.parent.name, p.exists(), p.read_text()
+    ('b.json', 'a', True, '{}')
+    >>> [q.name for q in (ObjectPath("memory://geochip-doc/ds") / "a").iterdir()]
+    ['b.json']
+    """
+
+    def __init__(self, url: str) -> None:
+        scheme_of(url)  # refuses unknown schemes
+        self.url = url.rstrip("/")
+        self._fs: Any = None
+        self._pid = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"url": self.url, "_fs": None, "_pid": 0}
+
+    @property
+    def fs(self) -> Any:
+        """The fsspec file system (opened once per process)."""
+        if self._fs is None or self._pid != os.getpid():
+            self._fs, _ = filesystem(self.url)
+            self._pid = os.getpid()
+        return self._fs
+
+    @property
+    def path(self) -> str:
+        """The path in :attr:`fs` (``bucket/key`` for s3)."""
+        return str(self.fs._strip_protocol(self.url))
+
+    def __truediv__(self, part: str) -> ObjectPath:
+        return ObjectPath(join(self.url, str(part)))
+
+    def joinpath(self, *parts: str) -> ObjectPath:
+        return ObjectPath(join(self.url, *(str(p) for p in parts)))
+
+    @property
+    def name(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+    @property
+    def parent(self) -> ObjectPath:
+        return ObjectPath(self.url.rsplit("/", 1)[0])
+
+    def with_name(self, name: str) -> ObjectPath:
+        return self.parent / name
+
+    def __str__(self) -> str:
+        return self.url
+
+    def __repr__(self) -> str:
+        return f"ObjectPath({self.url!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ObjectPath) and other.url == self.url
+
+    def __hash__(self) -> int:
+        return hash(self.url)
+
+    def exists(self) -> bool:
+        """Whether an object or a prefix with objects is there (asks the store, not a cache)."""
+        self.fs.invalidate_cache()
+        return bool(self.fs.exists(self.path))
+
+    def is_file(self) -> bool:
+        self.fs.invalidate_cache()
+        return bool(self.fs.isfile(self.path))
+
+    def read_bytes(self) -> bytes:
+        return bytes(self.fs.cat_file(self.path))
+
+    def read_text(self, encoding: str = "utf-8") -> str:
+        return self.read_bytes().decode(encoding)
+
+    def write_bytes(self, data: bytes) -> None:
+        self.fs.pipe_file(self.path, bytes(data))
+
+    def write_text(self, text: str, encoding: str = "utf-8") -> None:
+        self.write_bytes(text.encode(encoding))
+
+    def create(self, data: bytes) -> None:
+        """Write ``data`` only if no object is there (a conditional write, If-None-Match);
+        :class:`FileExistsError` when one is."""
+        self.fs.pipe_file(self.path, bytes(data), mode="create")
+
+    def iterdir(self) -> list[ObjectPath]:
+        self.fs.invalidate_cache()
+        try:
+            names = self.fs.ls(self.path, detail=False)
+        except FileNotFoundError:
+            return []
+        prefix = self.path.rstrip("/") + "/"
+        return [self / str(n)[len(prefix) :] for n in names if str(n).startswith(prefix)]
+
+    def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
+        """Nothing to do: object stores have no folders."""
+
+    def unlink(self, missing_ok: bool = False) -> None:
+        try:
+            self.fs.rm_file(self.path)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+
+    def remove_tree(self) -> None:
+        """Remove every object under this prefix."""
+        self.fs.invalidate_cache()
+        if self.fs.exists(self.path):
+            self.fs.rm(self.path, recursive=True)
+        self.fs.invalidate_cache()
+
+    def size(self) -> int:
+        return int(self.fs.size(self.path))
+
+    def tree_bytes(self) -> int:
+        """Bytes of every object under this prefix."""
+        self.fs.invalidate_cache()
+        return int(self.fs.du(self.path, total=True))
+
+    def read_range(self, start: int, end: int | None = None) -> bytes:
+        """Bytes ``[start, end)`` (``start < 0``: the last ``-start`` bytes) in one request."""
+        return bytes(self.fs.cat_file(self.path, start=start, end=end))
+
+    def read_ranges(
+        self, paths: Sequence[ObjectPath], starts: Sequence[int], ends: Sequence[int | None]
+    ) -> list[bytes | BaseException]:
+        """Byte ranges of several objects, fetched concurrently (fsspec ``cat_ranges``); a
+        missing object gives its :class:`FileNotFoundError` in its place."""
+        out = self.fs.cat_ranges(
+            [p.path for p in paths], list(starts), list(ends), on_error="return"
+        )
+        return [v if isinstance(v, BaseException) else bytes(v) for v in out]
+
+
+#: Where a store lives: a local folder or a folder-like prefix in an object store.
+StorePath: TypeAlias = "Path | ObjectPath"
+
+
+def store_path(location: str | Path | ObjectPath) -> Path | ObjectPath:
+    """``location`` as a :class:`~pathlib.Path` (local path, ``file://``) or an
+    :class:`ObjectPath` (any other URL: ``s3://``, ``gs://``, ``az://``, ``memory://``).
+    Never ``Path("s3://...")``, which is the local folder ``s3:``.
+
+    >>> store_path("s3://bucket/ds"), store_path("file:///tmp/ds"), store_path("ds").name
+    (ObjectPath('s3://bucket/ds'), PosixPath('/tmp/ds'), 'ds')
+    """
+    if isinstance(location, ObjectPath | Path):
+        return location
+    if is_url(location):
+        return ObjectPath(str(location))
+    return local_path(location)

@@ -6,7 +6,9 @@ it raises :class:`~geochip.errors.MissingExtraError`.
 Samples follow torchgeo's convention: ``{"image", "mask", "crs", "bounds", "chip_id"}``.
 ``image`` keeps the store's dtype (e.g. ``torch.uint16``; convert in a transform), ``mask``
 is ``torch.uint8`` with 255 = ignore. Files are opened in the process that reads, so the
-dataset is safe with ``num_workers > 0`` under ``fork`` and ``spawn``.
+dataset is safe with ``num_workers > 0`` under ``fork`` and ``spawn``. A store in object
+storage (``ChipDataset("s3://bucket/ds")``) is read through byte ranges, each batch's chips
+fetched concurrently; every worker opens its own client after the fork.
 
 **Why it is fast.** A DataLoader asks for a whole batch at once (``__getitems__``): the
 dataset allocates one batch buffer and decodes every chip's chunk file straight into its
@@ -52,6 +54,7 @@ import numpy.typing as npt
 import torch
 from torch.utils.data import Dataset
 
+from ..core.storage import ObjectPath
 from ..errors import InputError, StoreError
 from ..plan.splits import SPLITS
 from ..store.bandstats import band_stats
@@ -102,7 +105,7 @@ class _BatchBuffer:
             reader.read_into(i, self.tensor[k].numpy())
             return
         offset = k * self.chip_bytes
-        where = reader.locate(i) if reader._fast else None
+        where = reader.locate(i) if reader._fast and not reader.remote else None
         if where is not None and reader.codec == "none":
             path, start, nbytes = where
             if nbytes != self.chip_bytes:
@@ -155,7 +158,7 @@ class ChipDataset(Dataset[Sample]):
 
     def __init__(
         self,
-        path: str | Path | ChipStore,
+        path: str | Path | ObjectPath | ChipStore,
         split: str | None = None,
         transforms: Callable[[Sample], Sample] | None = None,
         *,
@@ -257,6 +260,7 @@ class ChipDataset(Dataset[Sample]):
             names.remove("image")
         for name in names:
             reader = self._reader(name)
+            reader.prefetch([self.positions[i] for i in idx])  # a remote store: concurrently
             buffer = _BatchBuffer(len(idx), reader.chip_shape, reader.dtype)
             try:
                 for k, i in enumerate(idx):
@@ -287,6 +291,7 @@ class ChipDataset(Dataset[Sample]):
         if raw is None or raw.shape != shape:
             raw = np.empty(shape, dtype=reader.dtype)
             self._scratch["raw"] = raw
+        reader.prefetch([self.positions[i] for i in idx])
         for k, i in enumerate(idx):
             reader.read_into(int(self.positions[i]), raw[k])
         dtype = self.normalizer.dtype

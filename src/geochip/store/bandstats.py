@@ -40,13 +40,13 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from ..core.files import atomic_write_text
+from ..core.storage import store_path
 from ..errors import InputError, NoValidPixelsError
 
 if TYPE_CHECKING:
@@ -409,7 +409,7 @@ def save_stats(
 ) -> dict[str, Any]:
     """Write ``stats.json`` (atomically) and return the manifest's ``stats`` section."""
     full = stats_document(accs, bands, dtype, histograms=True, steps=steps)
-    atomic_write_text(Path(root) / STATS_FILE, json.dumps(full, sort_keys=True) + "\n")
+    atomic_write_text(store_path(root) / STATS_FILE, json.dumps(full, sort_keys=True) + "\n")
     return stats_document(accs, bands, dtype, histograms=False, steps=steps)
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..core.storage import ObjectPath
 from ..plan.splits import find_leaks
 from .reader import open_store
 from .stats import chip_checksum
@@ -48,7 +49,7 @@ __all__ = [
 class CheckReport:
     """What :func:`check_store` found."""
 
-    path: Path
+    path: Path | ObjectPath
     buffer: float
     leaks: pd.DataFrame
     balance: dict[str, dict[str, Any]]
@@ -82,7 +83,7 @@ class CheckReport:
 
 
 def check_store(
-    path: str | Path, *, buffer: float | None = None, integrity: bool = True
+    path: str | Path | ObjectPath, *, buffer: float | None = None, integrity: bool = True
 ) -> CheckReport:
     """Check the store at ``path``; ``buffer`` defaults to the one it was built with."""
     store = open_store(path)
@@ -129,14 +130,19 @@ def check_store(
     if integrity and not problems:
         image_reader = store.reader("image")
         mask_reader = store.reader("mask") if store.has_mask else None
-        for i, expected in zip(usable["index"], usable["checksum"], strict=False):
+        positions = [int(i) for i in usable["index"]]
+        for k, (i, expected) in enumerate(zip(positions, usable["checksum"], strict=False)):
+            if k % 256 == 0:  # a remote store: the next chips' ranges, concurrently
+                image_reader.prefetch(positions[k : k + 256])
+                if mask_reader is not None:
+                    mask_reader.prefetch(positions[k : k + 256])
             image = image_reader.read(int(i))
             mask = mask_reader.read(int(i)) if mask_reader is not None else None
             checked += 1
             if chip_checksum(image, mask) != expected:
                 corrupt.append(str(index["chip_id"].iloc[int(i)]))
     return CheckReport(
-        Path(path),
+        store.path,
         buffer,
         leaks,
         balance,

@@ -4,10 +4,16 @@ Zarr call per chip) for the layouts geochip writes.
 
 zarr (~0.6 s to import) is imported only for layouts the reader does not decode itself:
 DataLoader workers read chips without it.
+
+A store in object storage (``s3://...``, an :class:`~geochip.core.storage.ObjectPath`) is
+read the same way through byte ranges: a shard's index once (one suffix-range request,
+cached per process), then one range request per chip; :meth:`ArrayReader.prefetch` fetches
+the chips of a whole batch concurrently (fsspec ``cat_ranges``).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -20,8 +26,10 @@ import numcodecs
 import numpy as np
 import numpy.typing as npt
 
+from ..core.storage import ObjectPath, store_path
 from ..errors import StoreError
 from .format import FORMAT, FORMAT_VERSION
+from .remote import zarr_store
 
 __all__ = [
     "ArrayReader",
@@ -42,8 +50,9 @@ class ArrayReader:
     files; shard indexes are cached per process).
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | Path | ObjectPath) -> None:
+        self.path = store_path(path)
+        self.remote = isinstance(self.path, ObjectPath)
         meta = json.loads((self.path / "zarr.json").read_text())
         self.shape = tuple(int(s) for s in meta["shape"])
         self.dtype = np.dtype(meta["data_type"])
@@ -88,6 +97,7 @@ class ArrayReader:
         self._zarr: Any = None
         self._decoder: Any = None
         self._buffer: npt.NDArray[np.uint8] | None = None
+        self._prefetched: dict[int, bytes | None] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -95,9 +105,10 @@ class ArrayReader:
         state["_decoder"] = None
         state["_shard_index"] = {}
         state["_buffer"] = None
+        state["_prefetched"] = {}
         return state
 
-    def _key(self, c: int) -> Path:
+    def _key(self, c: int) -> Any:
         return self.path.joinpath("c", str(c), *(["0"] * (self._ndim - 1)))
 
     def _decode(self, data: bytes | memoryview, out: npt.NDArray[Any]) -> None:
@@ -117,13 +128,23 @@ class ArrayReader:
         if index is not None:
             return index
         path = self._key(s)
-        size = self.per_file * 16 + (4 if self._index_crc else 0)
         try:
-            with open(path, "rb", buffering=0) as f:
-                f.seek(-size, os.SEEK_END)
-                raw = f.read(size)
+            if isinstance(path, ObjectPath):
+                raw = path.read_range(-self._index_size)
+            else:
+                with open(path, "rb", buffering=0) as f:
+                    f.seek(-self._index_size, os.SEEK_END)
+                    raw = f.read(self._index_size)
         except FileNotFoundError:
             return None
+        return self._set_index(s, raw)
+
+    @property
+    def _index_size(self) -> int:
+        return self.per_file * 16 + (4 if self._index_crc else 0)
+
+    def _set_index(self, s: int, raw: bytes) -> npt.NDArray[np.uint64]:
+        path = self._key(s)
         if self._index_crc:
             if int.from_bytes(raw[-4:], "little") != google_crc32c.value(raw[:-4]):
                 raise StoreError(f"{path}: the shard index fails its crc32c check")
@@ -132,8 +153,51 @@ class ArrayReader:
         self._shard_index[s] = index
         return index
 
-    def locate(self, i: int) -> tuple[Path, int, int] | None:
-        """(file, offset, nbytes) of chip ``i``'s encoded bytes; None when not stored."""
+    def prefetch(self, positions: Any) -> None:
+        """Fetch the encoded bytes of chips ``positions`` of a remote store concurrently
+        (the shard indexes not cached yet in one round, then one range per chip); the next
+        :meth:`read_into` of each uses them. Nothing for a local store."""
+        if not self.remote or not self._fast:
+            return
+        assert isinstance(self.path, ObjectPath)
+        wanted = sorted({int(i) for i in positions} - set(self._prefetched))
+        if self.sharded:
+            shards = sorted({i // self.per_file for i in wanted} - set(self._shard_index))
+            size = self._index_size
+            keys = [self._key(s) for s in shards]
+            got = self.path.read_ranges(keys, [-size] * len(shards), [None] * len(shards))
+            for s, raw in zip(shards, got, strict=True):
+                if isinstance(raw, FileNotFoundError):
+                    continue
+                if isinstance(raw, BaseException):
+                    raise raw
+                self._set_index(s, raw)
+        spans = []
+        for i in wanted:
+            if self.sharded and i // self.per_file not in self._shard_index:
+                self._prefetched[i] = None  # the shard is not stored: all fill
+                continue
+            where = self.locate(i)
+            if where is None:
+                self._prefetched[i] = None
+            else:
+                spans.append((i, where))
+        got = self.path.read_ranges(
+            [w[0] for _, w in spans],
+            [w[1] for _, w in spans],
+            [w[1] + w[2] if w[2] >= 0 else None for _, w in spans],
+        )
+        for (i, _), data in zip(spans, got, strict=True):
+            if isinstance(data, FileNotFoundError):
+                self._prefetched[i] = None
+            elif isinstance(data, BaseException):
+                raise data
+            else:
+                self._prefetched[i] = data
+
+    def locate(self, i: int) -> tuple[Any, int, int] | None:
+        """(file, offset, nbytes) of chip ``i``'s encoded bytes; None when not stored
+        (nbytes -1: the whole object of a remote store, size not asked for)."""
         if self.sharded:
             s, j = divmod(i, self.per_file)
             index = self._shard(s)
@@ -144,6 +208,8 @@ class ArrayReader:
                 return None
             return self._key(s), offset, nbytes
         path = self._key(i)
+        if isinstance(path, ObjectPath):
+            return path, 0, -1
         try:
             return path, 0, os.stat(path).st_size
         except FileNotFoundError:
@@ -159,6 +225,9 @@ class ArrayReader:
 
                 self._zarr = zarr.open_array(self.path, mode="r")
             out[...] = self._zarr[i]
+            return
+        if self.remote:
+            self._read_remote(i, out)
             return
         where = self.locate(i)
         if where is None:
@@ -185,6 +254,17 @@ class ArrayReader:
             raise StoreError(f"{path}: chip {i} is cut short ({got} of {nbytes} bytes)")
         self._decode(view, out)
 
+    def _read_remote(self, i: int, out: npt.NDArray[Any]) -> None:
+        if i not in self._prefetched:
+            self.prefetch([i])
+        data = self._prefetched.pop(i)
+        if data is None:
+            out.fill(self.fill)
+            return
+        if self.codec == "none" and len(data) != self.nbytes:
+            raise StoreError(f"{self.path}: chip {i} has {len(data)} bytes, expected {self.nbytes}")
+        self._decode(data, out)
+
     def read(self, i: int) -> npt.NDArray[Any]:
         """Chip ``i`` as a new array."""
         out = np.empty(self.chip_shape, dtype=self.dtype)
@@ -196,7 +276,7 @@ class ArrayReader:
 class ChipStore:
     """An opened store: the index, the manifest, and lazily opened arrays."""
 
-    path: Path
+    path: Path | ObjectPath
     index: gpd.GeoDataFrame
     manifest: dict[str, Any]
     _arrays: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -209,7 +289,8 @@ class ChipStore:
         if name not in self._arrays:
             import zarr  # lazy: ~0.6 s; DataLoader workers read chunk files without it
 
-            self._arrays[name] = zarr.open_array(self.path / "chips.zarr" / name, mode="r")
+            location = self.path / "chips.zarr" / name
+            self._arrays[name] = zarr.open_array(zarr_store(location, read_only=True), mode="r")
         return self._arrays[name]
 
     def reader(self, name: str) -> ArrayReader:
@@ -255,14 +336,15 @@ class ChipStore:
         return state
 
 
-def open_store(path: str | Path) -> ChipStore:
-    """Open a complete store; raise :class:`~geochip.errors.StoreError` if it is not one."""
-    path = Path(path)
+def open_store(path: str | Path | ObjectPath) -> ChipStore:
+    """Open a complete store (a folder or a URL: ``s3://bucket/ds``, ...); raise
+    :class:`~geochip.errors.StoreError` if it is not one."""
+    path = store_path(path)
     manifest_path = path / "manifest.json"
     if not manifest_path.exists():
         partial = path.with_name(f"{path.name}.partial")
         hint = ""
-        if partial.exists():
+        if isinstance(path, Path) and partial.exists():
             hint = f" (an unfinished build is in {partial})"
         elif (path / ".geochip").exists():
             hint = " (an unfinished `geochip build`: run it again to resume)"
@@ -275,7 +357,7 @@ def open_store(path: str | Path) -> ChipStore:
             f"{path}: store format version {manifest['format_version']} is newer than this "
             f"geochip reads ({FORMAT_VERSION}); upgrade geochip"
         )
-    index = gpd.read_parquet(path / "index.parquet")
+    index = gpd.read_parquet(io.BytesIO((path / "index.parquet").read_bytes()))
     if "error" not in index.columns:
         index["error"] = ""
     return ChipStore(path, index, manifest)

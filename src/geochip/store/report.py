@@ -299,7 +299,7 @@ def _provenance(store: ChipStore) -> str:
     if selection.exists():
         import pandas as pd  # lazy: only stores built with selection have the table
 
-        table = pd.read_parquet(selection)
+        table = pd.read_parquet(io.BytesIO(selection.read_bytes()))
         keep = [c for c in table.columns if c not in ("geometry",)]
         out.append("<h3>Selection (cloud cover per chosen scene)</h3>")
         out.append(table[keep].head(200).to_html(index=False, border=0))

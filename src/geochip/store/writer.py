@@ -2,8 +2,9 @@
 writer per chunk file, each batch returning the sha256 of its files for resume);
 :func:`finalize_store` writes the index and then the manifest; :func:`write_store` writes a
 whole store from arrays already in this process (built in ``<name>.partial`` and renamed
-into place). ``geochip build`` (:mod:`geochip.builder`) writes with the same writer, from
-tasks.
+into place; in object storage written in place under the writer's lock, the manifest last:
+see :mod:`geochip.store.remote`). ``geochip build`` (:mod:`geochip.builder`) writes with
+the same writer, from tasks.
 
 Example:
     >>> import tempfile, pathlib, numpy as np
@@ -22,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from collections.abc import Callable, Mapping, Sequence
@@ -34,11 +36,13 @@ import numpy.typing as npt
 import zarr
 
 from ..core.engine import run_tasks, synchronous_dask
-from ..core.files import atomic_path, atomic_write_text, sha256_file
+from ..core.files import atomic_write_bytes, atomic_write_text, remove_tree, sha256_file
 from ..core.grid import Window, array_window
+from ..core.storage import ObjectPath, check_writable, store_path
 from ..errors import InputError, RasterReadError, StoreError
 from .bandstats import batch_stats, batch_to_json, merge_batches, save_stats
 from .format import FORMAT, FORMAT_VERSION, MASK_IGNORE, Layout, iter_batches, store_versions
+from .remote import REMOTE_CHIPS_PER_SHARD, store_lock, zarr_store
 from .stats import ChipStats, chip_stats
 
 if TYPE_CHECKING:
@@ -79,8 +83,8 @@ class StoreWriter:
     a resumed build checks before it skips the batch.
     """
 
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
+    def __init__(self, root: str | Path | ObjectPath) -> None:
+        self.root = store_path(root)
         self.zarr_path = self.root / "chips.zarr"
         self._arrays: dict[str, Any] = {}
 
@@ -99,7 +103,7 @@ class StoreWriter:
         layout: Layout,
     ) -> None:
         """Create (or replace) the group and its arrays; no chunk is written."""
-        group = zarr.open_group(self.zarr_path, mode="w", zarr_format=3)
+        group = zarr.open_group(zarr_store(self.zarr_path), mode="w", zarr_format=3)
         k = layout.chips_per_shard
         image_chunks = (1, *lead, height, width)
         group.create_array(
@@ -133,7 +137,7 @@ class StoreWriter:
 
     def _array(self, name: str) -> Any:
         if name not in self._arrays:
-            self._arrays[name] = zarr.open_array(self.zarr_path / name, mode="r+")
+            self._arrays[name] = zarr.open_array(zarr_store(self.zarr_path / name), mode="r+")
         return self._arrays[name]
 
     def chips_per_file(self) -> int:
@@ -177,6 +181,9 @@ class StoreWriter:
         """Remove temporary files left by writes that were interrupted (kill -9): in the
         arrays, and beside the index and the manifest."""
         removed = 0
+        if isinstance(self.root, ObjectPath):
+            return 0  # objects are written whole by one PUT: nothing temporary
+        assert isinstance(self.zarr_path, Path)
         candidates = [
             *self.zarr_path.rglob("*.partial"),
             *self.root.glob(".*.partial"),  # geochip.core.files.atomic_path's names
@@ -227,7 +234,7 @@ def _counts(index: gpd.GeoDataFrame) -> dict[str, Any]:
 
 
 def finalize_store(
-    root: str | Path,
+    root: str | Path | ObjectPath,
     plan: gpd.GeoDataFrame,
     stats: Sequence[ChipStats],
     *,
@@ -240,7 +247,7 @@ def finalize_store(
     ``sources[grid_id]`` holds its ``item_ids``, ``hrefs`` and ``datetimes`` (lists), and
     any other key becomes a column too (e.g. ``steps``, the items of each time step).
     """
-    root = Path(root)
+    root = store_path(root)
     if len(stats) != len(plan):
         raise StoreError(f"{len(stats)} chip records for a plan of {len(plan)} chips")
     index = plan.reset_index(drop=True).copy()
@@ -257,8 +264,9 @@ def finalize_store(
     index["checksum"] = [s.checksum for s in stats]
     index["status"] = [s.status for s in stats]
     index["error"] = [s.error for s in stats]
-    with atomic_path(root / "index.parquet") as tmp:
-        index.to_parquet(tmp, index=False, write_covering_bbox=False)
+    buffer = io.BytesIO()
+    index.to_parquet(buffer, index=False, write_covering_bbox=False)
+    atomic_write_bytes(root / "index.parquet", buffer.getvalue())
     out = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -271,7 +279,7 @@ def finalize_store(
 
 
 def write_store(
-    path: str | Path,
+    path: str | Path | ObjectPath,
     plan: gpd.GeoDataFrame,
     sources: Mapping[str, ChipSource],
     *,
@@ -281,25 +289,34 @@ def write_store(
     overwrite: bool = False,
     on_chip: Callable[[int], None] | None = None,
     layout: Layout | None = None,
-) -> Path:
+) -> Path | ObjectPath:
     """Read every chip of ``plan`` from its grid's source and write the store at ``path``.
 
     Chip ``i`` of the arrays is row ``i`` of the plan. Every chip is checked before it is
     written: a read error raises :class:`~geochip.errors.RasterReadError` naming the chip.
     ``on_chip(n)`` reports progress. An existing store is replaced only with ``overwrite``.
     For datasets described by a config, with resume and Dask, use ``geochip build``.
+
+    ``path`` may be a URL (``s3://bucket/ds``, ...): the store is written in place under the
+    writer's lock, manifest last, in shards of
+    :data:`~geochip.store.remote.REMOTE_CHIPS_PER_SHARD` chips unless ``layout`` says
+    otherwise (see :mod:`geochip.store.remote`).
     """
-    path = Path(path)
-    if (path / "manifest.json").exists() and not overwrite:
-        raise StoreError(f"{path} already holds a chip dataset; pass overwrite=True to replace it")
-    if path.exists() and not (path / "manifest.json").exists() and any(path.iterdir()):
-        raise StoreError(f"{path} exists and is not a geochip store; choose another path")
+    root = store_path(path)
+    remote = isinstance(root, ObjectPath)
+    if remote:
+        check_writable(root)
+    if (root / "manifest.json").exists() and not overwrite:
+        raise StoreError(f"{root} already holds a chip dataset; pass overwrite=True to replace it")
+    names = [p.name for p in root.iterdir()] if root.exists() else []
+    if names and not (root / "manifest.json").exists() and names != [".geochip"]:
+        raise StoreError(f"{root} exists and is not a geochip store; choose another root")
     if len(plan) == 0:
         raise InputError("the plan has no chips; nothing to write")
     missing = sorted(set(plan["grid_id"]) - set(sources))
     if missing:
         raise InputError(f"no source for grids {missing}; sources cover {sorted(sources)}")
-    layout = layout or Layout()
+    layout = layout or Layout(chips_per_shard=REMOTE_CHIPS_PER_SHARD if remote else 1)
     plan = plan.reset_index(drop=True)
     first = sources[plan["grid_id"].iloc[0]]
     height, width = int(plan["height"].iloc[0]), int(plan["width"].iloc[0])
@@ -314,12 +331,50 @@ def write_store(
                 f"every grid must match {lead} / {dtype}"
             )
     with_mask = first.mask is not None
-
-    partial = path.with_name(f"{path.name}.partial")
+    args = (plan, sources, classes, config, workers, on_chip, layout, lead, dtype, with_mask)
+    if isinstance(root, ObjectPath):
+        with store_lock(root):
+            # overwrite: the manifest first (the store stops being complete), then the rest
+            (root / "manifest.json").unlink(missing_ok=True)
+            for entry in root.iterdir():
+                if entry.name != ".geochip":
+                    remove_tree(entry)
+            _fill(root, *args)
+        return root
+    partial = root.with_name(f"{root.name}.partial")
     if partial.exists():
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
-    writer = StoreWriter(partial)
+    _fill(partial, *args)
+    if root.exists():
+        old = root.with_name(f"{root.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        root.rename(old)
+        partial.rename(root)
+        shutil.rmtree(old)
+    else:
+        partial.rename(root)
+    return root
+
+
+def _fill(
+    target: Path | ObjectPath,
+    plan: gpd.GeoDataFrame,
+    sources: Mapping[str, ChipSource],
+    classes: Mapping[str, int] | None,
+    config: Mapping[str, Any] | None,
+    workers: int,
+    on_chip: Callable[[int], None] | None,
+    layout: Layout,
+    lead: tuple[int, ...],
+    dtype: np.dtype[Any],
+    with_mask: bool,
+) -> None:
+    """Write the arrays, the band statistics, the index and the manifest under ``target``."""
+    first = sources[plan["grid_id"].iloc[0]]
+    height, width = int(plan["height"].iloc[0]), int(plan["width"].iloc[0])
+    writer = StoreWriter(target)
     n = len(plan)
     writer.create(
         n=n,
@@ -377,7 +432,7 @@ def write_store(
             stats[batches[b][0] + k] = s
     # merged in batch order: the same numbers whatever order the threads finished in
     stats_section = save_stats(
-        partial, merge_batches(band_parts, dtype, lead[-1]), list(first.bands), dtype
+        target, merge_batches(band_parts, dtype, lead[-1]), list(first.bands), dtype
     )
 
     source_info = {
@@ -389,7 +444,7 @@ def write_store(
         for gid, src in sources.items()
     }
     finalize_store(
-        partial,
+        target,
         plan,
         [s for s in stats if s is not None],
         sources=source_info,
@@ -410,13 +465,3 @@ def write_store(
             "stats": stats_section,
         },
     )
-    if path.exists():
-        old = path.with_name(f"{path.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        path.rename(old)
-        partial.rename(path)
-        shutil.rmtree(old)
-    else:
-        partial.rename(path)
-    return path

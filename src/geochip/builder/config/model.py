@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError, model_validator
 
+from ...core.storage import is_url, local_path
 from ...core.validation import error_lines
 from ...errors import ConfigError
 from .base import Section
@@ -174,7 +175,10 @@ class BuildConfig(Section):
         """A copy with the command line's overrides applied (validated again)."""
         data = self.model_dump(mode="json")
         if out is not None:
-            data["output"]["path"] = str(Path(out).resolve())
+            # a URL stays a URL (Path("s3://b/ds") would be the local folder "s3:")
+            data["output"]["path"] = str(out) if is_url(out) else str(local_path(out).resolve())
+            if "chips_per_shard" not in self.output.model_fields_set:
+                del data["output"]["chips_per_shard"]  # the default of the new place
         if workers is not None:
             data["engine"]["workers"] = workers
             data["engine"]["scheduler"] = None

@@ -10,7 +10,9 @@ from pydantic import Field, field_validator, model_validator
 
 from ...core.env import GdalEnv, worker_options
 from ...core.security import is_credential_option
+from ...core.storage import is_url, scheme_of
 from ...errors import GeochipError
+from ...store.remote import REMOTE_CHIPS_PER_SHARD
 from .base import Section
 
 __all__ = [
@@ -44,8 +46,24 @@ class OutputConfig(Section):
         ge=1,
         le=4096,
         description="1: one chip per chunk file. >1: Zarr shards of this many chips (one "
-        "chip per inner chunk): fewer files on disk.",
+        "chip per inner chunk): fewer files on disk. Default 1 for a local folder, 32 for "
+        "a URL (s3://, gs://, az://: one object per chip is slow on object storage).",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _remote_shards(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "chips_per_shard" not in data:
+            path = data.get("path")
+            if isinstance(path, str) and is_url(path):
+                return {**data, "chips_per_shard": REMOTE_CHIPS_PER_SHARD}
+        return data
+
+    @field_validator("path")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        scheme_of(value)  # an unknown scheme (ftp://, http://): named here, not at write time
+        return value
 
 
 class StatsConfig(Section):

@@ -1,0 +1,136 @@
+"""Bad input to chip datasets in object storage (URLs as outputs and inputs of stores)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from odc.geo.geobox import GeoBox
+
+from geochip.core.storage import ObjectPath, filesystem
+from geochip.errors import InputError, MissingExtraError, StoreError
+from geochip.plan.chips import plan_chips
+from geochip.store.reader import open_store
+from geochip.store.remote import LOCK_FILE
+from geochip.store.writer import ChipSource, write_store
+from geochip.testing import make_cog
+from geochip.testing.catalogs import make_scene_catalog, scene_config
+
+
+def _plan_and_sources() -> tuple[object, dict[str, ChipSource]]:
+    gbox = GeoBox.from_bbox((500_000, 0, 500_640, 640), "EPSG:32633", resolution=10)
+    image = np.ones((2, 64, 64), dtype="uint16")
+    return plan_chips(gbox, 32, grid_id="g"), {"g": ChipSource(image, ["a", "b"], 0)}
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("remote-bad")
+    catalog = make_scene_catalog(root / "cogs", scenes=1, size=64)
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(scene_config(catalog, "unused")))
+    return path
+
+
+def test_build_to_an_unknown_scheme(refuse, config_file: Path, tmp_path: Path) -> None:
+    refuse(
+        "build",
+        str(config_file),
+        "--out",
+        "ftp://host/ds",
+        error="InputError",
+        message="the scheme ftp:// is not supported",
+        cwd=tmp_path,
+        outputs=[tmp_path / "ftp:"],
+    )
+
+
+def test_build_to_a_bucket_that_does_not_exist(
+    refuse, s3_bucket: str, config_file: Path, tmp_path: Path
+) -> None:
+    refuse(
+        "build",
+        str(config_file),
+        "--out",
+        "s3://geochip-no-such-bucket/ds",
+        error="StoreError",
+        message="cannot write to s3://geochip-no-such-bucket/ds",
+        cwd=tmp_path,
+        outputs=[tmp_path / "s3:"],
+    )
+
+
+def test_build_while_another_build_holds_the_prefix(
+    refuse, s3_bucket: str, config_file: Path, tmp_path: Path
+) -> None:
+    url = f"s3://{s3_bucket}/ds"
+    (ObjectPath(url) / LOCK_FILE).write_text(json.dumps({"host": "h1", "pid": 7}))
+    refuse(
+        "build",
+        str(config_file),
+        "--out",
+        url,
+        error="StoreBusyError",
+        message="--force-unlock",
+        cwd=tmp_path,
+    )
+    fs, root = filesystem(url)
+    fs.invalidate_cache()
+    assert fs.find(root) == [f"{root}/{LOCK_FILE}"]  # nothing else written
+
+
+def test_chips_out_to_a_scheme_whose_package_is_missing(refuse, tmp_path: Path) -> None:
+    assert importlib.util.find_spec("gcsfs") is None  # the dev environment has no gcs extra
+    gbox = GeoBox.from_bbox((500_000, 0, 500_640, 640), "EPSG:32633", resolution=10)
+    cog = make_cog(tmp_path / "a.tif", gbox, nodata=0)
+    refuse(
+        "chips",
+        str(cog),
+        "--size",
+        "32",
+        "--out",
+        "gs://bucket/ds",
+        error="MissingExtraError",
+        message="pip install 'geochip[gcs]'",
+        cwd=tmp_path,
+        outputs=[tmp_path / "gs:"],
+    )
+
+
+def test_info_on_a_prefix_without_a_store(refuse, s3_bucket: str) -> None:
+    refuse(
+        "info",
+        f"s3://{s3_bucket}/nothing-here",
+        error="StoreError",
+        message="not a complete geochip store",
+    )
+
+
+def test_write_store_onto_an_existing_remote_store(s3_bucket: str) -> None:
+    plan, sources = _plan_and_sources()
+    url = f"s3://{s3_bucket}/ds"
+    write_store(url, plan, sources)
+    before = (ObjectPath(url) / "manifest.json").read_bytes()
+    with pytest.raises(StoreError, match="already holds a chip dataset; pass overwrite=True"):
+        write_store(url, plan, sources)
+    assert (ObjectPath(url) / "manifest.json").read_bytes() == before
+
+
+def test_write_store_to_a_missing_extra_and_an_unknown_scheme() -> None:
+    plan, sources = _plan_and_sources()
+    with pytest.raises(MissingExtraError, match=r"geochip\[azure\]"):
+        write_store("az://container/ds", plan, sources)
+    with pytest.raises(InputError, match="http://"):
+        open_store("http://example.org/ds")
+
+
+def test_chip_dataset_on_a_missing_bucket(s3_bucket: str) -> None:
+    pytest.importorskip("torch")
+    from geochip.ml.torch import ChipDataset
+
+    with pytest.raises(StoreError, match="not a complete geochip store"):
+        ChipDataset("s3://geochip-no-such-bucket/ds", split="train")

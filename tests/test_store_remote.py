@@ -1,0 +1,354 @@
+"""Chip datasets in object storage, against a real S3 API (moto's server on loopback): written
+by ``write_store`` and ``geochip build``, read by ``open_store``, ``ChipDataset`` (DataLoader
+workers) and the commands, equal chip by chip to the same store written locally."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from odc.geo.geobox import GeoBox
+
+from geochip.builder.config import parse_config
+from geochip.builder.run import build
+from geochip.core.storage import ObjectPath, filesystem
+from geochip.errors import StoreBusyError
+from geochip.plan.chips import plan_chips
+from geochip.plan.splits import assign_splits
+from geochip.store.reader import open_store
+from geochip.store.remote import LOCK_FILE, REMOTE_CHIPS_PER_SHARD, store_lock
+from geochip.store.writer import ChipSource, write_store
+from geochip.testing.catalogs import make_scene_catalog, scene_config
+
+SECRET = "geochip-secret-do-not-leak-7f3a"
+
+
+def _plan_and_sources() -> tuple[Any, dict[str, ChipSource], np.ndarray]:
+    gbox = GeoBox.from_bbox((500_000, 0, 500_000 + 10 * 256, 10 * 256), "EPSG:32633", resolution=10)
+    plan = assign_splits(plan_chips(gbox, 32), block_size=64, seed=1).plan
+    rng = np.random.default_rng(0)
+    image = rng.integers(1, 5000, (3, 256, 256), dtype="uint16")
+    mask = rng.integers(0, 3, (256, 256), dtype="uint8")
+    return plan, {"grid": ChipSource(image, ["r", "g", "b"], 0, mask=mask)}, image
+
+
+def _objects(url: str) -> dict[str, bytes]:
+    fs, root = filesystem(url)
+    fs.invalidate_cache()
+    return {p[len(root) + 1 :]: fs.cat_file(p) for p in fs.find(root)}
+
+
+def _same_chips(a: Any, b: Any) -> None:
+    assert len(a) == len(b)
+    assert a.index.drop(columns="geometry").equals(b.index.drop(columns="geometry"))
+    for i in range(len(a)):
+        (ia, ma), (ib, mb) = a.read(i), b.read(i)
+        assert np.array_equal(ia, ib) and np.array_equal(ma, mb), i
+
+
+def test_write_store_to_a_bucket_equals_the_local_store(s3_bucket: str, tmp_path: Path) -> None:
+    plan, sources, image = _plan_and_sources()
+    url = f"s3://{s3_bucket}/ds"
+    out = write_store(url, plan, sources)
+    assert out == ObjectPath(url)
+    local = open_store(write_store(tmp_path / "ds", plan, sources))
+    remote = open_store(url)
+    assert remote.manifest["layout"]["chips_per_shard"] == REMOTE_CHIPS_PER_SHARD
+    _same_chips(local, remote)
+    row = plan.iloc[9]  # the oracle: the source array itself
+    assert np.array_equal(
+        remote.read(9)[0], image[:, row.row : row.row + 32, row.col : row.col + 32]
+    )
+    names = set(_objects(url))
+    assert {"manifest.json", "index.parquet", "stats.json", "chips.zarr/zarr.json"} <= names
+    assert not any(".geochip" in n for n in names)  # the lock is gone
+    assert np.array_equal(remote.image[3], local.image[3])  # Zarr reads it too
+
+
+def test_a_chip_is_one_range_request_once_its_shard_index_is_cached(s3_bucket: str) -> None:
+    import s3fs
+
+    plan, sources, _ = _plan_and_sources()
+    url = f"s3://{s3_bucket}/ds"
+    write_store(url, plan, sources)
+    reader = open_store(url).reader("image")
+    calls: list[str] = []
+    original = s3fs.S3FileSystem._call_s3
+
+    async def counted(self: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(method)
+        return await original(self, method, *args, **kwargs)
+
+    s3fs.S3FileSystem._call_s3 = counted  # counts the real requests; they still go out
+    try:
+        reader.read(0)  # the shard's index, then the chip
+        assert calls == ["get_object", "get_object"]
+        calls.clear()
+        for i in range(1, 9):
+            reader.read(i)
+        assert calls == ["get_object"] * 8
+        calls.clear()
+        reader.prefetch(range(32, 64))  # a batch of another shard: index + 32 ranges
+        assert calls == ["get_object"] * 33
+    finally:
+        s3fs.S3FileSystem._call_s3 = original
+
+
+def test_only_one_of_two_writers_gets_the_lock(s3_bucket: str) -> None:
+    root = ObjectPath(f"s3://{s3_bucket}/ds")
+    barrier = threading.Barrier(2)
+    outcome: list[str] = []
+
+    def writer() -> None:
+        barrier.wait()
+        try:
+            with store_lock(root):
+                outcome.append("locked")
+                barrier.wait()  # both have tried while the winner still holds it
+        except StoreBusyError:
+            outcome.append("busy")
+            barrier.wait()
+
+    threads = [threading.Thread(target=writer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(outcome) == ["busy", "locked"]
+    assert not (root / LOCK_FILE).exists()
+
+
+def _build_config(catalog: Path, out: str, **output: Any) -> Any:
+    config = scene_config(catalog, out)
+    config["output"].update(output)
+    return parse_config(config)
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_scene_catalog(tmp_path_factory.mktemp("cogs"), scenes=2, size=128)
+
+
+def test_build_resume_verifies_objects_by_sha256_and_rewrites_damaged_batches(
+    s3_bucket: str, catalog: Path, tmp_path: Path
+) -> None:
+    url = f"s3://{s3_bucket}/ds"
+    config = _build_config(catalog, url, chips_per_shard=8)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(done: int, total: int) -> None:
+        if done == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        build(config, progress=False, on_batch=stop_after_two)
+    names = set(_objects(url))
+    assert "manifest.json" not in names and not any(n.endswith("lock") for n in names)
+    records = sorted(n for n in names if n.startswith(".geochip/batches/"))
+    assert len(records) >= 2
+    # damage one recorded chunk object: same size, other bytes (its ETag changes too, but
+    # the check is the sha256 of its bytes)
+    record = json.loads(_objects(url)[records[0]])
+    key = next(k for k, v in record["files"].items() if v is not None)
+    fs, root = filesystem(url)
+    data = bytearray(fs.cat_file(f"{root}/chips.zarr/{key}"))
+    data[0] ^= 0xFF
+    fs.pipe_file(f"{root}/chips.zarr/{key}", bytes(data))
+    result = build(config, progress=False)
+    assert result.batches == 4 and result.skipped_batches == len(records) - 1
+    local = build(_build_config(catalog, str(tmp_path / "ds"), chips_per_shard=8), progress=False)
+    _same_chips(open_store(local.path), open_store(url))
+    assert not any(n.startswith(".geochip") for n in _objects(url))
+
+
+def test_a_build_is_refused_while_another_holds_the_prefix(s3_bucket: str, catalog: Path) -> None:
+    url = f"s3://{s3_bucket}/ds"
+    config = _build_config(catalog, url)
+    lock = ObjectPath(url) / LOCK_FILE
+    lock.write_text(json.dumps({"host": "other-host", "pid": 4242, "started": "then"}))
+    with pytest.raises(StoreBusyError, match="other-host pid 4242.*--force-unlock"):
+        build(config, progress=False)
+    assert set(_objects(url)) == {LOCK_FILE}  # no work was done
+    result = build(config, progress=False, force_unlock=True)  # the other build was killed
+    assert result.counts["chips"] == 32
+    assert not lock.exists()
+
+
+def test_cli_build_to_a_bucket_leaks_no_secret_and_matches_a_local_build(
+    s3_bucket: str, catalog: Path, tmp_path: Path
+) -> None:
+    url = f"s3://{s3_bucket}/ds"
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(scene_config(catalog, "unused")))
+    env = {
+        **os.environ,
+        "AWS_SECRET_ACCESS_KEY": SECRET,  # moto accepts any secret
+        "AWS_SESSION_TOKEN": SECRET + "-token",
+        "COLUMNS": "200",
+    }
+
+    def geochip(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "geochip", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=300,
+            check=False,
+        )
+
+    built = geochip("build", str(config_path), "--out", url, "--no-progress")
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert not (tmp_path / "s3:").exists()  # not a local folder named "s3:"
+    local = tmp_path / "local"
+    assert geochip("build", str(config_path), "--out", str(local), "--no-progress").returncode == 0
+    _same_chips(open_store(local), open_store(url))
+    assert open_store(url).manifest["layout"]["chips_per_shard"] == REMOTE_CHIPS_PER_SHARD
+    outputs = [built]
+    for command in (["info", url], ["check", url], ["stats", url]):
+        outputs.append(geochip(*command))
+        assert outputs[-1].returncode == 0, outputs[-1].stdout + outputs[-1].stderr
+    preview = geochip("preview", url, "--out", str(tmp_path / "p.png"))
+    assert preview.returncode == 0, preview.stderr
+    report = geochip("report", url, "--out", str(tmp_path / "r.html"))
+    assert report.returncode == 0, report.stderr
+    assert "32 chips" in outputs[1].stdout
+    objects = _objects(url)
+    for name, data in objects.items():
+        assert SECRET.encode() not in data, name
+        assert b"geochip-test-key" not in data, name
+    for result in [*outputs, preview, report]:
+        assert SECRET not in result.stdout + result.stderr
+    assert SECRET not in (tmp_path / "r.html").read_text()
+
+
+def _samples(dataset: Any, workers: int) -> list[dict[str, Any]]:
+    from torch.utils.data import DataLoader
+
+    from geochip.ml.torch import collate_chips
+
+    loader = DataLoader(
+        dataset,
+        batch_size=5,
+        num_workers=workers,
+        collate_fn=collate_chips,
+        multiprocessing_context="fork" if workers else None,
+    )
+    return list(loader)
+
+
+def test_chip_dataset_from_a_bucket_with_forked_workers_equals_the_local_one(
+    s3_bucket: str, tmp_path: Path
+) -> None:
+    pytest.importorskip("torch")
+    from geochip.ml.torch import ChipDataset
+
+    plan, sources, _ = _plan_and_sources()
+    url = f"s3://{s3_bucket}/ds"
+    write_store(url, plan, sources)
+    local = write_store(tmp_path / "ds", plan, sources)
+    remote_ds = ChipDataset(url, split="train")
+    remote_ds[0]  # the parent's client exists before the fork: workers must make their own
+    local_batches = _samples(ChipDataset(local, split="train"), 0)
+    remote_batches = _samples(remote_ds, 2)
+    assert len(local_batches) == len(remote_batches) > 1
+    for a, b in zip(local_batches, remote_batches, strict=True):
+        assert a["chip_id"] == b["chip_id"]
+        assert a["image"].dtype == b["image"].dtype
+        assert np.array_equal(a["image"].numpy(), b["image"].numpy())
+        assert np.array_equal(a["mask"].numpy(), b["mask"].numpy())
+        assert np.array_equal(a["bounds"].numpy(), b["bounds"].numpy())
+    normalized = ChipDataset(url, split="train", normalize="zscore")
+    expected = ChipDataset(local, split="train", normalize="zscore")
+    assert np.array_equal(normalized[2]["image"].numpy(), expected[2]["image"].numpy())
+
+
+def test_memory_urls_for_unit_tests() -> None:
+    plan, sources, _ = _plan_and_sources()
+    url = "memory://geochip-unit/ds"
+    write_store(url, plan.head(40), sources)
+    store = open_store(url)
+    assert len(store) == 40 and store.manifest["layout"]["chips_per_shard"] == 32
+    digest = hashlib.sha256((ObjectPath(url) / "manifest.json").read_bytes()).hexdigest()
+    assert len(digest) == 64
+
+
+def test_overwrite_replaces_a_remote_store_without_stale_objects(s3_bucket: str) -> None:
+    plan, sources, image = _plan_and_sources()
+    url = f"s3://{s3_bucket}/ds"
+    write_store(url, plan, sources)  # 64 chips: 2 shards
+    write_store(
+        url, plan.head(20), {"grid": ChipSource(image[:2] + 1, ["a", "b"], 0)}, overwrite=True
+    )
+    store = open_store(url)
+    assert len(store) == 20 and store.bands == ["a", "b"] and not store.has_mask
+    row = plan.iloc[5]
+    expected = image[:2, row.row : row.row + 32, row.col : row.col + 32] + 1
+    assert np.array_equal(store.read(5)[0], expected)
+    chunks = sorted(n for n in _objects(url) if "/c/" in n)
+    assert chunks == ["chips.zarr/image/c/0/0/0/0"]  # the old mask and second shard are gone
+
+
+def test_pickled_readers_and_datasets_carry_no_client_and_no_secret(
+    s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pickle
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    plan, sources, _ = _plan_and_sources()
+    url = f"s3://{s3_bucket}/ds"
+    write_store(url, plan, sources)
+    store = open_store(url)
+    store.read(0)  # clients and caches exist now
+    things: list[Any] = [store, store.reader("image"), ObjectPath(url)]
+    if importlib.util.find_spec("torch") is not None:
+        from geochip.ml.torch import ChipDataset
+
+        dataset = ChipDataset(url)
+        dataset[0]
+        things.append(dataset)
+    for thing in things:
+        data = pickle.dumps(thing)
+        assert SECRET.encode() not in data and b"geochip-test-key" not in data
+        assert b"S3FileSystem" not in data and b"aiobotocore" not in data
+    assert np.array_equal(pickle.loads(pickle.dumps(store)).read(3)[0], store.read(3)[0])
+
+
+def test_cli_chips_out_to_a_bucket(s3_bucket: str, tmp_path: Path) -> None:
+    import rasterio
+    from rasterio.windows import Window
+
+    from geochip.testing import make_cog
+
+    gbox = GeoBox.from_bbox((500_000, 0, 500_640, 640), "EPSG:32633", resolution=10)
+    cog = make_cog(tmp_path / "a.tif", gbox, bands=2, nodata=0)
+    url = f"s3://{s3_bucket}/chips"
+    result = subprocess.run(
+        [sys.executable, "-m", "geochip", "chips", str(cog), "--size", "32", "--out", url],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "s3:").exists()
+    store = open_store(url)
+    assert len(store) == 4
+    with rasterio.open(cog) as src:  # the oracle: a plain read of each chip's window
+        for i, row in enumerate(store.index.itertuples()):
+            window = Window(row.col, row.row, row.width, row.height)
+            assert np.array_equal(store.read(i)[0], src.read(window=window))
