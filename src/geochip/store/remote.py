@@ -117,12 +117,14 @@ def store_lock(
             held = json.loads(lock.read_text())
             who = f"{held.get('host')} pid {held.get('pid')} since {held.get('started')}"
         except (OSError, ValueError):
-            who = "an unknown writer"
-        raise StoreBusyError(
-            f"{root} is being written by another build ({who}; lock {lock}). Wait for it to "
-            "finish; if that build was killed, run again with --force-unlock "
-            "(build(..., force_unlock=True)) to take the lock over and resume"
-        ) from None
+            held, who = {}, "an unknown writer"
+        # our own token: the answer to our create was lost and the client's retry found it
+        if held.get("token") != owner["token"]:
+            raise StoreBusyError(
+                f"{root} is being written by another build ({who}; lock {lock}). Wait for it "
+                "to finish; if that build was killed, run again with --force-unlock "
+                "(build(..., force_unlock=True)) to take the lock over and resume"
+            ) from None
     try:
         yield
     finally:

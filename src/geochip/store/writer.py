@@ -34,10 +34,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 import zarr
+import zarr.storage
 
 from ..core.engine import run_tasks, synchronous_dask
 from ..core.files import atomic_write_bytes, atomic_write_text, remove_tree, sha256_file
 from ..core.grid import Window, array_window
+from ..core.retry import retry_async
 from ..core.storage import ObjectPath, check_writable, store_path
 from ..errors import InputError, RasterReadError, StoreError
 from .bandstats import batch_stats, batch_to_json, merge_batches, save_stats
@@ -74,6 +76,28 @@ class ChipSource:
     datetimes: Sequence[str] = ()
 
 
+class _RetryingReads(zarr.storage.WrapperStore[Any]):
+    """A store being written whose reads (array metadata, a shard a batch completes) are
+    tried again on a transient failure: obstore retries a request that got no answer, not a
+    body cut short after its headers (through testing.proxy, 10% of GETs cut short failed
+    builds)."""
+
+    async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
+        return await retry_async(lambda: self._store.get(key, prototype, byte_range), delay=0.2)
+
+    async def get_partial_values(self, prototype: Any, key_ranges: Any) -> Any:
+        ranges = list(key_ranges)
+        return await retry_async(
+            lambda: self._store.get_partial_values(prototype, ranges), delay=0.2
+        )
+
+
+def _store(path: Path | ObjectPath) -> Any:
+    """The Zarr store a writer opens ``path`` with (reads retried in object storage)."""
+    store = zarr_store(path)
+    return _RetryingReads(store) if isinstance(path, ObjectPath) else store
+
+
 class StoreWriter:
     """Creates the Zarr arrays of a store and writes batches of chips into them.
 
@@ -103,7 +127,7 @@ class StoreWriter:
         layout: Layout,
     ) -> None:
         """Create (or replace) the group and its arrays; no chunk is written."""
-        group = zarr.open_group(zarr_store(self.zarr_path), mode="w", zarr_format=3)
+        group = zarr.open_group(_store(self.zarr_path), mode="w", zarr_format=3)
         k = layout.chips_per_shard
         image_chunks = (1, *lead, height, width)
         group.create_array(
@@ -137,7 +161,7 @@ class StoreWriter:
 
     def _array(self, name: str) -> Any:
         if name not in self._arrays:
-            self._arrays[name] = zarr.open_array(zarr_store(self.zarr_path / name), mode="r+")
+            self._arrays[name] = zarr.open_array(_store(self.zarr_path / name), mode="r+")
         return self._arrays[name]
 
     def chips_per_file(self) -> int:
