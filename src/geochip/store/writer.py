@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import shutil
@@ -76,11 +77,22 @@ class ChipSource:
     datetimes: Sequence[str] = ()
 
 
-class _RetryingReads(zarr.storage.WrapperStore[Any]):
-    """A store being written whose reads (array metadata, a shard a batch completes) are
-    tried again on a transient failure: obstore retries a request that got no answer, not a
-    body cut short after its headers (through testing.proxy, 10% of GETs cut short failed
-    builds)."""
+class _RemoteArray(zarr.storage.WrapperStore[Any]):
+    """The Zarr store of an array being written to object storage. Its reads (array
+    metadata, a shard a batch completes) are tried again on a transient failure: obstore
+    retries a request that got no answer, not a body cut short after its headers (through
+    testing.proxy, 10% of GETs cut short failed builds). The sha256 of every object it
+    writes is kept (``written``), so that a batch's record hashes the bytes it sent instead
+    of downloading them back (which doubled a remote build's traffic)."""
+
+    def __init__(self, store: Any) -> None:
+        super().__init__(store)
+        self.written: dict[str, str] = {}
+
+    def _with_store(self, store: Any) -> Any:
+        new = super()._with_store(store)
+        new.written = self.written  # one record of what was written, whatever zarr copies
+        return new
 
     async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
         return await retry_async(lambda: self._store.get(key, prototype, byte_range), delay=0.2)
@@ -91,11 +103,16 @@ class _RetryingReads(zarr.storage.WrapperStore[Any]):
             lambda: self._store.get_partial_values(prototype, ranges), delay=0.2
         )
 
+    async def set(self, key: str, value: Any) -> None:
+        self.written.pop(key, None)
+        await self._store.set(key, value)
+        self.written[key] = hashlib.sha256(value.to_bytes()).hexdigest()
+
 
 def _store(path: Path | ObjectPath) -> Any:
-    """The Zarr store a writer opens ``path`` with (reads retried in object storage)."""
+    """The Zarr store a writer opens ``path`` with (see :class:`_RemoteArray`)."""
     store = zarr_store(path)
-    return _RetryingReads(store) if isinstance(path, ObjectPath) else store
+    return _RemoteArray(store) if isinstance(path, ObjectPath) else store
 
 
 class StoreWriter:
@@ -192,10 +209,23 @@ class StoreWriter:
         # Zarr never merges into (or trips over) a damaged shard.
         for key in self.keys(start, stop):
             (self.zarr_path / key).unlink(missing_ok=True)
+            self._written(key).pop(key.split("/", 1)[1], None)
         self._array("image")[start:stop] = image
         if mask is not None:
             self._array("mask")[start:stop] = mask
-        return {key: sha256_file(self.zarr_path / key) for key in self.keys(start, stop)}
+        return {key: self._sha256(key) for key in self.keys(start, stop)}
+
+    def _written(self, key: str) -> dict[str, str]:
+        """What this writer sent to object storage in chunk file ``key``'s array (sha256 by
+        key in the array), empty for a local store."""
+        store = self._array(key.split("/", 1)[0]).store_path.store
+        return store.written if isinstance(store, _RemoteArray) else {}
+
+    def _sha256(self, key: str) -> str | None:
+        """The sha256 of chunk file ``key``: of the bytes this writer sent, when it sent
+        them to object storage; else of the file (None when absent: an empty chunk)."""
+        sent = self._written(key).get(key.split("/", 1)[1])
+        return sent if sent is not None else sha256_file(self.zarr_path / key)
 
     def verify(self, files: Mapping[str, str | None]) -> bool:
         """Whether every chunk file still has the recorded hash (or is still absent)."""
