@@ -134,3 +134,16 @@ def test_chip_dataset_on_a_missing_bucket(s3_bucket: str) -> None:
 
     with pytest.raises(StoreError, match="not a complete geochip store"):
         ChipDataset("s3://geochip-no-such-bucket/ds", split="train")
+
+
+def test_demo_out_to_a_bucket(refuse, tmp_path: Path) -> None:
+    refuse(
+        "demo",
+        "--out",
+        "s3://my-bucket/demo",
+        "--no-progress",
+        error="InputError",
+        message="geochip build CONFIG --out s3://my-bucket/demo",
+        cwd=tmp_path,
+        outputs=[tmp_path / "s3:"],
+    )

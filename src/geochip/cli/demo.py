@@ -14,8 +14,8 @@ from .app import app, console
 @app.command()
 def demo(
     out: Annotated[
-        Path, typer.Option(help="Output folder: the chip dataset and chips.png go here.")
-    ] = Path("demo-output"),
+        str, typer.Option(help="Output folder: the chip dataset and chips.png go here.")
+    ] = "demo-output",
     workers: Annotated[int, typer.Option(min=1, help="Threads that read and write chips.")] = 2,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:

@@ -223,7 +223,7 @@ class ArrayReader:
             if self._zarr is None:
                 import zarr  # lazy: ~0.6 s; DataLoader workers read chunk files without it
 
-                self._zarr = zarr.open_array(self.path, mode="r")
+                self._zarr = zarr.open_array(zarr_store(self.path, read_only=True), mode="r")
             out[...] = self._zarr[i]
             return
         if self.remote:

@@ -23,10 +23,10 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import shutil
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,17 +35,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 import zarr
-import zarr.storage
 
 from ..core.engine import run_tasks, synchronous_dask
 from ..core.files import atomic_write_bytes, atomic_write_text, remove_tree, sha256_file
 from ..core.grid import Window, array_window
-from ..core.retry import retry_async
 from ..core.storage import ObjectPath, check_writable, store_path
 from ..errors import InputError, RasterReadError, StoreError
 from .bandstats import batch_stats, batch_to_json, merge_batches, save_stats
 from .format import FORMAT, FORMAT_VERSION, MASK_IGNORE, Layout, iter_batches, store_versions
-from .remote import REMOTE_CHIPS_PER_SHARD, store_lock, zarr_store
+from .remote import REMOTE_CHIPS_PER_SHARD, hashing_store, store_lock, zarr_store
 from .stats import ChipStats, chip_stats
 
 if TYPE_CHECKING:
@@ -77,44 +75,6 @@ class ChipSource:
     datetimes: Sequence[str] = ()
 
 
-class _RemoteArray(zarr.storage.WrapperStore[Any]):
-    """The Zarr store of an array being written to object storage. Its reads (array
-    metadata, a shard a batch completes) are tried again on a transient failure: obstore
-    retries a request that got no answer, not a body cut short after its headers (through
-    testing.proxy, 10% of GETs cut short failed builds). The sha256 of every object it
-    writes is kept (``written``), so that a batch's record hashes the bytes it sent instead
-    of downloading them back (which doubled a remote build's traffic)."""
-
-    def __init__(self, store: Any) -> None:
-        super().__init__(store)
-        self.written: dict[str, str] = {}
-
-    def _with_store(self, store: Any) -> Any:
-        new = super()._with_store(store)
-        new.written = self.written  # one record of what was written, whatever zarr copies
-        return new
-
-    async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
-        return await retry_async(lambda: self._store.get(key, prototype, byte_range), delay=0.2)
-
-    async def get_partial_values(self, prototype: Any, key_ranges: Any) -> Any:
-        ranges = list(key_ranges)
-        return await retry_async(
-            lambda: self._store.get_partial_values(prototype, ranges), delay=0.2
-        )
-
-    async def set(self, key: str, value: Any) -> None:
-        self.written.pop(key, None)
-        await self._store.set(key, value)
-        self.written[key] = hashlib.sha256(value.to_bytes()).hexdigest()
-
-
-def _store(path: Path | ObjectPath) -> Any:
-    """The Zarr store a writer opens ``path`` with (see :class:`_RemoteArray`)."""
-    store = zarr_store(path)
-    return _RemoteArray(store) if isinstance(path, ObjectPath) else store
-
-
 class StoreWriter:
     """Creates the Zarr arrays of a store and writes batches of chips into them.
 
@@ -128,6 +88,9 @@ class StoreWriter:
         self.root = store_path(root)
         self.zarr_path = self.root / "chips.zarr"
         self._arrays: dict[str, Any] = {}
+        self._stores: dict[str, Any] = {}
+        self._metas: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
 
     def create(
         self,
@@ -144,7 +107,8 @@ class StoreWriter:
         layout: Layout,
     ) -> None:
         """Create (or replace) the group and its arrays; no chunk is written."""
-        group = zarr.open_group(_store(self.zarr_path), mode="w", zarr_format=3)
+        self._arrays, self._stores, self._metas = {}, {}, {}
+        group = zarr.open_group(zarr_store(self.zarr_path), mode="w", zarr_format=3)
         k = layout.chips_per_shard
         image_chunks = (1, *lead, height, width)
         group.create_array(
@@ -177,23 +141,44 @@ class StoreWriter:
         return all((self.zarr_path / name).exists() for name in names)
 
     def _array(self, name: str) -> Any:
+        with self._lock:  # batches run on threads: one store (and its digests) per array
+            return self._open_array(name)
+
+    def _open_array(self, name: str) -> Any:
         if name not in self._arrays:
-            self._arrays[name] = zarr.open_array(_store(self.zarr_path / name), mode="r+")
+            location = self.zarr_path / name
+            if isinstance(location, ObjectPath):
+                store = hashing_store(location)
+                self._stores[name] = store
+            else:
+                store = zarr_store(location)
+            self._arrays[name] = zarr.open_array(store, mode="r+")
         return self._arrays[name]
+
+    def _meta(self, name: str) -> dict[str, Any] | None:
+        """An array's metadata (cached: it does not change once created); None if absent."""
+        if name not in self._metas:
+            path = self.zarr_path / name / "zarr.json"
+            try:
+                self._metas[name] = json.loads(path.read_text())
+            except FileNotFoundError:
+                return None
+        return self._metas[name]
 
     def chips_per_file(self) -> int:
         """Chips per chunk file (the shard size, or 1)."""
-        meta = json.loads((self.zarr_path / "image" / "zarr.json").read_text())
+        meta = self._meta("image")
+        if meta is None:
+            raise StoreError(f"{self.zarr_path}: no image array")
         return int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
 
     def keys(self, start: int, stop: int) -> list[str]:
         """Paths (relative to chips.zarr) of the chunk files holding chips [start, stop)."""
         out = []
         for name in ("image", "mask"):
-            meta_path = self.zarr_path / name / "zarr.json"
-            if not meta_path.exists():
+            meta = self._meta(name)
+            if meta is None:
                 continue
-            meta = json.loads(meta_path.read_text())
             per = int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
             ndim = len(meta["shape"])
             for c in range(start // per, (stop - 1) // per + 1):
@@ -209,23 +194,18 @@ class StoreWriter:
         # Zarr never merges into (or trips over) a damaged shard.
         for key in self.keys(start, stop):
             (self.zarr_path / key).unlink(missing_ok=True)
-            self._written(key).pop(key.split("/", 1)[1], None)
         self._array("image")[start:stop] = image
         if mask is not None:
             self._array("mask")[start:stop] = mask
-        return {key: self._sha256(key) for key in self.keys(start, stop)}
-
-    def _written(self, key: str) -> dict[str, str]:
-        """What this writer sent to object storage in chunk file ``key``'s array (sha256 by
-        key in the array), empty for a local store."""
-        store = self._array(key.split("/", 1)[0]).store_path.store
-        return store.written if isinstance(store, _RemoteArray) else {}
-
-    def _sha256(self, key: str) -> str | None:
-        """The sha256 of chunk file ``key``: of the bytes this writer sent, when it sent
-        them to object storage; else of the file (None when absent: an empty chunk)."""
-        sent = self._written(key).get(key.split("/", 1)[1])
-        return sent if sent is not None else sha256_file(self.zarr_path / key)
+        if isinstance(self.zarr_path, ObjectPath):
+            # the bytes just PUT (not read back): a key not written is all fill, not stored
+            out: dict[str, str | None] = {}
+            for key in self.keys(start, stop):
+                name, rest = key.split("/", 1)
+                store = self._stores.get(name)
+                out[key] = None if store is None else store.digests.pop(rest, None)
+            return out
+        return {key: sha256_file(self.zarr_path / key) for key in self.keys(start, stop)}
 
     def verify(self, files: Mapping[str, str | None]) -> bool:
         """Whether every chunk file still has the recorded hash (or is still absent)."""

@@ -38,6 +38,8 @@ import numpy as np
 from ..builder.config.parse import parse_config
 from ..builder.run import build
 from ..core.progress import Stages
+from ..core.storage import is_url, local_path
+from ..errors import InputError
 from ..sources.items import eo_cloud_cover
 from ..sources.open import open_catalog
 from ..sources.sample import sample_catalog
@@ -113,8 +115,15 @@ def run_demo(
     workers: int = 2,
     console: Any = None,
 ) -> DemoResult:
-    """Run the demo into ``out`` (replacing an earlier demo there) and return its figures."""
-    out = Path(out)
+    """Run the demo into ``out`` (replacing an earlier demo there) and return its figures.
+    ``out`` is a local folder (the demo writes pictures and a report beside the store)."""
+    if is_url(out):
+        raise InputError(
+            f"the demo writes its pictures and report beside the store, so --out must be a "
+            f"local folder, not {out}; to write a chip dataset to a bucket use `geochip build "
+            f"CONFIG --out {out}`"
+        )
+    out = local_path(out)
     stages = Stages(enabled=progress, console=console)
     config = parse_config(
         {**DEMO, "output": {"path": str(out.resolve())}, "engine": {"threads": workers}}
