@@ -1,23 +1,33 @@
 """A loopback HTTP proxy in front of a real server, adding latency and faults on demand
-(:class:`FaultProxy`): what a STAC API across the world does to a client.
+(:class:`FaultProxy`): what a STAC API or an object store across the world does to a client.
 
-Every request is forwarded to ``upstream`` (keep-alive, one connection per proxy thread)
-after ``latency`` seconds. Faults are rules checked in order; the first that fires for a
-request is applied (``count`` times, or for a seeded share ``rate``, on paths matching the
-glob ``path`` and the ``method`` if given):
+Every request (``GET`` with ``Range``, ``HEAD``, ``PUT``, ``POST``, ``DELETE``) is forwarded
+to ``upstream`` (keep-alive, one connection per proxy thread) after ``latency`` seconds,
+transparently: the path, query and headers (``Host`` included) reach the upstream as the
+client sent them, so an S3 SigV4 signature made for the proxy's ``host:port`` stays valid.
+Request bodies sent with ``Transfer-Encoding: chunked`` are de-chunked and forwarded with
+their ``Content-Length`` (an ``aws-chunked`` payload inside is forwarded byte for byte).
+Faults are rules checked in order; the first that fires for a request is applied
+(``count`` times, or for a seeded share ``rate``, on paths matching the glob ``path`` (the
+query left out) and the ``method`` if given):
 
 ============  =================================================================
 ``status``    answer with an HTTP error (``status=503``...) without forwarding
-``reset``     close the connection abruptly (TCP reset) without answering
-``delay``     wait ``seconds``, then forward
-``truncate``  forward, then send the headers and half of the body and close
+``reset``     close the connection abruptly (TCP reset) without answering or forwarding
+``lost``      forward, then reset instead of answering (an upload took effect, the
+              client cannot know)
+``delay``     wait ``seconds``, then forward (a slow answer)
+``stall``     forward, send the headers and half of the body, wait ``seconds``, close
+``truncate``  download: forward, send the headers and half of the body, close; upload
+              (a request with a body): read half of it, reset, forward nothing
 ``cut``       forward, then send the first half of the body as if it were all of it
 ``html``      answer 200 with an HTML page (a captive portal, a login page)
 ``rewrite``   forward, then replace the JSON body by ``rewrite(body)``
 ============  =================================================================
 
 Every request is recorded (:class:`ProxyRecord`: method, path, JSON body, status, fault,
-bytes sent back) so tests count retries, pages and bytes.
+bytes sent back, request body bytes received) so tests and benchmarks count retries,
+pages, requests and bytes.
 
 Example:
     >>> import json, urllib.request
@@ -35,10 +45,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import functools
 import http.client
 import json
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -55,11 +68,16 @@ __all__ = [
     "ProxyRecord",
 ]
 
-ProxyFaultKind = Literal["status", "reset", "delay", "truncate", "cut", "html", "rewrite"]
+ProxyFaultKind = Literal[
+    "status", "reset", "lost", "delay", "stall", "truncate", "cut", "html", "rewrite"
+]
 
-_KINDS = ("status", "reset", "delay", "truncate", "cut", "html", "rewrite")
+_KINDS = ("status", "reset", "lost", "delay", "stall", "truncate", "cut", "html", "rewrite")
 
-_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"}
+#: Headers of one hop, not forwarded (the proxy frames bodies itself).
+_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "expect"}
+#: Request bodies at most this large are parsed as JSON for :attr:`ProxyRecord.body`.
+_JSON_MAX = 1 << 20
 
 
 @dataclass
@@ -87,6 +105,7 @@ class ProxyRecord:
     status: int
     fault: str | None
     sent: int
+    received: int = 0
 
 
 @dataclass
@@ -135,20 +154,52 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._handle("GET")
 
+    def do_HEAD(self) -> None:
+        self._handle("HEAD")
+
     def do_POST(self) -> None:
         self._handle("POST")
+
+    def do_PUT(self) -> None:
+        self._handle("PUT")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    def _read_body(self, limit: int | None = None) -> bytes:
+        """The request body (``Content-Length`` or chunked), at most ``limit`` bytes."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            parts: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers end with an empty line
+                    return b"".join(parts)
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+                if limit is not None and sum(map(len, parts)) >= limit:
+                    return b"".join(parts)[:limit]
+        length = int(self.headers.get("Content-Length") or 0)
+        if limit is not None:
+            length = min(length, limit)
+        return self.rfile.read(length) if length else b""
 
     def _forward(self, method: str, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
         state = self.server.state
         headers = {
             k: v for k, v in self.headers.items() if k.lower() not in _HOP | {"accept-encoding"}
         }
-        if body:
+        if body or method in {"PUT", "POST"}:
             headers["Content-Length"] = str(len(body))
         for attempt in (1, 2):  # a kept-alive upstream connection may have been closed
             conn = state.connection()
             try:
-                conn.request(method, self.path, body=body or None, headers=headers)
+                # skip_host: the client's Host header (signed by S3 clients) goes as it came
+                conn.putrequest(method, self.path, skip_host=True, skip_accept_encoding=True)
+                for key, value in headers.items():
+                    conn.putheader(key, value)
+                conn.endheaders(body or None)
                 response = conn.getresponse()
                 data = response.read()
                 return response.status, response.getheaders(), data
@@ -161,18 +212,28 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self, method: str) -> None:
         state = self.server.state
+        path = self.path.split("?")[0]
+        rule = state.pick(method, path)
+        kind = rule.kind if rule is not None else None
         length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        try:
-            parsed: Any = json.loads(body) if body else None
-        except ValueError:
-            parsed = body.decode(errors="replace")
+        chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+        if rule is not None and rule.kind == "truncate" and (length or chunked):  # upload cut
+            got = len(self._read_body(limit=max(1, length // 2)))
+            state_record(state, ProxyRecord(method, self.path, None, 0, kind, 0, got))
+            self._reset()
+            return
+        body = self._read_body()
+        parsed: Any = None
+        if body and len(body) <= _JSON_MAX and body[:1] in (b"{", b"["):
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                parsed = None
+        record = functools.partial(ProxyRecord, method, self.path, parsed, fault=kind)
         if state.latency:
             time.sleep(state.latency)
-        rule = state.pick(method, self.path.split("?")[0])
-        kind = rule.kind if rule is not None else None
         if rule is not None and rule.kind == "reset":
-            state_record(state, ProxyRecord(method, self.path, parsed, 0, kind, 0))
+            state_record(state, record(0, sent=0, received=len(body)))
             self._reset()
             return
         if rule is not None and rule.kind in {"status", "html"}:
@@ -182,8 +243,9 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 status, ctype = 200, "text/html; charset=utf-8"
                 data = b"<!doctype html><html><body><h1>Sign in</h1></body></html>"
-            self._send(status, [("Content-Type", ctype)], data)
-            state_record(state, ProxyRecord(method, self.path, parsed, status, kind, len(data)))
+            # recorded before answering: a client that got its answer finds its request
+            state_record(state, record(status, sent=len(data), received=len(body)))
+            self._send(method, status, [("Content-Type", ctype)], data)
             return
         if rule is not None and rule.kind == "delay":
             time.sleep(rule.seconds)
@@ -192,6 +254,10 @@ class _Handler(BaseHTTPRequestHandler):
         except (http.client.HTTPException, OSError) as err:  # upstream gone: a 502
             status, headers = 502, [("Content-Type", "text/plain")]
             data = f"upstream unreachable: {err}".encode()
+        if rule is not None and rule.kind == "lost":
+            state_record(state, record(status, sent=0, received=len(body)))
+            self._reset()
+            return
         if rule is not None and rule.kind == "rewrite" and rule.rewrite is not None:
             try:
                 data = json.dumps(rule.rewrite(json.loads(data))).encode()
@@ -200,34 +266,47 @@ class _Handler(BaseHTTPRequestHandler):
                 data = f"rewrite failed: {type(err).__name__}: {err} on {data[:200]!r}".encode()
         if rule is not None and rule.kind == "cut":
             data = data[: len(data) // 2]
-        if rule is not None and rule.kind == "truncate":
-            self.send_response(status)
-            for key, value in headers:
-                if key.lower() not in _HOP:
-                    self.send_header(key, value)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data[: len(data) // 2])
-            self.wfile.flush()
-            state_record(
-                state, ProxyRecord(method, self.path, parsed, status, kind, len(data) // 2)
-            )
-            self._reset()
+        if rule is not None and rule.kind in {"truncate", "stall"}:
+            state_record(state, record(status, sent=len(data) // 2, received=len(body)))
+            self._send(method, status, headers, data, upto=len(data) // 2)
+            if rule.kind == "stall":
+                time.sleep(rule.seconds)
+            self._end()  # a clean end (FIN): the client reads the half it got, then EOF
             return
-        self._send(status, headers, data)
-        state_record(state, ProxyRecord(method, self.path, parsed, status, kind, len(data)))
+        state_record(state, record(status, sent=len(data), received=len(body)))
+        self._send(method, status, headers, data)
 
-    def _send(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
+    def _send(
+        self,
+        method: str,
+        status: int,
+        headers: list[tuple[str, str]],
+        data: bytes,
+        upto: int | None = None,
+    ) -> None:
+        """Answer ``status`` with ``headers`` and ``data`` (its first ``upto`` bytes only,
+        under the full ``Content-Length``); a HEAD answer keeps the upstream's length."""
         self.send_response(status)
+        length = str(len(data))
         for key, value in headers:
-            if key.lower() not in _HOP:
+            if key.lower() == "content-length" and method == "HEAD":
+                length = value
+            elif key.lower() not in _HOP:
                 self.send_header(key, value)
-        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Content-Length", length)
         self.end_headers()
-        self.wfile.write(data)
+        if method != "HEAD":
+            self.wfile.write(data if upto is None else data[:upto])
+        self.wfile.flush()
 
     def _reset(self) -> None:
         reset_connection(self)
+
+    def _end(self) -> None:
+        """End the connection cleanly after what was sent (a body cut short)."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):  # the peer went first
+            self.connection.shutdown(socket.SHUT_WR)
 
 
 def state_record(state: _State, record: ProxyRecord) -> None:
