@@ -29,7 +29,7 @@ demo: $(STAMP)
 	$(BIN)/geochip demo --out $(DEMO_OUT)
 	if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
 	  $(BIN)/geochip report $(DEMO_OUT) --out $(DEMO_OUT)/report.html \
-	    --screenshot $(DEMO_OUT)/report.png; fi
+	    --screenshot-out $(DEMO_OUT)/report.png; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts benchmarks

@@ -108,7 +108,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         classes={"water": 1, "field": 2},
     )
     out = tmp / "report.html"
-    command = ["report", str(path), "--out", str(out), "--screenshot", str(tmp / "report.png")]
+    command = ["report", str(path), "--out", str(out), "--screenshot-out", str(tmp / "report.png")]
     done = subprocess.run(
         [sys.executable, "-m", "geochip", *command], capture_output=True, text=True, check=True
     )
@@ -161,7 +161,7 @@ def test_report_renders_in_chromium(report: tuple[Path, Path], tmp_path: Path) -
     assert keys.values["leaks"].startswith("0 ")
     assert keys.values["failed"] == "0"
 
-    # the screenshot for people (`geochip report --screenshot`; `make demo` keeps one as
+    # the screenshot for people (`geochip report --screenshot-out`; `make demo` keeps one as
     # demo-output/report.png): a PNG of the page's width, not blank
     shot = html.with_suffix(".png")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000

@@ -114,7 +114,7 @@ def test_report_screenshot_without_chromium(refuse, store: Path, tmp_path: Path)
         str(store),
         "--out",
         str(out),
-        "--screenshot",
+        "--screenshot-out",
         str(png),
         error="BrowserNotFoundError",
         message="needs headless Chromium and there is none on PATH",

@@ -93,7 +93,9 @@ def report(
     per_split: Annotated[int, typer.Option(min=1, help="Sample chips shown per split.")] = 4,
     screenshot: Annotated[
         Path | None,
-        typer.Option(help="Also write a PNG of the page as headless Chromium shows it."),
+        typer.Option(
+            "--screenshot-out", help="Also write a PNG of the page as headless Chromium shows it."
+        ),
     ] = None,
 ) -> None:
     """Write one self-contained HTML page about a chip dataset (works offline): split map,

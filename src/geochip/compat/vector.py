@@ -87,7 +87,8 @@ class GeoPandasRectangleClipper(IterDataPipe):
         for raster in self.mask_datapipe:
             grid = _grid_of(raster)
             shapes = vector if vector.crs == grid.crs else vector.to_crs(grid.crs.to_wkt())  # type: ignore[union-attr]
-            yield shapes.clip(mask=tuple(grid.boundingbox), **self.kwargs), raster
+            box = grid.boundingbox  # in the grid's own CRS, as the shapes now are
+            yield shapes.clip(mask=tuple(box), **self.kwargs), raster
 
     def __len__(self) -> int:
         return len(self.mask_datapipe)

@@ -151,9 +151,14 @@ def filesystem(location: str | Path) -> tuple[fsspec.AbstractFileSystem, str]:
     if importlib.util.find_spec(package) is None:
         raise MissingExtraError(package, extra)
     _redact_environment_credentials()
-    options = {}
+    options: dict[str, Any] = {}
     if scheme == "s3" and os.environ.get("AWS_NO_SIGN_REQUEST", "").upper() in {"YES", "TRUE", "1"}:
         options["anon"] = True  # a public bucket, as GDAL and the AWS CLI read it unsigned
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if scheme == "s3" and endpoint:
+        # fsspec keeps one file system per set of arguments: the endpoint the environment
+        # names now is one of them, so a process never writes to the endpoint it saw before
+        options["endpoint_url"] = endpoint
     fs, path = fsspec.core.url_to_fs(str(location), **options)
     return fs, str(path) if scheme != "memory" else str(location)
 
