@@ -527,3 +527,21 @@ def test_a_build_rerun_from_its_manifest_config_deals_the_same_splits(
     columns = ["chip_id", "split", "checksum"]
     assert first.index[columns].equals(second.index[columns])
     assert set(first.index["split"]) == {"train", "val", "test"}
+
+
+def test_build_takes_a_config_a_dict_or_a_file(catalog: Path, tmp_path: Path) -> None:
+    import yaml
+
+    data = scene_config(catalog, tmp_path / "a", size=32)
+    from_config = build(parse_config(data), progress=False)
+    from_dict = build({**data, "output": {**data["output"], "path": str(tmp_path / "b")}})
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({**data, "output": {**data["output"], "path": "c"}}))
+    from_file = build(path, progress=False)  # relative paths from the file's folder
+    assert from_file.path == tmp_path / "c"
+    manifests = [
+        (r.path / "manifest.json").read_bytes() for r in (from_config, from_dict, from_file)
+    ]
+    assert manifests[0] == manifests[1] == manifests[2]
+    with pytest.raises(ConfigError, match="a config is a mapping"):
+        build(["not", "a", "config"])  # type: ignore[arg-type]

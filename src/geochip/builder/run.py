@@ -22,7 +22,7 @@ import contextlib
 import json
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from ..store.stats import ChipStats
 from ..store.writer import StoreWriter, finalize_store
 from .catalog import apply_registry
 from .config.model import BuildConfig
+from .config.parse import load_config, parse_config
 from .plan import BuildPlan, lead_dims, plan_build
 from .resume import check_existing, record_path, remove_state, state_dir
 from .tasks import BatchTask, batch_tasks, run_batch
@@ -80,7 +81,7 @@ class BuildResult:
 
 
 def build(
-    config: BuildConfig,
+    config: BuildConfig | Mapping[str, Any] | str | Path,
     *,
     resume: bool = False,
     overwrite: bool = False,
@@ -105,7 +106,14 @@ def build(
     work and written under the writer's lock (``force_unlock``: take over the lock a killed
     build left), data first, records after their data, the manifest last
     (:mod:`geochip.store.remote`).
+
+    ``config`` is a :class:`BuildConfig`, a YAML config file's path (``load_config``), or
+    the same sections as a dict (``parse_config``; relative paths from the working folder).
     """
+    if isinstance(config, str | Path):
+        config = load_config(config)
+    elif not isinstance(config, BuildConfig):
+        config = parse_config(config)
     if not band_stats and config.stats.per_step:
         raise ConfigError(
             "build(band_stats=False) with stats.per_step: true asks for per-step band "
