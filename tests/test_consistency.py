@@ -78,6 +78,8 @@ def test_help_shows_no_bool_type_after_flags(name: str) -> None:
     result = runner.invoke(app, [*name.split(), "--help"], env={"COLUMNS": "120"})
     assert result.exit_code == 0, result.output
     assert "<bool>" not in result.output
+    options = [line for line in result.output.splitlines() if line.lstrip("│ ").startswith("--")]
+    assert not [line for line in options if "<list[" in line]  # <a,b,...> or <text>, repeated
     assert "--help" in result.output
 
 

@@ -45,10 +45,14 @@ __all__ = [
 def _no_flag_types(params: list[Any]) -> list[Any]:
     """Flags (``--overwrite/--no-overwrite``, ``--help``) take no value: an empty metavar
     keeps typer's help from showing ``<bool>`` after them. (Duck-typed: typer may bring its
-    own copy of click.)"""
+    own copy of click.) Options that take a list show how to give one (``<a,b,...>``, also
+    repeatable) instead of ``<list[str]>``."""
     for param in params:
         if getattr(param, "is_flag", False) and param.metavar is None:
             param.metavar = ""
+        elif getattr(param, "multiple", False) and param.metavar is None:
+            commas = "separate with commas" in (getattr(param, "help", None) or "")
+            param.metavar = "<a,b,...>" if commas else "<text>"  # (repeatable)
     return params
 
 
