@@ -23,6 +23,7 @@ import json
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -263,16 +264,28 @@ def verified_records(
     advance: Callable[[int], None],
 ) -> dict[int, dict[str, Any]]:
     """The records of ``batches`` an earlier run finished (every chip read, none failed, and
-    every chunk file still with its recorded hash): those batches are not run again."""
-    records: dict[int, dict[str, Any]] = {}
-    for k, b in enumerate(batches):
+    every chunk file still with its recorded hash): those batches are not run again. The
+    batches are checked concurrently (a remote store's objects are downloaded to hash them:
+    one after another, a large store's resume waited on every round trip in turn)."""
+
+    def check(b: int) -> dict[str, Any] | None:
         rec = read_record(out, b, spans[b], fingerprint)
-        if rec is not None:
-            chips_ok = all(c is not None and c["status"] != "failed" for c in rec["chips"])
-            with contextlib.suppress(ValueError, OSError, KeyError, TypeError):
-                if chips_ok and writer.verify(rec["files"]):
-                    records[b] = rec
-        advance(k + 1)
+        if rec is None:
+            return None
+        chips_ok = all(c is not None and c["status"] != "failed" for c in rec["chips"])
+        with contextlib.suppress(ValueError, OSError, KeyError, TypeError):
+            if chips_ok and writer.verify(rec["files"]):
+                return rec
+        return None
+
+    records: dict[int, dict[str, Any]] = {}
+    order = list(batches)
+    threads = 16 if isinstance(out, ObjectPath) else 4
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="geochip-verify") as pool:
+        for k, (b, rec) in enumerate(zip(order, pool.map(check, order), strict=True)):
+            if rec is not None:
+                records[b] = rec
+            advance(k + 1)
     return records
 
 
