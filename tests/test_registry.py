@@ -421,6 +421,35 @@ def test_download_writes_the_files_into_the_root(tmp_path: Path) -> None:
     np.testing.assert_array_equal(data[0].mask(), expected)
 
 
+def test_a_download_finished_by_another_process_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes that both found the dataset missing both download it: the second keeps
+    the first's files (a reader of them never sees a folder removed under it)."""
+    root = tmp_path / "data" / "tiles"
+    path = _registry(
+        tmp_path,
+        f"""
+        datasets:
+          fetched:
+            root: {root}
+            images: [images/*.tif, images/*.jp2]
+            resolution: 10
+            download: geochip.testing.datasets:write_tiles_dataset
+        """,
+    )
+    dataset = get_dataset("fetched", path)
+    dataset.download()
+    first = (root / "images" / "tile-a.tif").stat().st_ino
+    # the second process checked before the first had finished: it saw nothing there
+    monkeypatch.setattr(type(dataset), "available", property(lambda self: False))
+    dataset.download()
+    assert (root / "images" / "tile-a.tif").stat().st_ino == first
+    assert sorted(p.name for p in root.parent.iterdir()) == ["tiles"]  # its copy is removed
+    dataset.download(force=True)  # force replaces
+    assert (root / "images" / "tile-a.tif").stat().st_ino != first
+
+
 def test_a_failed_download_leaves_the_root_untouched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -206,6 +206,8 @@ class Dataset:
             self.root.mkdir(parents=True, exist_ok=True)
             for entry in sorted(tmp.iterdir()):
                 target = self.root / entry.name
+                if target.exists() and not force:
+                    continue  # another process's download put it there first: keep theirs
                 if target.is_dir() and not target.is_symlink():
                     shutil.rmtree(target)
                 os.replace(entry, target)
