@@ -25,9 +25,10 @@ from geochip.core.storage import ObjectPath, filesystem
 from geochip.errors import StoreBusyError
 from geochip.plan.chips import plan_chips
 from geochip.plan.splits import assign_splits
+from geochip.store.format import Layout
 from geochip.store.reader import open_store
 from geochip.store.remote import LOCK_FILE, REMOTE_CHIPS_PER_SHARD, store_lock
-from geochip.store.writer import ChipSource, write_store
+from geochip.store.writer import ChipSource, StoreWriter, write_store
 from geochip.testing.catalogs import make_scene_catalog, scene_config
 
 SECRET = "geochip-secret-do-not-leak-7f3a"
@@ -349,3 +350,47 @@ def test_cli_chips_out_to_a_bucket(s3_bucket: str, tmp_path: Path) -> None:
         for i, row in enumerate(store.index.itertuples()):
             window = Window(row.col, row.row, row.width, row.height)
             assert np.array_equal(store.read(i)[0], src.read(window=window))
+
+
+def test_each_shard_is_one_put_of_the_bytes_a_local_store_holds(
+    s3_server: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from geochip.testing.proxy import FaultProxy
+
+    plan, sources, _ = _plan_and_sources()  # 64 chips with a mask: 2 shards per array
+    bucket = f"geochip-{os.urandom(6).hex()}"
+    s3_server.create_bucket(bucket)
+    url = f"s3://{bucket}/ds"
+    with FaultProxy(s3_server.endpoint) as proxy:
+        for key, value in s3_server.environ(proxy.url.rstrip("/")).items():
+            monkeypatch.setenv(key, value)
+        write_store(url, plan, sources)
+        chunk_requests = sorted(
+            (r.method, r.path.split(f"/{bucket}/ds/chips.zarr/", 1)[1])
+            for r in proxy.requests
+            if "/c/" in r.path
+        )
+    keys = ["image/c/0/0/0/0", "image/c/1/0/0/0", "mask/c/0/0/0", "mask/c/1/0/0"]
+    # no read of the shard before it is written, no multipart upload: one PUT each
+    assert chunk_requests == [("PUT", key) for key in keys]
+    local = write_store(tmp_path / "ds", plan, sources, layout=Layout(chips_per_shard=32))
+    remote = _objects(url)
+    for key in keys:
+        assert remote[f"chips.zarr/{key}"] == (local / "chips.zarr" / key).read_bytes(), key
+
+
+def test_an_all_fill_batch_removes_the_object_an_interrupted_run_left() -> None:
+    url = "memory://geochip-unit-fill/ds"
+    writer = StoreWriter(url)
+    writer.create(
+        n=64, lead=(2,), height=8, width=8, dtype="uint16", nodata=0, bands=["a", "b"],
+        with_mask=False, classes=None, layout=Layout(chips_per_shard=32),
+    )  # fmt: skip
+    stale = ObjectPath(url) / "chips.zarr" / "image" / "c" / "1" / "0" / "0" / "0"
+    stale.write_bytes(b"half a shard, left by a killed build")
+    assert writer.write(32, np.zeros((32, 2, 8, 8), "uint16"), None) == {"image/c/1/0/0/0": None}
+    assert not stale.exists()
+    files = writer.write(0, np.ones((32, 2, 8, 8), "uint16"), None)
+    written = ObjectPath(url) / "chips.zarr" / "image" / "c" / "0" / "0" / "0" / "0"
+    assert files == {"image/c/0/0/0/0": hashlib.sha256(written.read_bytes()).hexdigest()}
+    assert writer.verify(files)

@@ -179,13 +179,16 @@ def _build(
         writer.create(**array_spec(bp, config, layout))
     per_file = layout.chips_per_shard
     spans = list(iter_batches(n, config.engine.batch_size, per_file))
-    with stages.stage("verify", total=len(spans)) as advance:
-        records = verified_records(out, writer, spans, fingerprint, range(len(spans)), advance)
+    records: dict[int, dict[str, Any]] = {}
+    if mode == "resume":  # a fresh build's state was empty or cleared: nothing to verify
+        with stages.stage("verify", total=len(spans)) as advance:
+            records = verified_records(out, writer, spans, fingerprint, range(len(spans)), advance)
     skipped = len(records)
     todo = set(range(len(spans))) - set(records)
     tasks = batch_tasks(
-        out, bp, config, fingerprint, dtype, nodata, with_mask, per_file, todo, band_stats
-    )
+        out, bp, config, fingerprint, dtype, nodata, with_mask, per_file, todo, band_stats,
+        writer.metadata(),
+    )  # fmt: skip
     pending = len(todo)
 
     description, dashboard = "none", None
@@ -245,11 +248,8 @@ def read_record(
     out: Path | ObjectPath, b: int, span: tuple[int, int], fingerprint: str
 ) -> dict[str, Any] | None:
     """Batch ``b``'s record when it is there, readable, and of this plan and span."""
-    path = record_path(out, b)
-    if not path.exists():
-        return None
-    with contextlib.suppress(ValueError, OSError, KeyError, TypeError):
-        rec: dict[str, Any] = json.loads(path.read_text())
+    with contextlib.suppress(ValueError, OSError, KeyError, TypeError):  # absent: OSError
+        rec: dict[str, Any] = json.loads(record_path(out, b).read_text())
         if rec.get("fingerprint") == fingerprint and (rec["start"], rec["stop"]) == span:
             return rec
     return None

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from ..core.progress import Stages
 from ..core.storage import ObjectPath, check_writable, store_path
 from ..errors import IncompleteBuildError, InputError, StoreError
 from ..store.format import Layout, iter_batches
-from ..store.writer import StoreWriter
+from ..store.writer import StoreWriter, array_metadata
 from .catalog import apply_registry
 from .config.model import BuildConfig, diff_fields
 from .plan import BuildPlan, plan_build
@@ -202,23 +201,22 @@ def _complete(out: Path | ObjectPath, config: BuildConfig) -> bool:
 
 def ensure_arrays(writer: StoreWriter, spec: dict[str, Any]) -> None:
     """Write the group's and the arrays' metadata unless it is there already, the same bytes
-    whichever shard writes them (made in a scratch folder by :meth:`StoreWriter.create`,
-    then each ``zarr.json`` written atomically): shards that start at once do not conflict,
-    and none deletes chunks another wrote. Metadata of other arrays is refused."""
-    with tempfile.TemporaryDirectory(prefix="geochip-meta-") as scratch:
-        StoreWriter(Path(scratch)).create(**spec)
-        made = Path(scratch) / writer.zarr_path.name
-        for meta in sorted(made.rglob("zarr.json"), key=lambda p: len(p.parts)):
-            data = meta.read_bytes()
-            dest = writer.zarr_path.joinpath(*meta.relative_to(made).parts)
-            with contextlib.suppress(FileNotFoundError):
-                if dest.read_bytes() == data:
-                    continue
-                raise StoreError(
-                    f"{dest} describes other arrays than this build's; every shard must run "
-                    "the same config: remove the output and run the shards again"
-                )
-            atomic_write_bytes(dest, data)
+    whichever shard writes them (:func:`~geochip.store.writer.array_metadata`, each
+    ``zarr.json`` written atomically): shards that start at once do not conflict, and none
+    deletes chunks another wrote. Metadata of other arrays is refused."""
+    objects = array_metadata(**spec)
+    for key in sorted(objects, key=lambda k: k.count("/")):
+        data = objects[key]
+        dest = writer.zarr_path / key
+        with contextlib.suppress(FileNotFoundError):
+            if dest.read_bytes() == data:
+                continue
+            raise StoreError(
+                f"{dest} describes other arrays than this build's; every shard must run "
+                "the same config: remove the output and run the shards again"
+            )
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(dest, data)
 
 
 def _recorded(setup: _Setup) -> tuple[dict[int, dict[str, Any]], list[int]]:
@@ -365,7 +363,7 @@ def build_shard(
         with_mask = config.labels is not None or config.masks is not None
         tasks = batch_tasks(
             out, bp, config, setup.fingerprint, bp.dtype, bp.nodata, with_mask,
-            setup.layout.chips_per_shard, todo, band_stats,
+            setup.layout.chips_per_shard, todo, band_stats, writer.metadata(),
         )  # fmt: skip
         engine, _ = run_batches(config, tasks, records, setup.spans, stages, console=console)
     result = ShardResult(shard, mine, skipped, [], 0.0, engine)

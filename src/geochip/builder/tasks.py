@@ -87,6 +87,8 @@ class BatchTask:
     """The split of each chip (band statistics are kept per split); empty: no stats."""
     per_step: bool = False
     """Band statistics per time step too (``stats.per_step``)."""
+    arrays: dict[str, Any] | None = None
+    """The arrays' metadata (:meth:`StoreWriter.metadata`): the task's writer reads none."""
 
 
 def _burn(task: BatchTask, spec: GridSpec, geobox: GeoBox) -> npt.NDArray[np.uint8] | None:
@@ -223,7 +225,7 @@ def run_batch(task: BatchTask) -> dict[str, Any]:
                 else:
                     chip_stat = replace(chip_stat, checksum="")
                 stats[k] = chip_stat
-    writer = StoreWriter(task.store)
+    writer = StoreWriter(task.store, task.arrays)
     files = writer.write(task.start, image, mask)
     record = {
         "batch": task.batch,
@@ -270,6 +272,7 @@ def batch_tasks(
     per_file: int,
     todo: set[int],
     band_stats: bool = True,
+    arrays: dict[str, Any] | None = None,
 ) -> Iterator[BatchTask]:
     """The tasks of the batches in ``todo``, made one at a time as the engine asks for
     them (so memory does not grow with the number of batches)."""
@@ -350,4 +353,5 @@ def batch_tasks(
             read=plan.read,
             splits=tuple(split_of[start:stop]) if band_stats else (),
             per_step=config.stats.per_step,
+            arrays=arrays,
         )

@@ -23,13 +23,12 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TypeVar
 
 from .env import GdalEnv, is_remote
@@ -41,7 +40,6 @@ __all__ = [
     "http_status",
     "is_transient",
     "retry",
-    "retry_async",
 ]
 
 T = TypeVar("T")
@@ -216,33 +214,3 @@ def retry(
             if on_retry is not None:
                 on_retry(attempt, err)
             sleep(min(delay * 2 ** (attempt - 1), 30.0))
-
-
-async def retry_async(
-    fn: Callable[[], Awaitable[T]],
-    *,
-    retries: int = 3,
-    delay: float = 0.5,
-    transient: Callable[[BaseException], bool] = is_transient,
-) -> T:
-    """:func:`retry` for a coroutine function (waits with ``asyncio.sleep``).
-
-    >>> calls = []
-    >>> async def flaky():
-    ...     calls.append(1)
-    ...     if len(calls) < 2:
-    ...         raise OSError("request or response body error")
-    ...     return "ok"
-    >>> asyncio.run(retry_async(flaky, delay=0)), len(calls)
-    ('ok', 2)
-    """
-    attempt = 0
-    while True:
-        try:
-            return await fn()
-        except Exception as err:
-            if attempt >= retries or not transient(err):
-                raise
-            attempt += 1
-            log.info("retrying after %s (attempt %d)", redact(str(err)), attempt)
-            await asyncio.sleep(min(delay * 2 ** (attempt - 1), 30.0))
