@@ -31,14 +31,18 @@ do not take the benchmark's CPU. What it measures, in one run:
 
 Every ratio is against a floor measured in the same run.
 
-Measured on 2 cores shared with other jobs (load 6 to 12), 2026-12-05, default sizes (512
-chips): build local 18.7 chips/s, bucket at 20 ms 13.5 (0.72x), through the proxy at 0 ms
-15.1 (0.81x); 0.66 requests and 407 KiB uploaded per chip written. Training reads: local
-942-1418 chips/s, bucket at 20 ms 145 (0.10x), proxy at 0 ms 168, moto alone 143, the
-server's ceiling 179 (the bucket reads reach 0.81x of it); 1.07 requests and 386 KiB per
-chip read. moto (one Python process) bounds the bucket's rate here, not the latency: the
-0.7x target cannot be judged against it on this machine. ``--quick`` (128 chips): build
-0.70x, reads 0.20x local and 0.69x the server's ceiling.
+Measured on 2 cores (load 2), 2026-12-05, default sizes (512 chips), after builds began
+writing each shard with one PUT: build local 34-39 chips/s, bucket at 20 ms 39-42 (1.06x),
+through the proxy at 0 ms 45 (1.15x), moto direct 51 (1.30x); 0.12 requests and 399 KiB
+uploaded per chip written (before: 0.66 requests per chip and 0.72x, local 18.7 chips/s on a
+machine at load 6-12). The bucket beats local disk here: a local build writes one file per
+chip (its default layout) and hashes each file read back; a remote one PUTs 32-chip shards
+encoded in memory and hashes the bytes sent. Training reads: local 1471-2053 chips/s, bucket
+at 20 ms 147 (0.07x), proxy at 0 ms 187, moto alone 272, the server's ceiling 150 (the
+bucket reads reach 0.98x of it); 1.07 requests and 386 KiB per chip read. moto (one Python
+process) bounds the bucket's read rate here, not the latency: the 0.7x target cannot be
+judged against it on this machine. ``--quick`` (128 chips: 4 shards, so the build's 37
+fixed requests weigh): build 0.77x, reads 0.10x local and 0.69x the server's ceiling.
 """
 
 from __future__ import annotations
