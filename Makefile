@@ -39,7 +39,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+# Azurite, Azure's storage emulator (npm), for the az:// tests: next to the venv's Python as
+# `azurite-blob` (geochip.testing.azure looks there first). Needs Node.js and npm.
+AZURITE := $(VENV)/azurite/node_modules/.bin/azurite-blob
+$(AZURITE): | $(STAMP)
+	@command -v npm >/dev/null || { echo "make test needs npm (Node.js) for Azurite, Azure's storage emulator: apt-get install nodejs npm" >&2; exit 1; }
+	npm install --silent --no-audit --no-fund --prefix $(VENV)/azurite azurite@3.35.0
+	ln -sf ../azurite/node_modules/.bin/azurite-blob $(BIN)/azurite-blob
+
+test: lint typecheck $(AZURITE)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 clean:

@@ -105,3 +105,26 @@ def s3_bucket(s3_server: Any, monkeypatch: pytest.MonkeyPatch) -> str:
     for key, value in s3_server.environ().items():
         monkeypatch.setenv(key, value)
     return name
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Any]:
+    """A real Azure Blob Storage API on loopback (Azurite,
+    :class:`geochip.testing.azure.AzuriteServer`); one per session (per xdist worker)."""
+    from geochip.testing.azure import AzuriteServer
+
+    with AzuriteServer() as server:
+        yield server
+
+
+@pytest.fixture
+def az_container(azurite: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh container on the loopback Azurite, with the environment pointing adlfs and
+    GDAL at it; its name (``az://<name>`` is the URL)."""
+    import uuid
+
+    name = f"geochip-{uuid.uuid4().hex[:12]}"
+    azurite.create_container(name)
+    for key, value in azurite.environ().items():
+        monkeypatch.setenv(key, value)
+    return name

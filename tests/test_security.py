@@ -69,6 +69,27 @@ def test_a_registered_secret_is_removed_wherever_it_appears() -> None:
     assert redact(f"weird place {secret} and {secret}!") == "weird place REDACTED and REDACTED!"
 
 
+def test_azure_keys_in_the_environment_are_registered_alone_and_in_connection_strings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from geochip.core.storage import _redact_environment_credentials
+
+    account_key = "YWNjb3VudC1rZXktZm9yLWFkbGZz"  # adlfs's and obstore's variable
+    cli_key = "YXp1cmUtY2xpLWtleS12YWx1ZQ"  # the Azure CLI's
+    in_string = "Y29ubmVjdGlvbi1zdHJpbmcta2V5=="
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_KEY", account_key)
+    monkeypatch.setenv("AZURE_STORAGE_KEY", cli_key)
+    monkeypatch.setenv(
+        "AZURE_STORAGE_CONNECTION_STRING",
+        f"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={in_string};",
+    )
+    _redact_environment_credentials()
+    for key in (account_key, cli_key, in_string):
+        assert redact(f"the SDK said: signature of {key} failed") == (
+            "the SDK said: signature of REDACTED failed"
+        )
+
+
 def test_short_values_are_not_registered() -> None:
     register_secret("abc")
     assert redact("abc def") == "abc def"

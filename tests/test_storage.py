@@ -53,12 +53,24 @@ def test_check_writable(s3_bucket: str, tmp_path: Path) -> None:
 def test_unknown_and_missing_schemes() -> None:
     with pytest.raises(InputError, match="ftp://"):
         filesystem("ftp://host/ds")
-    if importlib.util.find_spec("gcsfs") is None:
-        with pytest.raises(MissingExtraError, match=r"geochip\[gcs\]"):
-            filesystem("gs://bucket/ds")
+    assert importlib.util.find_spec("gcsfs") is None  # the dev environment has no gcs extra
+    with pytest.raises(MissingExtraError, match=r"geochip\[gcs\]"):
+        filesystem("gs://bucket/ds")
 
 
 def test_gdal_options_follow_the_sdk_endpoint() -> None:
     assert gdal_options({}) == {}
     assert gdal_options({"AWS_ENDPOINT_URL": "https://s3.example.org"})["AWS_HTTPS"] == "YES"
     assert gdal_options({"AWS_ENDPOINT_URL": "http://x:1", "AWS_S3_ENDPOINT": "y"}) == {}
+
+
+def test_another_writers_probe_object_is_not_content() -> None:
+    """check_writable's probe, seen for a moment by another process starting on the same
+    prefix (array jobs), is not listed: that process does not take the prefix for foreign."""
+    from geochip.core.storage import WRITE_PROBE, ObjectPath
+
+    root = ObjectPath("memory://geochip-probe-test/ds")
+    (root / f"{WRITE_PROBE}0123abcd").write_bytes(b"")
+    (root / "manifest.json").write_text("{}")
+    assert root.exists()
+    assert [p.name for p in root.iterdir()] == ["manifest.json"]

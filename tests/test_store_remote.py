@@ -394,3 +394,15 @@ def test_an_all_fill_batch_removes_the_object_an_interrupted_run_left() -> None:
     written = ObjectPath(url) / "chips.zarr" / "image" / "c" / "0" / "0" / "0" / "0"
     assert files == {"image/c/0/0/0/0": hashlib.sha256(written.read_bytes()).hexdigest()}
     assert writer.verify(files)
+
+
+def test_a_shard_starting_beside_another_shards_probe_object_is_not_refused(
+    s3_bucket: str, catalog: Path
+) -> None:
+    from geochip.builder.shards import Shard, build_shard
+    from geochip.core.storage import WRITE_PROBE
+
+    url = f"s3://{s3_bucket}/ds"
+    (ObjectPath(url) / f"{WRITE_PROBE}from-another-shard").write_bytes(b"")
+    result = build_shard(_build_config(catalog, url), Shard(0, 1), progress=False)
+    assert result.finalized is not None and result.finalized.counts["chips"] == 32

@@ -122,6 +122,8 @@ CREDENTIAL_OPTIONS = frozenset(
         "AWS_SESSION_TOKEN",
         "AWS_CONTAINER_AUTHORIZATION_TOKEN",
         "AZURE_STORAGE_ACCESS_KEY",
+        "AZURE_STORAGE_ACCOUNT_KEY",  # adlfs's and obstore's name of GDAL's ACCESS_KEY
+        "AZURE_STORAGE_KEY",  # the Azure CLI's
         "AZURE_STORAGE_ACCESS_TOKEN",
         "AZURE_STORAGE_CONNECTION_STRING",
         "AZURE_STORAGE_SAS_TOKEN",
@@ -143,7 +145,7 @@ CREDENTIAL_OPTIONS = frozenset(
 # Names GDAL may add later, by the words credentials are named with; a path to a file that
 # holds a credential (..._FILE, cookie files) is not itself one.
 _CREDENTIAL_WORDS = re.compile(
-    r"SECRET|TOKEN|PASSWORD|PASSWD|USERPWD|BEARER|COOKIE|HEADERS|ACCESS_KEY|KEY_ID|SAS|"
+    r"SECRET|TOKEN|PASSWORD|PASSWD|USERPWD|BEARER|COOKIE|HEADERS|ACCESS_KEY|ACCOUNT_KEY|KEY_ID|SAS|"
     r"CONNECTION_STRING|PRIVATE_KEY"
 )
 _CREDENTIAL_FILE = re.compile(r"(FILE|JAR|DIR)$")
@@ -268,16 +270,26 @@ def register_secret(value: str | None) -> None:
 
     Values shorter than 6 characters are not registered (they would redact ordinary
     words); they are still removed where they stand as the value of a known secret key.
+    The key or signature in an Azure connection string is registered on its own too (an
+    SDK's error may quote it without the rest).
 
     >>> register_secret("my-private-api-key-123")
     >>> redact("the key my-private-api-key-123 leaked")
     'the key REDACTED leaked'
+    >>> register_secret("AccountName=me;AccountKey=c2VjcmV0LWtleS1ieXRlcw==;BlobEndpoint=x")
+    >>> redact("signed with c2VjcmV0LWtleS1ieXRlcw==")
+    'signed with REDACTED'
     """
     if not value or len(value) < _MIN_SECRET_LENGTH:
         return
     with _SECRETS_LOCK:
         _SECRETS.add(value)
         _SECRETS.add(quote(value, safe=""))
+    if ";" in value:
+        for part in value.split(";"):
+            key, sep, secret = part.partition("=")
+            if sep and key.strip().lower() in {"accountkey", "sharedaccesssignature"}:
+                register_secret(secret)
 
 
 def register_secret_headers(headers: Mapping[str, str] | None) -> None:

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RASTER_SUFFIXES",
     "SCHEMES",
+    "WRITE_PROBE",
     "ObjectPath",
     "StorePath",
     "check_writable",
@@ -159,6 +160,10 @@ def filesystem(location: str | Path) -> tuple[fsspec.AbstractFileSystem, str]:
         # fsspec keeps one file system per set of arguments: the endpoint the environment
         # names now is one of them, so a process never writes to the endpoint it saw before
         options["endpoint_url"] = endpoint
+    connection = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+    if scheme in {"az", "abfs"} and connection:
+        # the same for Azure: adlfs reads this variable once, when the instance is made
+        options["connection_string"] = connection
     fs, path = fsspec.core.url_to_fs(str(location), **options)
     return fs, str(path) if scheme != "memory" else str(location)
 
@@ -184,13 +189,22 @@ def list_files(location: str, suffixes: tuple[str, ...], recursive: bool = True)
             found = [e["name"] for e in fs.ls(path, detail=True) if e.get("type") == "file"]
     except Exception as err:  # a missing bucket, no permission, no credentials, no network
         raise InputError(
-            f"cannot list {location}: {type(err).__name__}: {redact(str(err))}; check the URL, "
+            f"cannot list {location}: {_cause(err)}; check the URL, "
             "that the bucket exists and that the credentials in the environment may read it"
         ) from None
     names = sorted(str(name) for name in found if str(name).lower().endswith(suffixes))
-    if scheme_of(location) == "memory":  # fsspec's memory paths are "/bucket/key"
+    scheme = scheme_of(location)
+    if scheme == "memory":  # fsspec's memory paths are "/bucket/key"
         return [f"memory:/{name}" for name in names]
-    return [fs.unstrip_protocol(name) for name in names]
+    # the scheme the user wrote (fsspec's unstrip_protocol gives az:// back as abfs://)
+    return [f"{scheme}://{name}" for name in names]
+
+
+def _cause(err: BaseException) -> str:
+    """``Type: first line of the message`` (redacted): the Azure SDK's messages go on with
+    the error's XML body."""
+    lines = redact(str(err)).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
 
 def _redact_environment_credentials() -> None:
@@ -234,6 +248,11 @@ def gdal_options(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     }
 
 
+#: The name prefix of :func:`check_writable`'s probe objects (another process's probe, seen
+#: for a moment, is not content: :meth:`ObjectPath.iterdir` leaves probes out).
+WRITE_PROBE = ".geochip-write-probe-"
+
+
 def check_writable(location: str | Path | ObjectPath) -> None:
     """Refuse, before any work, a destination that cannot be written: a probe object is
     written under ``location`` and removed. A :class:`~geochip.errors.StoreError` names the
@@ -249,14 +268,14 @@ def check_writable(location: str | Path | ObjectPath) -> None:
             )
         return
     fs, root = filesystem(location)
-    probe = f"{root.rstrip('/')}/.geochip-write-probe-{uuid.uuid4().hex}"
+    probe = f"{root.rstrip('/')}/{WRITE_PROBE}{uuid.uuid4().hex}"
     try:
         fs.pipe_file(probe, b"")
         fs.rm_file(probe)
     except Exception as err:  # any failure means "cannot write here"
         raise StoreError(
-            f"cannot write to {location}: {type(err).__name__}: {redact(str(err))}; check "
-            "that the bucket exists and that the credentials in the environment may write it"
+            f"cannot write to {location}: {_cause(err)}; check that the bucket exists and "
+            "that the credentials in the environment may write it"
         ) from None
 
 
@@ -390,7 +409,11 @@ class ObjectPath:
         except FileNotFoundError:
             return []
         prefix = self.path.rstrip("/") + "/"
-        return [self / str(n)[len(prefix) :] for n in names if str(n).startswith(prefix)]
+        return [
+            self / str(n)[len(prefix) :]
+            for n in names
+            if str(n).startswith(prefix) and not str(n)[len(prefix) :].startswith(WRITE_PROBE)
+        ]
 
     def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
         """Nothing to do: object stores have no folders."""
@@ -418,18 +441,40 @@ class ObjectPath:
         return int(self.fs.du(self.path, total=True))
 
     def read_range(self, start: int, end: int | None = None) -> bytes:
-        """Bytes ``[start, end)`` (``start < 0``: the last ``-start`` bytes) in one request."""
-        return bytes(self.fs.cat_file(self.path, start=start, end=end))
+        """Bytes ``[start, end)`` (``start < 0``: the last ``-start`` bytes) in one request
+        (two on Azure: see :meth:`read_ranges`)."""
+        [data] = self.read_ranges([self], [start], [end])
+        if isinstance(data, BaseException):
+            raise data
+        return data
 
     def read_ranges(
         self, paths: Sequence[ObjectPath], starts: Sequence[int], ends: Sequence[int | None]
     ) -> list[bytes | BaseException]:
         """Byte ranges of several objects, fetched concurrently (fsspec ``cat_ranges``); a
-        missing object gives its :class:`FileNotFoundError` in its place."""
-        out = self.fs.cat_ranges(
-            [p.path for p in paths], list(starts), list(ends), on_error="return"
+        missing object gives its :class:`FileNotFoundError` in its place. A negative start
+        reads the last ``-start`` bytes: one suffix-range request, except on Azure Blob
+        Storage, which has none (``bytes=-N``): there the object's size is asked first."""
+        starts = list(starts)
+        missing: dict[int, BaseException] = {}
+        if scheme_of(self.url) in {"az", "abfs"}:
+            for k, (p, start) in enumerate(zip(paths, starts, strict=True)):
+                if start < 0:
+                    try:
+                        starts[k] = max(0, int(self.fs.size(p.path)) + start)
+                    except FileNotFoundError as err:
+                        missing[k] = err
+        keep = [k for k in range(len(paths)) if k not in missing]
+        got = self.fs.cat_ranges(
+            [paths[k].path for k in keep],
+            [starts[k] for k in keep],
+            [ends[k] for k in keep],
+            on_error="return",
         )
-        return [v if isinstance(v, BaseException) else bytes(v) for v in out]
+        out: list[bytes | BaseException] = [missing.get(k, b"") for k in range(len(paths))]
+        for k, v in zip(keep, got, strict=True):
+            out[k] = v if isinstance(v, BaseException) else bytes(v)
+        return out
 
 
 #: Where a store lives: a local folder or a folder-like prefix in an object store.

@@ -8,8 +8,9 @@ Writing through a remote Zarr store took 8 requests per shard instead (Zarr read
 before it writes it; 12 MB went up as a multipart upload of 3 parts), which at 20 ms per
 request cost the benchmark's build a tenth of its speed. PUTs of 12.8 MB objects to moto's
 S3 server on loopback, 2 threads: obstore 146-252 MB/s, s3fs 134-159 MB/s (400 KB: 52-64
-against 26-35 MB/s; botocore spends the client's CPU), so obstore writes where it is
-installed (the ``s3``/``gcs``/``azure`` extras), fsspec otherwise (and for ``memory://``).
+against 26-35 MB/s; botocore spends the client's CPU), so obstore writes to S3 where it
+is installed (the ``s3`` extra), fsspec otherwise (``gs://``, ``az://``, ``memory://``: one
+client, and one way credentials are read, per scheme).
 Reading goes through fsspec (:class:`~geochip.core.storage.ObjectPath`): obstore's client
 hangs in a process forked after it was used (a DataLoader worker), fsspec makes fresh
 clients after ``fork``.
@@ -91,12 +92,13 @@ def zarr_store(path: Path | ObjectPath, *, read_only: bool = False) -> Any:
 
 def put_objects(root: ObjectPath, blobs: Mapping[str, bytes]) -> None:
     """PUT each of ``blobs`` (keys relative to ``root``) as one whole object, all at once:
-    through obstore where it is installed, one request per object (no multipart: a shard
-    of 12 MB went up in 5 requests), else fsspec. A transient failure is tried again (a
-    PUT of the same bytes is idempotent)."""
+    to S3 through obstore where it is installed, one request per object (no multipart: a
+    shard of 12 MB went up in 5 requests), else (and to ``gs://``, ``az://``) through
+    fsspec, which reads the same credentials as the readers. A transient failure is tried
+    again (a PUT of the same bytes is idempotent)."""
     if not blobs:
         return
-    if scheme_of(root.url) == "memory" or not importlib.util.find_spec("obstore"):
+    if scheme_of(root.url) != "s3" or not importlib.util.find_spec("obstore"):
         root.fs.pipe({(root / key).path: data for key, data in blobs.items()})
         return
     import obstore  # lazy: an optional package (the s3 extra)
