@@ -39,7 +39,7 @@ WRITES = {
     "predict", "retile",
 }  # fmt: skip
 #: Commands that show progress bars, and so take --progress/--no-progress.
-LONG_RUNNING = {"build", "chips", "demo", "select", "timeseries"}
+LONG_RUNNING = {"build", "chips", "demo", "select", "timeseries", "predict", "retile"}
 #: Commands that refuse to replace what they wrote before unless told: --overwrite.
 REFUSE_TO_REPLACE = {"build", "chips", "predict", "retile", "datasets download"}
 #: Lists whose values may hold commas, so they are repeated only: a header's value

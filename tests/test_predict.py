@@ -150,6 +150,16 @@ def test_class_map_is_the_argmax_of_the_probabilities(scene: Path, tmp_path: Pat
     assert [p.name for p in result.paths] == ["m.tif", "m-probabilities.tif"]
 
 
+def test_progress_counts_every_window_once_up_to_the_total(scene: Path, tmp_path: Path) -> None:
+    seen: list[tuple[int, int]] = []
+    result = predict(_net(), scene, tmp_path / "p.tif", chip=128, overlap=32, batch_size=3,
+                     normalize=NORM, on_window=lambda d, t: seen.append((d, t)))  # fmt: skip
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and len(set(done)) == len(done)  # rising, one call per batch
+    assert seen[-1] == (result.windows, result.windows)
+    assert len(seen) == -(-result.windows // 3)
+
+
 def test_tta_averages_flips(scene: Path, tmp_path: Path) -> None:
     calls = []
 

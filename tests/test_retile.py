@@ -56,6 +56,12 @@ def test_a_tile_size_that_does_not_divide_into_patches_is_refused(
     assert not (tmp_path / "out").exists()
 
 
+def test_progress_counts_each_tile(big: Path, tmp_path: Path) -> None:
+    seen: list[tuple[int, int]] = []
+    retile(big, 256, tmp_path / "t", on_tile=lambda d, t: seen.append((d, t)))
+    assert seen == [(1, 2), (2, 2)]
+
+
 def test_cli_retile(big: Path, tmp_path: Path) -> None:
     args = [sys.executable, "-m", "geochip", "retile", str(big), "--tile", "256", "--out",
             str(tmp_path / "t")]  # fmt: skip

@@ -103,9 +103,11 @@ def predict(
     ] = None,
     download: Annotated[bool, typer.Option(help="Download a registry dataset first.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar of the windows.")] = True,
 ) -> None:
     """Apply a model to whole scenes: blended windows into a Cloud-Optimized GeoTIFF."""
-    from ..inference.run import predict as run_predict  # lazy: CLI
+    from ..core.progress import Stages  # lazy: CLI
+    from ..inference.run import predict as run_predict
 
     normalize: Any = None
     if mean is not None or std is not None:
@@ -121,26 +123,28 @@ def predict(
 
         the_model = load_object(model, "MODEL")()
     try:
-        result = run_predict(
-            the_model,
-            _source(source, registry, download),
-            out,
-            bands=band_list,
-            chip=chip,
-            overlap=overlap,
-            border=border,
-            batch_size=batch_size,
-            device=device,
-            normalize=normalize,
-            activation=activation,  # type: ignore[arg-type]
-            output=output,  # type: ignore[arg-type]
-            probability_dtype=probability_dtype,  # type: ignore[arg-type]
-            classes=split_list(classes),
-            nodata=nodata,
-            tta=tta,
-            tile=tile,
-            overwrite=overwrite,
-        )
+        with Stages(enabled=progress, console=err_console).counter("windows") as advance:
+            result = run_predict(
+                the_model,
+                _source(source, registry, download),
+                out,
+                bands=band_list,
+                chip=chip,
+                overlap=overlap,
+                border=border,
+                batch_size=batch_size,
+                device=device,
+                normalize=normalize,
+                activation=activation,  # type: ignore[arg-type]
+                output=output,  # type: ignore[arg-type]
+                probability_dtype=probability_dtype,  # type: ignore[arg-type]
+                classes=split_list(classes),
+                nodata=nodata,
+                tta=tta,
+                tile=tile,
+                overwrite=overwrite,
+                on_window=advance,
+            )
     except PredictFailedError as err:
         message = " ".join(redact(str(err)).split())
         err_console.print(
@@ -168,10 +172,14 @@ def retile(
     edge: Annotated[str, typer.Option(help="Edge tiles: keep (cut short) or pad.")] = "keep",
     collection: Annotated[str, typer.Option(help="The collection's id.")] = "tiles",
     overwrite: Annotated[bool, typer.Option(help="Redo an existing catalog.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar of the tiles.")] = True,
 ) -> None:
     """Cut rasters into COG tiles that divide into patches; write them as a STAC collection."""
-    from ..inference.retile import retile as run_retile  # lazy: CLI
+    from ..core.progress import Stages  # lazy: CLI
+    from ..inference.retile import retile as run_retile
 
-    path = run_retile(sources, tile, out, patch=patch, edge=edge,  # type: ignore[arg-type]
-                      collection=collection, overwrite=overwrite)  # fmt: skip
+    with Stages(enabled=progress, console=err_console).counter("tiles") as advance:
+        path = run_retile(sources, tile, out, patch=patch, edge=edge,  # type: ignore[arg-type]
+                          collection=collection, overwrite=overwrite,
+                          on_tile=advance)  # fmt: skip
     err_console.print(f"wrote {path}")

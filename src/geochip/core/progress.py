@@ -43,29 +43,51 @@ class Stages:
         self.timings: dict[str, float] = {}
 
     @contextlib.contextmanager
-    def stage(self, name: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
-        """Time the block; yield ``advance(done)`` that moves the bar to ``done`` of ``total``."""
+    def stage(
+        self, name: str, total: int | None = None, *, counted: bool = False
+    ) -> Iterator[Callable[..., None]]:
+        """Time the block; yield ``advance(done, total=None)`` that moves the bar to
+        ``done`` of ``total`` (a spinner when the total is unknown; ``counted``: a bar whose
+        total ``advance`` gives as it becomes known)."""
         start = time.perf_counter()
         if not self.enabled:
             try:
-                yield lambda done: None
+                yield lambda done, total=None: None
             finally:
                 self.timings[name] = time.perf_counter() - start
             return
 
         columns: list[Any] = [SpinnerColumn(), TextColumn("{task.description:<22}")]
-        if total is not None:
+        if total is not None or counted:
             columns += [BarColumn(), MofNCompleteColumn()]
         columns.append(TimeElapsedColumn())
         with Progress(*columns, console=self.console, transient=False) as bar:
             task = bar.add_task(name, total=total)
 
-            def advance(done: int) -> None:
-                bar.update(task, completed=done)
+            def advance(done: int, total: int | None = None) -> None:
+                if total is not None:
+                    bar.update(task, completed=done, total=total)
+                else:
+                    bar.update(task, completed=done)
 
             try:
                 yield advance
+                final = bar.tasks[0].total
+                if final is not None:
+                    bar.update(task, completed=final)
             finally:
                 self.timings[name] = time.perf_counter() - start
-                if total is not None:
-                    bar.update(task, completed=total)
+
+    @contextlib.contextmanager
+    def counter(self, name: str) -> Iterator[Callable[[int, int], None]]:
+        """A counted stage (see :meth:`stage`) opened by the first ``advance(done, total)``:
+        work refused before it starts shows no bar above its one-line error."""
+        with contextlib.ExitStack() as stack:
+            opened: list[Callable[..., None]] = []
+
+            def advance(done: int, total: int) -> None:
+                if not opened:
+                    opened.append(stack.enter_context(self.stage(name, counted=True)))
+                opened[0](done, total)
+
+            yield advance

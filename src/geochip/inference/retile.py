@@ -27,7 +27,7 @@ Example:
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -63,12 +63,14 @@ def retile(
     edge: Literal["keep", "pad"] = "keep",
     collection: str = "tiles",
     overwrite: bool = False,
+    on_tile: Callable[[int, int], None] | None = None,
 ) -> Path | str:
     """Cut rasters into COG tiles under ``out`` and return the catalog's path (see the
     module docstring). ``sources`` and ``out`` may be object-store URLs
     (``s3://bucket/tiles``): each tile is made locally and uploaded in one ``put_file``,
     the catalog (relative hrefs, as on disk) after the tiles, ``catalog.json`` last; the
-    catalog's URL is returned as a string."""
+    catalog's URL is returned as a string. ``on_tile(done, total)`` is called after each
+    tile (the total grows as each source is opened)."""
     given = [sources] if isinstance(sources, str | Path) else list(sources)
     paths = [s if isinstance(s, str) and is_object_url(s) else local_path(s) for s in given]
     if tile < 16 or tile % 16:
@@ -85,6 +87,7 @@ def retile(
         raise OutputExistsError(f"{out} holds a catalog already; pass overwrite=True to redo it")
     check_writable(out)  # before any tile
     items = []
+    total = 0
     for path in paths:
         if not (exists(path) if is_url(path) else Path(path).is_file()):
             raise InputError(f"{path} does not exist; check the path")
@@ -96,6 +99,7 @@ def retile(
                     "the file (gdal_edit.py -a_srs EPSG:xxxx)"
                 )
             fill = src.nodata if src.nodata is not None else 0
+            total += -(-src.height // tile) * -(-src.width // tile)
             for row in range(0, src.height, tile):
                 for col in range(0, src.width, tile):
                     name = f"{stem}-r{row}-c{col}"
@@ -103,6 +107,8 @@ def retile(
                     if overwrite or not exists(target):
                         _write_tile(src, target, row, col, tile, edge, fill)
                     items.append(item_from_rasters(name, {"data": target}, collection=collection))
+                    if on_tile is not None:
+                        on_tile(len(items), total)
 
     def write_catalog(root: Path) -> Path:
         return make_catalog(root, items, catalog_id=f"{collection}-catalog",

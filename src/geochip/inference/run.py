@@ -218,6 +218,7 @@ def _predict_one(
     threads: int | None,
     overwrite: bool,
     result: PredictResult,
+    on_window: Callable[[int, int], None] | None = None,
 ) -> None:
     chip, overlap, border = options["chip"], options["overlap"], options["border"]
     batch_size = options["batch_size"]
@@ -243,6 +244,7 @@ def _predict_one(
             "choose another output path"
         )
     ncols = len(plan.cols)
+    before = result.windows  # the windows of earlier sources (progress counts all)
     result.windows += len(plan)
     nodata = source.nodata
     # the number of output channels is known after the first batch: the store is made then
@@ -258,6 +260,7 @@ def _predict_one(
         (r for r, y in enumerate(plan.rows) if y + chip > first_strip * tile), len(plan.rows)
     )
     first = (start_row * ncols // batch_size) * batch_size
+    processed = first  # windows before the resumed rows count as done
     failed: dict[int, str] = {}
 
     stop = threading.Event()
@@ -354,6 +357,9 @@ def _predict_one(
                     break
                 if blender_thread.error is not None:
                     raise blender_thread.error
+            processed += len(batch)
+            if on_window is not None:
+                on_window(before + processed, result.windows)
         if store is None:  # nothing was left to read: every strip was done already
             store = StripStore(out, source.geobox, layers, tile, fingerprint)
             store.open()
@@ -461,6 +467,7 @@ def predict(
     overwrite: bool = False,
     model_path: str | Path | None = None,
     env: GdalEnv | None = None,
+    on_window: Callable[[int, int], None] | None = None,
 ) -> PredictResult:
     """Apply ``model`` to a whole scene (or several) and write a Cloud-Optimized GeoTIFF.
 
@@ -477,7 +484,8 @@ def predict(
     (``probability_dtype``) or ``both`` (probabilities in ``<stem>-probabilities.tif``).
     A STAC item ``<stem>.json`` is written last. A run that was interrupted resumes where
     it stopped and ends byte-identical; an existing output is refused unless
-    ``overwrite``.
+    ``overwrite``. ``on_window(done, total)`` is called after each batch of windows (the
+    total grows as each source is planned).
     """
     started = time.perf_counter()
     remote = is_url(out)
@@ -551,6 +559,7 @@ def predict(
                 tile=tile,
                 threads=threads,
                 overwrite=overwrite,
+                on_window=on_window,
             )
             continue
         target = out / f"{src.id}.tif" if folder else out
@@ -568,6 +577,7 @@ def predict(
             threads=threads,
             overwrite=overwrite,
             result=result,
+            on_window=on_window,
         )
     result.seconds = time.perf_counter() - started
     return result
