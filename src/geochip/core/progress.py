@@ -75,6 +75,9 @@ class Stages:
                 final = bar.tasks[0].total
                 if final is not None:
                     bar.update(task, completed=final)
+            except BaseException:
+                bar.live.transient = True  # the bar goes: a refusal stays its one line
+                raise
             finally:
                 self.timings[name] = time.perf_counter() - start
 
