@@ -109,9 +109,6 @@ def put_objects(root: ObjectPath, blobs: Mapping[str, bytes]) -> None:
         key, data = item
         retry(lambda: obstore.put(store, key, data, use_multipart=False))
 
-    if len(blobs) == 1:
-        put(next(iter(blobs.items())))
-        return
     with ThreadPoolExecutor(len(blobs), thread_name_prefix="geochip-put") as pool:
         list(pool.map(put, blobs.items()))
 

@@ -206,16 +206,19 @@ class StoreWriter:
             meta = self._meta(name)
             if meta is None:
                 raise StoreError(f"{root}: no {name} array")
-            chunks = {"zarr.json": _buffer(json.dumps(meta).encode())}
+            metadata = default_buffer_prototype().buffer.from_bytes(json.dumps(meta).encode())
+            chunks = {"zarr.json": metadata}
             zarr.open_array(zarr.storage.MemoryStore(chunks), mode="r+")[start:stop] = data
             encoded |= {f"{name}/{key}": value for key, value in chunks.items()}
-        blobs = {key: encoded[key].to_bytes() for key in self.keys(start, stop) if key in encoded}
+        keys = self.keys(start, stop)
+        blobs = {key: encoded[key].to_bytes() for key in keys if key in encoded}
         put_objects(root, blobs)
-        for key in self.keys(start, stop):
+        for key in keys:
             if key not in blobs:
                 (root / key).unlink(missing_ok=True)
-        digests = {key: hashlib.sha256(data).hexdigest() for key, data in blobs.items()}
-        return {key: digests.get(key) for key in self.keys(start, stop)}
+        return {
+            key: hashlib.sha256(blobs[key]).hexdigest() if key in blobs else None for key in keys
+        }
 
     def verify(self, files: Mapping[str, str | None]) -> bool:
         """Whether every chunk file still has the recorded hash (or is still absent)."""
@@ -285,10 +288,6 @@ def array_metadata(
             attributes={"classes": dict(classes or {}), "ignore": MASK_IGNORE},
         )
     return {key: value.to_bytes() for key, value in objects.items()}
-
-
-def _buffer(data: bytes) -> Any:
-    return default_buffer_prototype().buffer.from_bytes(data)
 
 
 def _json_number(value: float | int | None) -> float | int | str | None:

@@ -30,7 +30,7 @@ import urllib.request
 from pathlib import Path
 from typing import Self
 
-from .rustac import free_port
+from .rustac import free_port, stop_process
 
 __all__ = ["ACCOUNT", "AzuriteServer"]
 
@@ -106,14 +106,8 @@ class AzuriteServer:
                 return self
 
     def stop(self) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-            self._process = None
+        stop_process(self._process)
+        self._process = None
 
     def __enter__(self) -> Self:
         return self.start()

@@ -36,7 +36,7 @@ from typing import Any
 
 import pystac
 
-from .rustac import as_dicts, collection_dicts, free_port, wait_until_up
+from .rustac import as_dicts, collection_dicts, free_port, stop_process, wait_until_up
 
 __all__ = [
     "PgstacServer",
@@ -246,13 +246,7 @@ class PgstacServer:
         raise RuntimeError(f"stac-fastapi-pgstac did not start: {last}\n{log}")
 
     def _stop_api(self) -> None:
-        if self._api is not None and self._api.poll() is None:
-            self._api.terminate()
-            try:
-                self._api.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._api.kill()
-                self._api.wait(timeout=10)
+        stop_process(self._api)
         self._api = None
 
     # -- public ----------------------------------------------------------------------------

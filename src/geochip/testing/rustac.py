@@ -106,6 +106,19 @@ def wait_until_up(url: str, deadline: float, proc: subprocess.Popen[bytes] | Non
         time.sleep(0.05)
 
 
+def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
+    """Terminate a server process started by a fixture and wait for it (killed after 10 s);
+    nothing when it is None or has exited."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 class RustacServer:
     """``rustac serve`` on a free loopback port, loaded with ``items`` (a context manager).
 
@@ -168,13 +181,7 @@ class RustacServer:
         raise RuntimeError(f"rustac serve did not start: {last}\n{log}")
 
     def _terminate(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(timeout=10)
+        stop_process(self._proc)
         self._proc = None
 
     def stop(self) -> None:

@@ -33,7 +33,7 @@ import urllib.request
 from pathlib import Path
 from typing import Self
 
-from .rustac import free_port
+from .rustac import free_port, stop_process
 
 __all__ = ["S3Server"]
 
@@ -94,14 +94,8 @@ class S3Server:
                 time.sleep(0.1)
 
     def stop(self) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-            self._process = None
+        stop_process(self._process)
+        self._process = None
 
     def __enter__(self) -> Self:
         return self.start()
