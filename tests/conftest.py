@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,13 @@ settings.load_profile("geochip")
 for _name in list(os.environ):
     if _name.startswith(("GDAL_", "AWS_", "CPL_", "VSI_")):
         del os.environ[_name]
+
+# The Ctrl-C tests send SIGINT to the builds they start. A shell that starts the suite in the
+# background (`make test &`, a CI step without job control) ignores SIGINT in it, every child
+# inherits the ignore and the builds never see Ctrl-C: restore the default here, so that the
+# children exec'd from this process start with SIGINT as a terminal would give it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
