@@ -211,3 +211,27 @@ def test_a_missing_container_is_refused_before_any_work(
     with pytest.raises(StoreError, match="container does not exist") as err:
         build(config, progress=False)
     assert f"{az_container}-missing" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_label_files_in_a_container_read_like_local_ones(az_container: str, tmp_path: Path) -> None:
+    """A Shapefile (with its sidecars) and a GeoPackage of labels in a container: the
+    geometries and classes of the local files (fetched through adlfs, as the stores are)."""
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from geochip.core.vectors import read_vector
+
+    frame = gpd.GeoDataFrame(
+        {"class": ["water", "crop"]},
+        geometry=[box(0, 0, 100, 100), box(200, 0, 300, 50)],
+        crs=32633,
+    )
+    folder = tmp_path / "labels"
+    folder.mkdir()
+    for suffix in (".shp", ".gpkg"):
+        frame.to_file(folder / f"labels{suffix}")
+    _upload(folder, f"az://{az_container}/labels")
+    for suffix in (".shp", ".gpkg"):
+        got = read_vector(f"az://{az_container}/labels/labels{suffix}")
+        assert got.crs == frame.crs and list(got["class"]) == ["water", "crop"]
+        assert all(a.equals(b) for a, b in zip(got.geometry, frame.geometry, strict=True))

@@ -211,7 +211,7 @@ def test_stac_geoparquet_on_a_bucket(s3_bucket: str, scenes: Path, tmp_path: Pat
 SECRET = "geochip-test-secret"  # the s3_bucket fixture's AWS_SECRET_ACCESS_KEY
 
 
-def select_args(catalog: Path, labels: Path, out: str) -> list[str]:
+def select_args(catalog: Path, labels: Path | str, out: str) -> list[str]:
     return [
         "select",
         "--catalog",
@@ -247,7 +247,8 @@ def test_select_writes_to_a_bucket_what_it_writes_locally(
         crs=4326,
     ).to_file(labels)
     url = f"s3://{s3_bucket}/runs/selection.parquet"
-    remote = cli(*select_args(sample_catalog_path, labels, url))
+    upload(labels, f"s3://{s3_bucket}/labels.geojson")  # the labels from the bucket too
+    remote = cli(*select_args(sample_catalog_path, f"s3://{s3_bucket}/labels.geojson", url))
     cli(*select_args(sample_catalog_path, labels, str(tmp_path / "selection.parquet")))
     assert listing(f"s3://{s3_bucket}/runs") == ["selection.items.json", "selection.parquet"]
     for name in ("selection.parquet", "selection.items.json"):
@@ -528,3 +529,98 @@ def test_a_public_bucket_read_unsigned(
     assert [s.id for s in remote] == ["S2_20240503_T33", "S2_20240610_T33"]
     want = open_scenes(scenes)[1].read()
     assert np.array_equal(remote[1].read(), want)
+
+
+def label_shapes(folder: Path) -> Path:
+    """Class polygons over :data:`GRID` as a GeoJSON, a GeoPackage, a Shapefile (with its
+    sidecars), a GeoParquet and a FlatGeobuf in ``folder``."""
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    x, y = 500_000, 0
+    frame = gpd.GeoDataFrame(
+        {"class": ["water", "crop", "water"]},
+        geometry=[
+            box(x + 100, y + 100, x + 900, y + 1200),
+            box(x + 1300, y + 300, x + 2400, y + 900),
+            box(x + 200, y + 1800, x + 2000, y + 2400),
+        ],
+        crs=32633,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    for suffix in (".geojson", ".gpkg", ".shp", ".fgb"):
+        frame.to_file(folder / f"labels{suffix}")
+    frame.to_parquet(folder / "labels.parquet")
+    return folder
+
+
+@pytest.mark.parametrize("suffix", [".geojson", ".gpkg", ".shp", ".parquet", ".fgb"])
+def test_vector_files_on_a_bucket_read_like_local_ones(
+    sdk_endpoint_only: str, tmp_path: Path, suffix: str
+) -> None:
+    """Label, region and geometry files on a bucket, with the endpoint only as the SDKs read
+    it: fetched through the store's file system (GDAL's own vector reader went to AWS)."""
+    from geochip.core.vectors import read_vector
+
+    folder = label_shapes(tmp_path / "labels")
+    upload(folder, f"s3://{sdk_endpoint_only}/labels")
+    got = read_vector(f"s3://{sdk_endpoint_only}/labels/labels{suffix}")
+    want = read_vector(folder / f"labels{suffix}")
+    assert got.crs == want.crs and list(got["class"]) == list(want["class"])
+    assert all(a.equals(b) for a, b in zip(got.geometry, want.geometry, strict=True))
+
+
+def test_a_missing_or_empty_vector_file_on_a_bucket_is_named(sdk_endpoint_only: str) -> None:
+    from geochip.core.vectors import read_vector
+    from geochip.errors import EmptyInputError, InputError
+
+    url = f"s3://{sdk_endpoint_only}/labels.geojson"
+    with pytest.raises(InputError, match=f"no label file at {url}; check the path"):
+        read_vector(url, what="label file")
+    fs, path = filesystem(url)
+    fs.pipe_file(path, b"")
+    with pytest.raises(EmptyInputError, match="is empty"):
+        read_vector(url, what="label file")
+
+
+@pytest.mark.parametrize("kind", ["shp", "raster"])
+def test_a_build_with_labels_on_a_bucket_has_the_masks_of_local_labels(
+    sdk_endpoint_only: str, catalog_folder: Path, tmp_path: Path, kind: str
+) -> None:
+    """Vector labels (a Shapefile and its sidecars) and a label raster on the bucket, the
+    endpoint only as the SDKs read it: the masks of the same build with the local files."""
+    from geochip.builder.config import parse_config
+    from geochip.builder.run import build
+    from geochip.store.reader import open_store
+
+    folder = label_shapes(tmp_path / "labels")
+    if kind == "raster":
+        values = np.random.default_rng(3).integers(0, 4, GRID.shape.yx).astype("uint8")
+        make_cog(folder / "labels.tif", GRID, data=values[None], dtype="uint8")
+    upload(folder, f"s3://{sdk_endpoint_only}/labels")
+    name = "labels.tif" if kind == "raster" else "labels.shp"
+    labels: dict[str, Any] = (
+        {"kind": "raster"}
+        if kind == "raster"
+        else {"kind": "vector", "attribute": "class", "classes": {"water": 1, "crop": 2}}
+    )
+
+    def run(path: str, out: Path) -> Any:
+        config = {
+            "sources": {"kind": "catalog", "path": str(catalog_folder / "items.json")},
+            "bands": ["red", "nir"],
+            "labels": {**labels, "path": path},
+            "chips": {"size": 64},
+            "split": {"method": "none"},
+            "output": {"path": str(out)},
+            "engine": {"threads": 2, "batch_size": 4},
+        }
+        return open_store(build(parse_config(config), progress=False).path)
+
+    got = run(f"s3://{sdk_endpoint_only}/labels/{name}", tmp_path / "a")
+    want = run(str(folder / name), tmp_path / "b")
+    assert len(got) == len(want) > 0
+    masks = [got.read(row.index)[1] for row in got.index.itertuples()]
+    assert len({int(v) for m in masks for v in np.unique(m)} - {0}) >= 2  # classes were drawn
+    for row, mask in zip(want.index.itertuples(), masks, strict=True):
+        np.testing.assert_array_equal(mask, want.read(row.index)[1])

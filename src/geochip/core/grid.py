@@ -45,6 +45,7 @@ from .env import GdalEnv
 from .geometry import BufferUnit, buffer_geometry, check_buffer, project
 from .retry import call_with_retries
 from .security import Signer, redact, sign_href
+from .storage import gdal_path
 
 __all__ = [
     "EDGE_POLICIES",
@@ -300,10 +301,11 @@ def label_geobox(label: Any, asset: str | None = None) -> GeoBox:
         return asset_geobox(label, asset)
 
     href = str(label)
-    try:
-        ds = rasterio.open(href)
-    except rasterio.errors.RasterioIOError as err:
-        raise InputError(f"cannot open label raster {redact(href)}: {err}") from err
+    with GdalEnv.default().activate():
+        try:
+            ds = rasterio.open(gdal_path(href))
+        except rasterio.errors.RasterioIOError as err:
+            raise InputError(f"cannot open label raster {redact(href)}: {err}") from err
     with ds:
         if ds.crs is None or ds.transform.is_identity:
             raise MissingGeoreferenceError(

@@ -26,11 +26,13 @@ Example:
 
 from __future__ import annotations
 
-from pathlib import Path
+import tempfile
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from ..errors import EmptyInputError, InputError
 from .geometry import wgs84_footprints
+from .storage import filesystem, is_object_url, local_path
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -44,32 +46,71 @@ __all__ = [
 #: File suffixes :func:`read_vector` reads (GeoParquet by suffix, the rest with pyogrio).
 VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".parquet", ".geoparquet", ".fgb")
 
+#: The files a Shapefile's ``.shp`` comes with (fetched beside it from object storage).
+SHAPEFILE_SIDECARS = (".shx", ".dbf", ".prj", ".cpg")
+
 
 def read_vector(
     path: str | Path, *, layer: str | int | None = None, what: str = "vector file"
 ) -> gpd.GeoDataFrame:
     """Read a vector file; ``layer`` picks a GeoPackage layer; ``what`` names the file in
-    errors ("label file", "regions file"...). URLs are read by pyogrio (GDAL /vsicurl/)."""
-    import geopandas as gpd  # lazy: see the module doc
-
+    errors ("label file", "regions file"...). Object-store URLs (``s3://``, ``gs://``,
+    ``az://``) are fetched through :func:`geochip.core.storage.filesystem` (the credentials
+    and endpoint every other input and output uses; a Shapefile with its sidecar files);
+    ``http(s)://`` URLs are read by pyogrio (GDAL ``/vsicurl/``)."""
     text = str(path)
-    remote = "://" in text
-    suffix = Path(text.split("?", 1)[0]).suffix.lower()
-    if not remote and not Path(text).exists():
-        raise InputError(f"no {what} at {text}; check the path")
+    suffix = PurePosixPath(text.split("?", 1)[0]).suffix.lower()
     if suffix not in VECTOR_SUFFIXES:
         raise InputError(
             f"{text}: unsupported {what} type {suffix!r}; use one of {', '.join(VECTOR_SUFFIXES)}"
         )
-    if not remote and Path(text).is_file() and Path(text).stat().st_size == 0:
+    if is_object_url(text):
+        with tempfile.TemporaryDirectory(prefix="geochip-vector-") as tmp:
+            return _read(_fetch(text, suffix, Path(tmp), what), suffix, layer, what, text)
+    if "://" in text and not text.startswith("file://"):
+        return _read(text, suffix, layer, what, text)
+    local = local_path(text)
+    if not local.exists():
+        raise InputError(f"no {what} at {text}; check the path")
+    if local.is_file() and local.stat().st_size == 0:
         raise EmptyInputError(f"the {what} {text} is empty (0 bytes); give a file with geometries")
+    return _read(str(local), suffix, layer, what, text)
+
+
+def _fetch(url: str, suffix: str, folder: Path, what: str) -> str:
+    """Copy the object ``url`` (and a Shapefile's sidecars that exist) into ``folder``;
+    the local path to read."""
+    fs, key = filesystem(url)
+    stem = key[: -len(suffix)]
+    names = [key] + [stem + ext for ext in SHAPEFILE_SIDECARS if suffix == ".shp"]
+    for name in names:
+        try:
+            data = fs.cat_file(name)
+        except FileNotFoundError:
+            if name == key:
+                raise InputError(f"no {what} at {url}; check the path") from None
+            continue
+        except OSError as err:
+            raise InputError(f"cannot read the {what} {url}: {err}") from None
+        (folder / PurePosixPath(name).name).write_bytes(data)
+    local = folder / PurePosixPath(key).name
+    if local.stat().st_size == 0:
+        raise EmptyInputError(f"the {what} {url} is empty (0 bytes); give a file with geometries")
+    return str(local)
+
+
+def _read(
+    source: str, suffix: str, layer: str | int | None, what: str, name: str
+) -> gpd.GeoDataFrame:
+    import geopandas as gpd  # lazy: see the module doc
+
     try:
         if suffix in (".parquet", ".geoparquet"):
-            return gpd.read_parquet(text)
-        return gpd.read_file(text, layer=layer) if layer is not None else gpd.read_file(text)
+            return gpd.read_parquet(source)
+        return gpd.read_file(source, layer=layer) if layer is not None else gpd.read_file(source)
     except (OSError, ValueError, RuntimeError) as err:  # pyogrio's DataSourceError, arrow's
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise InputError(f"cannot read the {what} {text}: {first[:300]}") from None
+        raise InputError(f"cannot read the {what} {name}: {first[:300]}") from None
 
 
 def with_ids(

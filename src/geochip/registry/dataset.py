@@ -28,9 +28,11 @@ from odc.geo.geom import box
 from rasterio.windows import Window
 
 from ..core.bands import resolve_asset
+from ..core.env import gdal_env
 from ..core.grid import asset_geobox, label_geobox, lattice_offset, target_geobox
 from ..core.imports import load_object
 from ..core.security import redact
+from ..core.storage import gdal_path
 from ..core.vectors import read_vector
 from ..errors import (
     CRSMismatchError,
@@ -437,7 +439,7 @@ def _read_raster_mask(
     else:
         row, col = offset
         height, width = geobox.shape.yx
-        with rasterio.open(href) as ds:
+        with gdal_env({}), rasterio.open(gdal_path(href)) as ds:
             if not 1 <= band <= ds.count:
                 raise InputError(f"{href} has {ds.count} band(s); masks.band={band} does not exist")
             r0, c0 = max(row, 0), max(col, 0)

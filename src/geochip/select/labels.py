@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import geopandas as gpd
 import pystac
 
 from ..core.geometry import stac_footprint
-from ..core.vectors import read_vector, with_ids
+from ..core.vectors import VECTOR_SUFFIXES, read_vector, with_ids
 from ..errors import InputError
 from ..sources.catalog import Catalog
+from ..sources.items import ObjectStacIO
 from ..sources.open import open_catalog
 
 __all__ = [
@@ -45,14 +46,16 @@ def _label_items(items: Sequence[pystac.Item], source: str) -> gpd.GeoDataFrame:
 
 
 def _is_stac_file(text: str) -> bool:
-    """Whether a path or URL of labels is a STAC catalog rather than a vector file."""
-    if text.startswith(("http://", "https://")):
-        return True
-    if Path(text).suffix.lower() not in {".json", ".geojson"}:
-        return False
+    """Whether a path or URL of labels is a STAC catalog rather than a vector file: a
+    ``.json``/``.geojson`` (local, object store, ``http(s)://``) holding a catalog,
+    collection or ItemCollection, or an ``http(s)://`` URL of no vector file type (an API's
+    collection)."""
+    suffix = PurePosixPath(text.split("?", 1)[0]).suffix.lower()
+    if suffix not in {".json", ".geojson"}:
+        return text.startswith(("http://", "https://")) and suffix not in VECTOR_SUFFIXES
     try:
-        head = json.loads(Path(text).read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        head = json.loads(ObjectStacIO().read_text_from_href(text))
+    except (OSError, ValueError) as err:  # missing, unreachable (urllib's are OSError), not JSON
         raise InputError(f"cannot read labels from {text}: {err}") from None
     kind = head.get("type") if isinstance(head, dict) else None
     features = head.get("features", []) if isinstance(head, dict) else []
