@@ -155,3 +155,27 @@ def test_array_jobs_that_share_no_folder_write_the_single_build_into_the_bucket(
     reference = objects(single)
     assert "manifest.json" in reference and "chips.zarr/image/c/8/0/0/0" in reference
     assert objects(sharded) == reference
+
+
+def test_a_local_output_folder_a_worker_does_not_see_is_refused_before_any_chip(
+    job: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """One of two workers runs as on another machine: the output folder is, for it, an empty
+    folder of its own (a tmpfs in its own mount namespace). Its chips would have landed on
+    its disk while the manifest, written here, named them: the build is refused first."""
+    config, client_dir = job
+    out = new_dir(tmp_path / "shared") / "ds"
+    with DaskCluster(tmp_path / "dask", workers=1, isolated=True) as cluster:
+        cluster.workers.append(cluster.start_worker(hide=out.parent))
+        cluster.wait_for(2)
+        build = geochip("build", str(config), "--out", str(out), "--scheduler", cluster.address,
+                        cwd=client_dir)  # fmt: skip
+        stdout, stderr = build.communicate(timeout=300)
+        with cluster.client() as client:
+            ran = client.run(lambda dask_worker: dask_worker.state.executed_count)
+    assert build.returncode == 1, stdout + stderr
+    assert "1 of 2 Dask workers (tcp://127.0.0.1:" in stderr
+    assert f"do not see the output folder {out}" in stderr and "Traceback" not in stderr
+    assert sum(ran.values()) == 0  # no batch ran
+    assert not (out / "manifest.json").exists()
+    assert not list(out.parent.rglob(".geochip-worker-probe-*"))

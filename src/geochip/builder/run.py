@@ -194,7 +194,14 @@ def _build(
     description, dashboard = "none", None
     if pending:
         description, dashboard = run_batches(
-            config, tasks, records, spans, stages, console=console, on_batch=on_batch
+            config,
+            tasks,
+            records,
+            spans,
+            stages,
+            console=console,
+            on_batch=on_batch,
+            shared=out if isinstance(out, Path) else None,
         )
     with stages.stage("index + manifest"):
         manifest, failed = finish_build(out, config, bp, spans, records, band_stats=band_stats)
@@ -298,9 +305,11 @@ def run_batches(
     *,
     console: Any = None,
     on_batch: Callable[[int, int], None] | None = None,
+    shared: Path | None = None,
 ) -> tuple[str, str | None]:
     """Run ``tasks`` on the config's engine, adding each batch's record to ``records``;
-    return the engine's description and its dashboard link."""
+    return the engine's description and its dashboard link. ``shared``: a local output
+    folder every worker must see (checked before the first task)."""
     eng = config.engine
     with open_engine(
         threads=eng.threads,
@@ -311,6 +320,8 @@ def run_batches(
         max_in_flight=eng.max_in_flight,
     ) as engine:
         description, dashboard = engine.description, engine.dashboard
+        if shared is not None:
+            engine.check_sees(shared)
         if console is not None:
             console.print(f"engine: {description}", soft_wrap=True)
             if engine.kind == "dask":

@@ -9,7 +9,9 @@ submitted at any time, so neither memory nor the Dask graph grows with the numbe
 
 Tasks retry their own reads (:mod:`geochip.core.retry`) and carry their GDAL options
 (:func:`geochip.core.env.worker_options`). :func:`synchronous_dask` computes a task's dask
-graphs in the thread that runs it.
+graphs in the thread that runs it. A Dask engine refuses a local output folder that any of
+its workers does not see (:meth:`Engine.check_sees`: workers on other machines would write
+the chips to their own disks).
 
 Example:
     >>> sorted(run_tasks(lambda x: x * x, [1, 2, 3], workers=2))
@@ -25,11 +27,13 @@ import contextlib
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import InputError
+from ..errors import InputError, StoreError
 from .security import redact
 
 __all__ = [
@@ -162,6 +166,10 @@ class Engine:
         """Run ``fn`` on every task; yield ``(position, result)`` as they finish."""
         raise NotImplementedError
 
+    def check_sees(self, folder: Path) -> None:
+        """Refuse a local output ``folder`` that some of the engine's workers do not see
+        (threads share this process's disk: nothing to check)."""
+
     def close(self) -> None:
         """Release the pool or the cluster."""
 
@@ -280,12 +288,40 @@ class _DaskEngine(Engine):
                 with contextlib.suppress(Exception):
                     self.client.cancel([key])  # type: ignore[no-untyped-call]
 
+    def check_sees(self, folder: Path) -> None:
+        """Every worker must read back a probe file written into ``folder`` here: workers on
+        other machines would write the chips to their own disks, and the store would name
+        chunks this machine never gets. A :class:`~geochip.errors.StoreError` names them."""
+        token = uuid.uuid4().hex
+        probe = folder / f".geochip-worker-probe-{token}"
+        probe.write_text(token)
+        try:
+            seen = self.client.run(_holds, str(probe), token)
+        finally:
+            probe.unlink(missing_ok=True)
+        blind = sorted(address for address, ok in seen.items() if not ok)
+        if blind:
+            raise StoreError(
+                f"{len(blind)} of {len(seen)} Dask workers ({', '.join(blind[:3])}) do not see "
+                f"the output folder {folder}: they would write the chips to their own disks. "
+                "Write to a bucket (--out s3://..., gs://..., az://...) or to a folder every "
+                "worker mounts at the same path"
+            )
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.client.close()  # type: ignore[no-untyped-call]
         if self._cluster is not None:
             with contextlib.suppress(Exception):
                 self._cluster.close()
+
+
+def _holds(path: str, token: str) -> bool:
+    """On a worker: whether the file ``path`` holds ``token`` (the worker sees the folder)."""
+    try:
+        return Path(path).read_text() == token
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager

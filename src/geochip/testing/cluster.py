@@ -79,8 +79,11 @@ class DaskCluster:
         """Worker ``n``'s working directory and its ``--local-directory``."""
         return self.tmp / f"worker-{n}" / "cwd", self.tmp / f"worker-{n}" / "local"
 
-    def start_worker(self) -> subprocess.Popen[bytes]:
-        """Start one more worker (isolated: in new, empty folders of its own)."""
+    def start_worker(self, hide: Path | None = None) -> subprocess.Popen[bytes]:
+        """Start one more worker (isolated: in new, empty folders of its own). ``hide``: a
+        folder this worker sees empty and writes apart from every other process, as a
+        worker on another machine would (an empty tmpfs mounted over it in a mount
+        namespace of the worker's own: ``unshare``, which needs root)."""
         command = [
             str(BIN / "dask"),
             "worker",
@@ -103,6 +106,10 @@ class DaskCluster:
             local.mkdir(parents=True)
             command += ["--local-directory", str(local)]
         self.started += 1
+        if hide is not None:
+            mount = 'mount -t tmpfs tmpfs "$0" && exec "$@"'
+            command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", mount,
+                       str(hide), *command]  # fmt: skip
         return subprocess.Popen(
             command,
             stdout=subprocess.DEVNULL,
