@@ -235,3 +235,15 @@ def test_label_files_in_a_container_read_like_local_ones(az_container: str, tmp_
         got = read_vector(f"az://{az_container}/labels/labels{suffix}")
         assert got.crs == frame.crs and list(got["class"]) == ["water", "crop"]
         assert all(a.equals(b) for a, b in zip(got.geometry, frame.geometry, strict=True))
+
+
+def test_suffix_ranges_on_azure_with_a_missing_object(az_container: str) -> None:
+    """Azure has no suffix ranges: sizes are asked first (all at once; one by one when an
+    object is missing, which then comes back as its FileNotFoundError)."""
+    root = ObjectPath(f"az://{az_container}/ranges")
+    for name, data in (("a", b"0123456789"), ("b", b"abcdef")):
+        (root / name).write_bytes(data)
+    paths = [root / "a", root / "b"]
+    assert root.read_ranges(paths, [-3, -4], [None, None]) == [b"789", b"cdef"]
+    got = root.read_ranges([*paths, root / "gone"], [-3, 2, -1], [None, 4, None])
+    assert got[:2] == [b"789", b"cd"] and isinstance(got[2], FileNotFoundError)

@@ -454,16 +454,24 @@ class ObjectPath:
         """Byte ranges of several objects, fetched concurrently (fsspec ``cat_ranges``); a
         missing object gives its :class:`FileNotFoundError` in its place. A negative start
         reads the last ``-start`` bytes: one suffix-range request, except on Azure Blob
-        Storage, which has none (``bytes=-N``): there the object's size is asked first."""
+        Storage, which has none (``bytes=-N``): there the objects' sizes are asked first
+        (concurrently; one by one when one of them is missing)."""
         starts = list(starts)
         missing: dict[int, BaseException] = {}
-        if scheme_of(self.url) in {"az", "abfs"}:
-            for k, (p, start) in enumerate(zip(paths, starts, strict=True)):
-                if start < 0:
+        suffixes = [k for k, start in enumerate(starts) if start < 0]
+        if suffixes and scheme_of(self.url) in {"az", "abfs"}:
+            sizes: dict[int, int] = {}
+            try:
+                found = self.fs.sizes([paths[k].path for k in suffixes])
+                sizes = dict(zip(suffixes, found, strict=True))
+            except FileNotFoundError:
+                for k in suffixes:
                     try:
-                        starts[k] = max(0, int(self.fs.size(p.path)) + start)
+                        sizes[k] = self.fs.size(paths[k].path)
                     except FileNotFoundError as err:
                         missing[k] = err
+            for k, size in sizes.items():
+                starts[k] = max(0, int(size) + starts[k])
         keep = [k for k in range(len(paths)) if k not in missing]
         got = self.fs.cat_ranges(
             [paths[k].path for k in keep],
