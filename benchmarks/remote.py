@@ -27,7 +27,12 @@ do not take the benchmark's CPU. What it measures, in one run:
    chip-sized random byte ranges of the store's objects read by 2 processes, 16 at once
    each, through the proxy, without geochip (moto is one Python process: on a small machine
    it, not geochip, bounds the bucket's rate).
-5. Peak RSS of this process and of its children (DataLoader workers, Dask workers).
+5. The reading side's CPU per chip (this process and the DataLoader workers; not the
+   server's nor the proxy's): on 2 cores the server shares the reader's CPU, so this tells
+   what a reader bound by its own CPU would reach with the server on other machines.
+6. The same training reads with ``BlockSampler(block=16)`` (shuffled blocks of
+   neighbouring chips: a batch of 16 is one range request per array), local and bucket.
+7. Peak RSS of this process and of its children (DataLoader workers, Dask workers).
 
 Every ratio is against a floor measured in the same run.
 
@@ -43,6 +48,15 @@ bucket reads reach 0.98x of it); 1.07 requests and 386 KiB per chip read. moto (
 process) bounds the bucket's read rate here, not the latency: the 0.7x target cannot be
 judged against it on this machine. ``--quick`` (128 chips: 4 shards, so the build's 37
 fixed requests weigh): build 0.77x, reads 0.10x local and 0.69x the server's ceiling.
+
+2026-12-06, after ObjectPaths shared their file system (opening one per chip cost ~0.25 ms)
+and runs of neighbouring chips came in one range: build 1.03x local (49.4 vs 50.8 chips/s);
+reads, plain shuffle: local 1637-1977 chips/s, bucket at 20 ms 225 (0.11x), proxy 0 ms 263,
+moto alone 280, server ceiling 283 (0.79x of it); 1.03 requests per chip; the reading
+side's CPU 1.07 ms per chip local, 2.88 ms bucket (~0.37x if the server were elsewhere; a
+run before the two changes: 1.40 vs 4.71 ms). ``BlockSampler(block=16)``: local 1944
+chips/s, bucket 577 (0.30x), 0.113 requests per chip, reader CPU 1.71 ms per chip. Peak
+RSS 893 MiB.
 """
 
 from __future__ import annotations
@@ -202,17 +216,37 @@ def run_build(catalog: Path, out: str) -> dict[str, Any]:
     return {"out": out, "chips": chips, "seconds": seconds, "chips_s": chips / seconds}
 
 
-def loader_rate(dataset: Any, workers: int, min_chips: int) -> float:
-    """Chips/s over whole shuffled epochs (after one warm-up epoch), at least ``min_chips``."""
+def cpu_seconds() -> float:
+    """User + system CPU of this process and of its children that have ended."""
+    own, ended = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + ended.ru_utime + ended.ru_stime
+
+
+def sampler_of(dataset: Any, block: int) -> Any:
+    """``BlockSampler`` of ``block`` chips (None for ``block`` 0: a plain shuffle)."""
+    from geochip.ml.sampling import BlockSampler
+
+    return BlockSampler(dataset, block=block, seed=0) if block else None
+
+
+def loader_rate(dataset: Any, workers: int, min_chips: int, block: int = 0) -> tuple[float, float]:
+    """Chips/s over whole shuffled epochs (after one warm-up epoch), at least ``min_chips``;
+    and the reading side's CPU seconds per chip (this process and the DataLoader workers,
+    which end with the loader; warm-up included; the server and the proxy are not in it)."""
     import torch
     from torch.utils.data import DataLoader
 
     from geochip.ml.torch import collate_chips
 
+    cpu0 = cpu_seconds()
     loader = DataLoader(
         dataset,
         batch_size=BATCH,
-        shuffle=True,
+        shuffle=not block,
+        sampler=sampler_of(dataset, block),
         num_workers=workers,
         collate_fn=collate_chips,
         generator=torch.Generator().manual_seed(0),
@@ -229,17 +263,26 @@ def loader_rate(dataset: Any, workers: int, min_chips: int) -> float:
             seen += batch["image"].shape[0]
             del batch
     rate = seen / (time.perf_counter() - t0)
-    del loader
-    return rate
+    del loader  # its workers end and are waited for: their CPU joins RUSAGE_CHILDREN
+    return rate, (cpu_seconds() - cpu0) / (seen + len(dataset))
 
 
-def one_epoch(dataset: Any) -> int:
-    """Read every chip once through a DataLoader (the requests of one epoch)."""
+def one_epoch(dataset: Any, block: int = 0) -> int:
+    """Read every chip once through a DataLoader (the requests of one epoch), shuffled."""
+    import torch
     from torch.utils.data import DataLoader
 
     from geochip.ml.torch import collate_chips
 
-    loader = DataLoader(dataset, batch_size=BATCH, num_workers=WORKERS, collate_fn=collate_chips)
+    loader = DataLoader(
+        dataset,
+        batch_size=BATCH,
+        shuffle=not block,
+        sampler=sampler_of(dataset, block),
+        generator=torch.Generator().manual_seed(1),
+        num_workers=WORKERS,
+        collate_fn=collate_chips,
+    )
     return sum(batch["image"].shape[0] for batch in loader)
 
 
@@ -352,22 +395,41 @@ def benchmark(root: Path, quick: bool, latency: float, min_chips: int) -> dict[s
         remote = ChipDataset(best["bucket"]["out"])
         report["same_samples"] = same_samples(local, remote)
         reads: dict[str, Any] = {}
-        reads["local"] = loader_rate(local, WORKERS, min_chips)
+        cpu: dict[str, float] = {}
+        reads["local"], cpu["local"] = loader_rate(local, WORKERS, min_chips)
         proxy.clear()
         chips = one_epoch(remote)
         reads["epoch_proxy"] = proxy.counts()
         reads["per_chip"] = per_chip(reads["epoch_proxy"], chips)
-        reads["bucket"] = loader_rate(remote, WORKERS, min_chips)
+        reads["bucket"], cpu["bucket"] = loader_rate(remote, WORKERS, min_chips)
         chip_bytes = int(reads["per_chip"]["downloaded"])
         reads["server_ceiling"] = server_ceiling(best["bucket"]["out"], chip_bytes, min_chips)
         proxy.set_latency(0.0)
-        reads["proxy0"] = loader_rate(ChipDataset(best["bucket"]["out"]), WORKERS, min_chips)
+        reads["proxy0"], _ = loader_rate(ChipDataset(best["bucket"]["out"]), WORKERS, min_chips)
         proxy.set_latency(latency)
         point_at(server, None)
         direct = ChipDataset(best["bucket"]["out"])
-        reads["direct"] = loader_rate(direct, WORKERS, min_chips)
-        reads["local_again"] = loader_rate(local, WORKERS, min_chips)
+        reads["direct"], _ = loader_rate(direct, WORKERS, min_chips)
+        # batches of neighbouring chips (BlockSampler, one block per batch): one range each
+        point_at(server, proxy.url)
+        blocks = ChipDataset(best["bucket"]["out"])
+        proxy.clear()
+        chips = one_epoch(blocks, block=BATCH)
+        reads["blocks_per_chip"] = per_chip(proxy.counts(), chips)
+        reads["bucket_blocks"], cpu["bucket_blocks"] = loader_rate(
+            blocks, WORKERS, min_chips, block=BATCH
+        )
+        reads["local_blocks"], cpu["local_blocks"] = loader_rate(
+            local, WORKERS, min_chips, block=BATCH
+        )
+        reads["ratio_blocks"] = reads["bucket_blocks"] / reads["local_blocks"]
+        reads["local_again"], cpu["local_again"] = loader_rate(local, WORKERS, min_chips)
         floor = max(reads["local"], reads["local_again"])
+        # the reading side's CPU per chip: with the server and the proxy on other machines,
+        # a reader bound by its own CPU (as the local one is) would reach about this ratio
+        cpu["local_best"] = min(cpu["local"], cpu["local_again"])
+        reads["cpu_per_chip_s"] = cpu
+        reads["cpu_ratio"] = cpu["local_best"] / cpu["bucket"]
         reads["ratio"] = reads["bucket"] / floor
         reads["ratio_direct"] = reads["direct"] / floor
         reads["ratio_proxy0"] = reads["proxy0"] / floor
@@ -431,6 +493,21 @@ def main() -> None:
             f"server ceiling, {ms:.0f} ms  {reads['server_ceiling']:8.0f} chips/s (random chip-"
             f"sized ranges, {WORKERS} processes x {BATCH} concurrent, no geochip): the bucket "
             f"reads reach {reads['ratio_ceiling']:.2f}x of it"
+        )
+        cpu = reads["cpu_per_chip_s"]
+        print(
+            f"reading side's CPU per chip (this process + DataLoader workers): local "
+            f"{cpu['local_best'] * 1000:.2f} ms, bucket {cpu['bucket'] * 1000:.2f} ms: with the "
+            f"server on other machines a CPU-bound reader would reach ~{reads['cpu_ratio']:.2f}x "
+            "local (an estimate from CPU time, not the target's measurement)"
+        )
+        pb = reads["blocks_per_chip"]
+        print(
+            f"BlockSampler(block={BATCH}), batches of {BATCH}: local {reads['local_blocks']:.0f} "
+            f"chips/s, bucket at {ms:.0f} ms {reads['bucket_blocks']:.0f} chips/s: "
+            f"{reads['ratio_blocks']:.2f}x local; {pb['requests']:.3f} requests and "
+            f"{pb['downloaded'] / 1024:.1f} KiB per chip; reading side's CPU "
+            f"{cpu['bucket_blocks'] * 1000:.2f} ms per chip"
         )
         pr = reads["per_chip"]
         print(

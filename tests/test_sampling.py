@@ -9,8 +9,8 @@ import pytest
 from odc.geo.geobox import GeoBox
 from torch.utils.data import DataLoader
 
-from geochip.errors import UnknownClassError
-from geochip.ml.sampling import LabelSampler, chip_weights
+from geochip.errors import InputError, UnknownClassError
+from geochip.ml.sampling import BlockSampler, LabelSampler, chip_weights
 from geochip.ml.torch import ChipDataset, collate_chips
 from geochip.plan.chips import plan_chips
 from geochip.store.writer import ChipSource, write_store
@@ -127,3 +127,45 @@ def test_sampler_feeds_a_dataloader(dataset: ChipDataset) -> None:
     sampler = LabelSampler(dataset, num_samples=8, seed=0)
     batch = next(iter(DataLoader(dataset, batch_size=8, sampler=sampler, collate_fn=collate_chips)))
     assert batch["chip_id"] == [dataset.chip_ids[i] for i in sampler]
+
+
+def _blocks_of(order: list[int], block: int, n: int) -> list[list[int]]:
+    """``order`` cut into the sampler's blocks, each checked to be one whole block of
+    neighbours (``block`` chips from a multiple of ``block``; the last one shorter)."""
+    out, k = [], 0
+    while k < len(order):
+        start = order[k] // block * block
+        size = min(block, n - start)
+        run = order[k : k + size]
+        assert sorted(run) == list(range(start, start + size)), run
+        out.append(run)
+        k += size
+    return out
+
+
+def test_block_sampler_yields_every_chip_once_in_shuffled_blocks() -> None:
+    sampler = BlockSampler(range(50), block=8, seed=3)
+    first = list(sampler)
+    assert sorted(first) == list(range(50)) and len(sampler) == 50
+    blocks = _blocks_of(first, 8, 50)
+    assert len(blocks) == 7
+    assert [b[0] // 8 for b in blocks] != list(range(7))  # blocks shuffled
+    assert any(b != sorted(b) for b in blocks)  # chips shuffled inside blocks
+    assert list(BlockSampler(range(50), block=8, seed=3)) == first  # the seed decides
+    sampler.set_epoch(1)
+    again = list(sampler)
+    assert again != first and sorted(again) == list(range(50))
+
+
+def test_block_sampler_deals_blocks_to_ranks_without_overlap() -> None:
+    # 100 chips in 13 blocks (the last of 4 chips): 12 dealt, 4 to each of 3 ranks
+    ranks = [
+        list(BlockSampler(range(100), block=8, seed=0, rank=r, world_size=3)) for r in range(3)
+    ]
+    assert [len(_blocks_of(r, 8, 100)) for r in ranks] == [4, 4, 4]
+    seen = [set(r) for r in ranks]
+    assert len(seen[0] | seen[1] | seen[2]) == sum(map(len, ranks)) in (92, 96)
+    with pytest.raises(InputError, match="rank must be in"):
+        BlockSampler(range(10), rank=2, world_size=2)
+    with pytest.raises(InputError, match="block must be >= 1"):
+        BlockSampler(range(10), block=0)

@@ -76,7 +76,9 @@ def test_write_store_to_a_bucket_equals_the_local_store(s3_bucket: str, tmp_path
     assert np.array_equal(remote.image[3], local.image[3])  # Zarr reads it too
 
 
-def test_a_chip_is_one_range_request_once_its_shard_index_is_cached(s3_bucket: str) -> None:
+def test_a_chip_is_one_range_request_once_its_shard_index_is_cached(
+    s3_bucket: str, tmp_path: Path
+) -> None:
     import s3fs
 
     plan, sources, _ = _plan_and_sources()
@@ -99,10 +101,72 @@ def test_a_chip_is_one_range_request_once_its_shard_index_is_cached(s3_bucket: s
             reader.read(i)
         assert calls == ["get_object"] * 8
         calls.clear()
-        reader.prefetch(range(32, 64))  # a batch of another shard: index + 32 ranges
-        assert calls == ["get_object"] * 33
+        # a batch of another shard's chips, every other one: its index + one range each
+        reader.prefetch(range(32, 64, 2))
+        assert calls == ["get_object"] * 17
+        calls.clear()
+        # the chips of a shard in order (an epoch without shuffling; its index is cached):
+        # one range for all 32, cut into the chips the local store holds
+        reader.prefetch(range(32))
+        assert calls == ["get_object"]
+        got = [reader.read(i) for i in range(32)]
+        assert calls == ["get_object"]  # all came with that range
+        local = tmp_path / "local"
+        write_store(local, plan, sources)
+        want = open_store(local).reader("image")
+        assert all(np.array_equal(got[i], want.read(i)) for i in range(32))
     finally:
         s3fs.S3FileSystem._call_s3 = original
+
+
+def test_a_block_sampler_batch_is_one_range_request_per_block(
+    s3_bucket: str, tmp_path: Path
+) -> None:
+    """Training with BlockSampler(block=16), batches of 16: each batch is one run of chips
+    stored one after another, fetched with one range (a plain shuffle: one per chip); the
+    samples are those of the local store at the same positions."""
+    import s3fs
+    import torch
+    from torch.utils.data import DataLoader
+
+    from geochip.ml.sampling import BlockSampler
+    from geochip.ml.torch import ChipDataset, collate_chips
+
+    plan, sources, _ = _plan_and_sources()
+    url = f"s3://{s3_bucket}/ds"
+    write_store(url, plan, sources)
+    write_store(tmp_path / "local", plan, sources)
+    remote, local = ChipDataset(url), ChipDataset(tmp_path / "local")
+    calls: list[str] = []
+    original = s3fs.S3FileSystem._call_s3
+
+    async def counted(self: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(method)
+        return await original(self, method, *args, **kwargs)
+
+    def loader(dataset: ChipDataset, shuffle: bool = False) -> DataLoader:
+        sampler = None if shuffle else BlockSampler(dataset, block=16, seed=5)
+        return DataLoader(
+            dataset, batch_size=16, sampler=sampler, shuffle=shuffle, collate_fn=collate_chips
+        )
+
+    s3fs.S3FileSystem._call_s3 = counted  # counts the real requests; they still go out
+    try:
+        got = list(loader(remote))
+        blocks = list(calls)
+        calls.clear()
+        list(loader(ChipDataset(url), shuffle=True))
+    finally:
+        s3fs.S3FileSystem._call_s3 = original
+    # 64 chips in 2 shards of 32, arrays image and mask: each array's metadata (HEAD + GET)
+    # and its 2 shard indexes, then per batch of 16 one range per array (a plain shuffle:
+    # one per run of neighbours drawn together, most often one per chip and array)
+    assert len(got) == 4
+    assert sorted(blocks) == sorted(["head_object", "get_object"] * 2 + ["get_object"] * 12)
+    assert len(calls) > 4 * len(blocks)
+    for a, b in zip(got, loader(local), strict=True):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+        assert list(a["chip_id"]) == list(b["chip_id"])
 
 
 def test_only_one_of_two_writers_gets_the_lock(s3_bucket: str) -> None:

@@ -1,6 +1,8 @@
-"""Label-aware sampling: chip weights from the index's class counts (:func:`chip_weights`)
-and a ready ``torch.utils.data.Sampler`` (:class:`LabelSampler`), deterministic with a seed
-and split across ranks as ``DistributedSampler`` splits (each rank its share, no overlap).
+"""Samplers for chip datasets, deterministic with a seed and split across ranks as
+``DistributedSampler`` splits (each rank its share, no overlap): label-aware sampling from
+the index's class counts (:func:`chip_weights`, :class:`LabelSampler`), and
+:class:`BlockSampler`, shuffled runs of neighbouring chips that a remote store serves in one
+range request per run.
 
 Weights, per chip of a :class:`~geochip.ml.torch.ChipDataset` (in its order):
 
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
     from .torch import ChipDataset
 
 __all__ = [
+    "BlockSampler",
     "LabelSampler",
     "chip_weights",
     "weights_from_counts",
@@ -207,3 +210,69 @@ class LabelSampler(Sampler[int]):
         if self.replacement:
             return math.ceil(self.num_samples / self.world_size)
         return len(self.draws()) // self.world_size
+
+
+class BlockSampler(Sampler[int]):
+    """Every chip once per epoch, shuffled by blocks of ``block`` neighbouring chips: the
+    dataset's positions (in the store's order) are cut into blocks, the blocks shuffled, and
+    the chips inside each block shuffled. With ``batch_size`` a multiple of ``block``, a
+    batch is ``batch_size / block`` blocks: a store in object storage serves each block's
+    chips, stored one after another in a shard, with one range request (per chip with a
+    plain shuffle), and its server streams large ranges faster than many small ones. The
+    price: a batch holds ``batch_size / block`` places rather than ``batch_size``
+    (neighbouring chips of a block are neighbours on the ground). Rank ``r`` of
+    ``world_size`` takes blocks ``r, r + world_size, ...`` of the shuffled order (the last
+    blocks are dropped so that every rank gets as many; ``rank``/``world_size`` default to
+    ``torch.distributed``'s); the order depends only on ``seed`` and :meth:`set_epoch`.
+
+    >>> sampler = BlockSampler(range(10), block=4, seed=1)
+    >>> order = list(sampler)
+    >>> sorted(order) == list(range(10)), sorted(order[:4]) in ([0, 1, 2, 3], [4, 5, 6, 7], [8, 9])
+    (True, True)
+    """
+
+    def __init__(
+        self,
+        dataset: Sequence[Any] | ChipDataset,
+        *,
+        block: int = 16,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        if block < 1:
+            raise InputError(f"block must be >= 1 chip, got {block}")
+        dist_rank, dist_size = _dist()
+        self.rank = dist_rank if rank is None else rank
+        self.world_size = dist_size if world_size is None else world_size
+        if self.world_size < 1 or not 0 <= self.rank < self.world_size:
+            raise InputError(
+                f"rank must be in [0, world_size), got rank {self.rank} of {self.world_size}"
+            )
+        self.n = len(dataset)
+        self.block = block
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Shuffle anew (the same on every rank) for this epoch."""
+        self.epoch = epoch
+
+    def _blocks(self) -> list[npt.NDArray[np.int64]]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        starts = range(0, self.n, self.block)
+        order = torch.randperm(len(starts), generator=g).tolist()
+        keep = len(order) // self.world_size * self.world_size
+        mine = order[:keep][self.rank :: self.world_size]
+        out = []
+        for b in mine:
+            chips = np.arange(starts[b], min(starts[b] + self.block, self.n), dtype=np.int64)
+            out.append(chips[torch.randperm(len(chips), generator=g).numpy()])
+        return out
+
+    def __iter__(self) -> Iterator[int]:
+        for chips in self._blocks():
+            yield from chips.tolist()
+
+    def __len__(self) -> int:
+        return sum(len(chips) for chips in self._blocks())

@@ -155,8 +155,9 @@ class ArrayReader:
 
     def prefetch(self, positions: Any) -> None:
         """Fetch the encoded bytes of chips ``positions`` of a remote store concurrently
-        (the shard indexes not cached yet in one round, then one range per chip); the next
-        :meth:`read_into` of each uses them. Nothing for a local store."""
+        (the shard indexes not cached yet in one round, then one range per chip, or per run
+        of chips stored one after another); the next :meth:`read_into` of each uses them.
+        Nothing for a local store."""
         if not self.remote or not self._fast:
             return
         assert isinstance(self.path, ObjectPath)
@@ -182,18 +183,26 @@ class ArrayReader:
                 self._prefetched[i] = None
             else:
                 spans.append((i, where))
-        got = self.path.read_ranges(
-            [w[0] for _, w in spans],
-            [w[1] for _, w in spans],
-            [w[1] + w[2] if w[2] >= 0 else None for _, w in spans],
-        )
-        for (i, _), data in zip(spans, got, strict=True):
-            if isinstance(data, FileNotFoundError):
-                self._prefetched[i] = None
-            elif isinstance(data, BaseException):
-                raise data
+        # chips stored one after another in a shard (an epoch in order, a validation pass)
+        # come in one range: [key, start, end, [(chip, offset), ...]]
+        runs: list[list[Any]] = []
+        for i, (key, offset, nbytes) in sorted(spans, key=lambda s: (s[1][0].url, s[1][1])):
+            if nbytes >= 0 and runs and runs[-1][0] == key and runs[-1][2] == offset:
+                runs[-1][2] = offset + nbytes
+                runs[-1][3].append((i, offset))
             else:
-                self._prefetched[i] = data
+                runs.append([key, offset, offset + nbytes if nbytes >= 0 else None, [(i, offset)]])
+        keys, starts, ends = ([r[k] for r in runs] for k in range(3))
+        got = self.path.read_ranges(keys, starts, ends)
+        for (_, start, _, chips), data in zip(runs, got, strict=True):
+            if isinstance(data, FileNotFoundError):
+                self._prefetched.update((i, None) for i, _ in chips)
+                continue
+            if isinstance(data, BaseException):
+                raise data
+            stops = [offset - start for _, offset in chips[1:]] + [len(data)]
+            for (i, offset), stop in zip(chips, stops, strict=True):
+                self._prefetched[i] = data[offset - start : stop]
 
     def locate(self, i: int) -> tuple[Any, int, int] | None:
         """(file, offset, nbytes) of chip ``i``'s encoded bytes; None when not stored
