@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import EmptyInputError, InputError
 from .geometry import wgs84_footprints
+from .security import redact
 from .storage import filesystem, is_object_url, local_path
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ def _fetch(url: str, suffix: str, folder: Path, what: str) -> str:
                 raise InputError(f"no {what} at {url}; check the path") from None
             continue
         except OSError as err:
-            raise InputError(f"cannot read the {what} {url}: {err}") from None
+            raise InputError(f"cannot read the {what} {url}: {redact(str(err))}") from None
         (folder / PurePosixPath(name).name).write_bytes(data)
     local = folder / PurePosixPath(key).name
     if local.stat().st_size == 0:
