@@ -107,9 +107,11 @@ class DaskCluster:
             command += ["--local-directory", str(local)]
         self.started += 1
         if hide is not None:
+            # root makes a mount namespace; anyone else a user namespace (mapped to root) too
+            user = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
             mount = 'mount -t tmpfs tmpfs "$0" && exec "$@"'
-            command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", mount,
-                       str(hide), *command]  # fmt: skip
+            command = ["unshare", *user, "--mount", "--propagation", "private", "sh", "-c",
+                       mount, str(hide), *command]  # fmt: skip
         return subprocess.Popen(
             command,
             stdout=subprocess.DEVNULL,
