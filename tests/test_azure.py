@@ -27,7 +27,7 @@ from geochip.plan.splits import assign_splits
 from geochip.store.reader import open_store
 from geochip.store.remote import LOCK_FILE, REMOTE_CHIPS_PER_SHARD
 from geochip.store.writer import ChipSource, write_store
-from geochip.testing import make_cog
+from geochip.testing import BuildStopped, make_cog, stop_after
 from geochip.testing.catalogs import make_scene_catalog, scene_config
 
 
@@ -133,15 +133,8 @@ def test_resume_rewrites_a_damaged_object_and_a_second_writer_is_refused(
     sections = {"output": {"path": url, "chips_per_shard": 8}}
     config = parse_config(scene_config(cogs / "catalog" / "catalog.json", url, **sections))
 
-    class Stop(Exception):
-        pass
-
-    def stop_after_two(done: int, total: int) -> None:
-        if done == 2:
-            raise Stop
-
-    with pytest.raises(Stop):
-        build(config, progress=False, on_batch=stop_after_two)
+    with pytest.raises(BuildStopped):
+        build(config, progress=False, on_batch=stop_after(2))
     objects = _objects(url)
     assert "manifest.json" not in objects and LOCK_FILE not in objects
     records = sorted(n for n in objects if n.startswith(".geochip/batches/"))

@@ -17,6 +17,7 @@ from geochip.builder.config import parse_config
 from geochip.builder.run import build
 from geochip.store.bandstats import PERCENTILES, STATS_FILE, histograms, step_stats
 from geochip.store.reader import open_store
+from geochip.testing import BuildStopped, stop_after
 from geochip.testing.catalogs import make_time_catalog
 
 DATES = ["2024-01-05", "2024-02-10", "2024-02-20", "2024-04-15", "2024-05-01"]
@@ -121,16 +122,9 @@ def test_per_step_stats_are_the_same_bytes_for_other_batches_and_after_a_resume(
     build(parse_config(_config(catalog, tmp_path / "one", threads=1, batch_size=5)), progress=False)
     assert (tmp_path / "one" / STATS_FILE).read_bytes() == want
 
-    class Stop(Exception):
-        pass
-
-    def stop_after_three(done: int, total: int) -> None:
-        if done >= 3:
-            raise Stop
-
     cfg = parse_config(_config(catalog, tmp_path / "resumed", threads=1))
-    with pytest.raises(Stop):
-        build(cfg, progress=False, on_batch=stop_after_three)
+    with pytest.raises(BuildStopped):
+        build(cfg, progress=False, on_batch=stop_after(3))
     assert not (tmp_path / "resumed" / "manifest.json").exists()
     result = build(cfg, resume=True, progress=False)
     assert 3 <= result.skipped_batches < result.batches

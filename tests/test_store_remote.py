@@ -29,6 +29,7 @@ from geochip.store.format import Layout
 from geochip.store.reader import open_store
 from geochip.store.remote import LOCK_FILE, REMOTE_CHIPS_PER_SHARD, store_lock
 from geochip.store.writer import ChipSource, StoreWriter, write_store
+from geochip.testing import BuildStopped, stop_after
 from geochip.testing.catalogs import make_scene_catalog, scene_config
 
 SECRET = "geochip-secret-do-not-leak-7f3a"
@@ -210,15 +211,8 @@ def test_build_resume_verifies_objects_by_sha256_and_rewrites_damaged_batches(
     url = f"s3://{s3_bucket}/ds"
     config = _build_config(catalog, url, chips_per_shard=8)
 
-    class Stop(Exception):
-        pass
-
-    def stop_after_two(done: int, total: int) -> None:
-        if done == 2:
-            raise Stop
-
-    with pytest.raises(Stop):
-        build(config, progress=False, on_batch=stop_after_two)
+    with pytest.raises(BuildStopped):
+        build(config, progress=False, on_batch=stop_after(2))
     names = set(_objects(url))
     assert "manifest.json" not in names and not any(n.endswith("lock") for n in names)
     records = sorted(n for n in names if n.startswith(".geochip/batches/"))

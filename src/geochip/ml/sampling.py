@@ -126,10 +126,17 @@ def chip_weights(dataset: ChipDataset, **options: Any) -> npt.NDArray[np.float64
     )
 
 
-def _dist() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
+def _rank_of(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """``(rank, world_size)``, each defaulting to ``torch.distributed``'s when it is
+    initialised (else 0 of 1); refused unless ``0 <= rank < world_size``."""
+    initialised = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if rank is None:
+        rank = torch.distributed.get_rank() if initialised else 0
+    if world_size is None:
+        world_size = torch.distributed.get_world_size() if initialised else 1
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise InputError(f"rank must be in [0, world_size), got rank {rank} of {world_size}")
+    return rank, world_size
 
 
 class LabelSampler(Sampler[int]):
@@ -159,13 +166,7 @@ class LabelSampler(Sampler[int]):
         self.weights = chip_weights(dataset, **weights)
         self.base = chip_weights(dataset, **{**weights, "survival": 1.0})
         self.survival = float(weights.get("survival", 1.0))
-        dist_rank, dist_size = _dist()
-        self.rank = dist_rank if rank is None else rank
-        self.world_size = dist_size if world_size is None else world_size
-        if self.world_size < 1 or not 0 <= self.rank < self.world_size:
-            raise InputError(
-                f"rank must be in [0, world_size), got rank {self.rank} of {self.world_size}"
-            )
+        self.rank, self.world_size = _rank_of(rank, world_size)
         positive = int((self.base > 0).sum() if not replacement else (self.weights > 0).sum())
         if positive == 0:
             raise NoChipsError(
@@ -242,13 +243,7 @@ class BlockSampler(Sampler[int]):
     ) -> None:
         if block < 1:
             raise InputError(f"block must be >= 1 chip, got {block}")
-        dist_rank, dist_size = _dist()
-        self.rank = dist_rank if rank is None else rank
-        self.world_size = dist_size if world_size is None else world_size
-        if self.world_size < 1 or not 0 <= self.rank < self.world_size:
-            raise InputError(
-                f"rank must be in [0, world_size), got rank {self.rank} of {self.world_size}"
-            )
+        self.rank, self.world_size = _rank_of(rank, world_size)
         self.n = len(dataset)
         self.block = block
         self.seed = seed

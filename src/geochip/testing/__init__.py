@@ -22,7 +22,7 @@ Example:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,9 +38,41 @@ from ..sources.files import COG_MEDIA_TYPE, item_from_rasters
 from ..sources.items import STAC_EXTENSIONS
 from ..sources.static import make_catalog, make_collection
 
-__all__ = ["make_catalog", "make_cog", "make_collection", "make_item", "pixel_pattern", "texture"]
+__all__ = [
+    "BuildStopped",
+    "make_catalog",
+    "make_cog",
+    "make_collection",
+    "make_item",
+    "pixel_pattern",
+    "stop_after",
+    "texture",
+]
 
 Pattern = Literal["rowcol", "random", "texture", "constant"]
+
+
+class BuildStopped(Exception):
+    """Raised by :func:`stop_after`'s callback to interrupt a build between batches."""
+
+
+def stop_after(batches: int) -> Callable[[int, int], None]:
+    """A build's ``on_batch(done, total)`` that raises :class:`BuildStopped` once
+    ``batches`` batches are done: an interruption at a known point, in this process.
+
+    >>> stop = stop_after(2)
+    >>> stop(1, 5)
+    >>> stop(2, 5)
+    Traceback (most recent call last):
+    ...
+    geochip.testing.BuildStopped: stopped after 2 of 5 batches
+    """
+
+    def on_batch(done: int, total: int) -> None:
+        if done >= batches:
+            raise BuildStopped(f"stopped after {done} of {total} batches")
+
+    return on_batch
 
 
 def texture(shape: tuple[int, int], seed: int = 0, scale: float = 1.0) -> npt.NDArray[np.float32]:

@@ -24,13 +24,10 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Self
 
-from .rustac import free_port, stop_process
+from .rustac import ServerProcess, free_port
 
 __all__ = ["ACCOUNT", "AzuriteServer"]
 
@@ -52,7 +49,7 @@ def azurite_executable() -> str:
     return command
 
 
-class AzuriteServer:
+class AzuriteServer(ServerProcess):
     """``azurite-blob`` on ``127.0.0.1:<free port>``, stopped on exit (its containers live
     in its memory only)."""
 
@@ -91,29 +88,8 @@ class AzuriteServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{self.endpoint}?comp=list", timeout=2).close()
-            except urllib.error.HTTPError:
-                return self  # it answers (403: the request is not signed)
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                if self._process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("azurite-blob did not start within 60 s") from None
-                time.sleep(0.2)
-            else:
-                return self
-
-    def stop(self) -> None:
-        stop_process(self._process)
-        self._process = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        # it answers a listing it cannot authorise with 403: that is up
+        return self.wait(f"{self.endpoint}?comp=list", 60, any_answer=True)
 
     def create_container(self, name: str) -> None:
         """Create container ``name`` (3-63 lowercase letters, digits, ``-``), with adlfs."""

@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pystac
 
@@ -90,15 +90,21 @@ def collection_dicts(
     return out
 
 
-def wait_until_up(url: str, deadline: float, proc: subprocess.Popen[bytes] | None) -> None:
-    """Wait until ``url`` answers (or ``proc`` exits, or ``timeout`` passes)."""
+def wait_until_up(
+    url: str, deadline: float, proc: subprocess.Popen[bytes] | None, any_answer: bool = False
+) -> None:
+    """Wait until ``url`` answers 200 (``any_answer``: any HTTP status, e.g. a 403 to an
+    unsigned request), or ``proc`` exits, or ``deadline`` passes."""
     while True:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"the server exited with status {proc.returncode}")
         try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
+            with urllib.request.urlopen(url, timeout=2) as resp:
                 if resp.status == 200:
                     return
+        except urllib.error.HTTPError:
+            if any_answer:
+                return
         except (urllib.error.URLError, OSError):
             pass
         if time.monotonic() > deadline:
@@ -117,6 +123,36 @@ def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=10)
+
+
+class ServerProcess:
+    """A loopback server in a process of its own (``_process``): subclasses start it in
+    :meth:`start`; :meth:`stop` ends it; a ``with`` block does both."""
+
+    _process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def wait(self, url: str, seconds: float, any_answer: bool = False) -> Self:
+        """Return once ``url`` answers (see :func:`wait_until_up`); stop the process and
+        raise when it does not within ``seconds``."""
+        try:
+            wait_until_up(url, time.monotonic() + seconds, self._process, any_answer)
+        except (RuntimeError, TimeoutError) as err:
+            self.stop()
+            raise RuntimeError(f"{type(self).__name__} did not start: {err}") from None
+        return self
+
+    def stop(self) -> None:
+        stop_process(self._process)
+        self._process = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 class RustacServer:

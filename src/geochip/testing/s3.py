@@ -27,18 +27,17 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Self
 
-from .rustac import free_port, stop_process
+from .rustac import ServerProcess, free_port
 
 __all__ = ["S3Server"]
 
 
-class S3Server:
+class S3Server(ServerProcess):
     """``moto_server`` on ``127.0.0.1:<free port>``, stopped on exit (its buckets live in
     its memory only)."""
 
@@ -82,26 +81,7 @@ class S3Server:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=2).close()
-                return self
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                if self._process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("moto_server did not start within 30 s") from None
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        stop_process(self._process)
-        self._process = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return self.wait(self.endpoint + "/moto-api/", 30)
 
     def create_bucket(self, name: str) -> None:
         """Create bucket ``name`` (S3 naming rules: 3-63 lowercase letters, digits, ``-``)."""
