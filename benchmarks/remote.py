@@ -68,7 +68,6 @@ import multiprocessing as mp
 import os
 import resource
 import shutil
-import sys
 import tempfile
 import time
 import uuid
@@ -139,6 +138,11 @@ class ProxyProcess:
         self._conn.send("stop")
         self._conn.recv()
         self._process.join(timeout=10)
+
+    @property
+    def pid(self) -> int:
+        assert self._process.pid is not None
+        return self._process.pid
 
     def counts(self) -> dict[str, Any]:
         self._conn.send("counts")
@@ -232,16 +236,39 @@ def sampler_of(dataset: Any, block: int) -> Any:
     return BlockSampler(dataset, block=block, seed=0) if block else None
 
 
-def loader_rate(dataset: Any, workers: int, min_chips: int, block: int = 0) -> tuple[float, float]:
+def service_cpu(services: dict[str, int]) -> dict[str, float]:
+    """User + system CPU seconds of each named process (the S3 server, the proxy), its
+    children included."""
+    import psutil
+
+    out = {}
+    for name, pid in services.items():
+        process = psutil.Process(pid)
+        out[name] = 0.0
+        for p in [process, *process.children(recursive=True)]:
+            t = p.cpu_times()
+            out[name] += t.user + t.system + t.children_user + t.children_system
+    return out
+
+
+def loader_rate(
+    dataset: Any,
+    workers: int,
+    min_chips: int,
+    block: int = 0,
+    services: dict[str, int] | None = None,
+) -> tuple[float, float, dict[str, float]]:
     """Chips/s over whole shuffled epochs (after one warm-up epoch), at least ``min_chips``;
-    and the reading side's CPU seconds per chip (this process and the DataLoader workers,
-    which end with the loader; warm-up included; the server and the proxy are not in it)."""
+    the reading side's CPU seconds per chip (this process and the DataLoader workers,
+    which end with the loader; warm-up included); and the CPU seconds per chip of the
+    named processes ``services`` (the server, the proxy) over the same chips."""
     import torch
     from torch.utils.data import DataLoader
 
     from geochip.ml.torch import collate_chips
 
-    cpu0 = cpu_seconds()
+    services = services or {}
+    cpu0, service0 = cpu_seconds(), service_cpu(services)
     loader = DataLoader(
         dataset,
         batch_size=BATCH,
@@ -264,7 +291,9 @@ def loader_rate(dataset: Any, workers: int, min_chips: int, block: int = 0) -> t
             del batch
     rate = seen / (time.perf_counter() - t0)
     del loader  # its workers end and are waited for: their CPU joins RUSAGE_CHILDREN
-    return rate, (cpu_seconds() - cpu0) / (seen + len(dataset))
+    chips = seen + len(dataset)
+    service = {k: (v - service0[k]) / chips for k, v in service_cpu(services).items()}
+    return rate, (cpu_seconds() - cpu0) / chips, service
 
 
 def one_epoch(dataset: Any, block: int = 0) -> int:
@@ -396,40 +425,53 @@ def benchmark(root: Path, quick: bool, latency: float, min_chips: int) -> dict[s
         report["same_samples"] = same_samples(local, remote)
         reads: dict[str, Any] = {}
         cpu: dict[str, float] = {}
-        reads["local"], cpu["local"] = loader_rate(local, WORKERS, min_chips)
+        assert server._process is not None
+        services = {"server": server._process.pid, "proxy": proxy.pid}
+        served: dict[str, dict[str, float]] = {}
+        reads["local"], cpu["local"], _ = loader_rate(local, WORKERS, min_chips)
         proxy.clear()
         chips = one_epoch(remote)
         reads["epoch_proxy"] = proxy.counts()
         reads["per_chip"] = per_chip(reads["epoch_proxy"], chips)
-        reads["bucket"], cpu["bucket"] = loader_rate(remote, WORKERS, min_chips)
+        reads["bucket"], cpu["bucket"], served["bucket"] = loader_rate(
+            remote, WORKERS, min_chips, services=services
+        )
         chip_bytes = int(reads["per_chip"]["downloaded"])
         reads["server_ceiling"] = server_ceiling(best["bucket"]["out"], chip_bytes, min_chips)
         proxy.set_latency(0.0)
-        reads["proxy0"], _ = loader_rate(ChipDataset(best["bucket"]["out"]), WORKERS, min_chips)
+        reads["proxy0"], _, _ = loader_rate(ChipDataset(best["bucket"]["out"]), WORKERS, min_chips)
         proxy.set_latency(latency)
         point_at(server, None)
         direct = ChipDataset(best["bucket"]["out"])
-        reads["direct"], _ = loader_rate(direct, WORKERS, min_chips)
+        reads["direct"], cpu["direct"], served["direct"] = loader_rate(
+            direct, WORKERS, min_chips, services=services
+        )
         # batches of neighbouring chips (BlockSampler, one block per batch): one range each
         point_at(server, proxy.url)
         blocks = ChipDataset(best["bucket"]["out"])
         proxy.clear()
         chips = one_epoch(blocks, block=BATCH)
         reads["blocks_per_chip"] = per_chip(proxy.counts(), chips)
-        reads["bucket_blocks"], cpu["bucket_blocks"] = loader_rate(
-            blocks, WORKERS, min_chips, block=BATCH
+        reads["bucket_blocks"], cpu["bucket_blocks"], served["bucket_blocks"] = loader_rate(
+            blocks, WORKERS, min_chips, block=BATCH, services=services
         )
-        reads["local_blocks"], cpu["local_blocks"] = loader_rate(
+        reads["local_blocks"], cpu["local_blocks"], _ = loader_rate(
             local, WORKERS, min_chips, block=BATCH
         )
         reads["ratio_blocks"] = reads["bucket_blocks"] / reads["local_blocks"]
-        reads["local_again"], cpu["local_again"] = loader_rate(local, WORKERS, min_chips)
+        reads["local_again"], cpu["local_again"], _ = loader_rate(local, WORKERS, min_chips)
         floor = max(reads["local"], reads["local_again"])
         # the reading side's CPU per chip: with the server and the proxy on other machines,
         # a reader bound by its own CPU (as the local one is) would reach about this ratio
         cpu["local_best"] = min(cpu["local"], cpu["local_again"])
         reads["cpu_per_chip_s"] = cpu
         reads["cpu_ratio"] = cpu["local_best"] / cpu["bucket"]
+        # the local reads keep both cores busy (CPU-bound); the bucket's reads on the same
+        # cores share them with the server and the proxy: the best ratio this machine allows
+        reads["served_cpu_per_chip_s"] = served
+        reads["machine_ceiling"] = {
+            k: cpu["local_best"] / (cpu[k] + sum(served[k].values())) for k in served
+        }
         reads["ratio"] = reads["bucket"] / floor
         reads["ratio_direct"] = reads["direct"] / floor
         reads["ratio_proxy0"] = reads["proxy0"] / floor
@@ -501,6 +543,19 @@ def main() -> None:
             f"server on other machines a CPU-bound reader would reach ~{reads['cpu_ratio']:.2f}x "
             "local (an estimate from CPU time, not the target's measurement)"
         )
+        for k, label in (
+            ("bucket", "shuffled"),
+            ("direct", "shuffled, no proxy"),
+            ("bucket_blocks", "BlockSampler"),
+        ):
+            sv = reads["served_cpu_per_chip_s"][k]
+            total = cpu[k] + sum(sv.values())
+            print(
+                f"CPU per chip, bucket ({label}): reader {cpu[k] * 1000:.2f} + server "
+                f"{sv['server'] * 1000:.2f} + proxy {sv['proxy'] * 1000:.2f} = "
+                f"{total * 1000:.2f} ms vs local reader {cpu['local_best'] * 1000:.2f} ms: "
+                f"on these shared cores at most {reads['machine_ceiling'][k]:.2f}x local"
+            )
         pb = reads["blocks_per_chip"]
         print(
             f"BlockSampler(block={BATCH}), batches of {BATCH}: local {reads['local_blocks']:.0f} "
@@ -531,4 +586,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

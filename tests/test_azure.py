@@ -116,8 +116,14 @@ def test_cli_build_from_and_to_a_container_matches_a_local_build_and_leaks_no_ke
     assert list(hrefs) == [f"az://{az_container}/cogs/scene-0/b{b}.tif" for b in (1, 2)]
     assert remote.manifest["layout"]["chips_per_shard"] == REMOTE_CHIPS_PER_SHARD
     outputs = [built] + [geochip(c, url) for c in ("info", "check", "stats")]
+    for where in (f"az://{az_container}/pictures", str(tmp_path / "pictures")):
+        outputs.append(geochip("preview", url, "--out", f"{where}/p.png"))
     assert all(o.returncode == 0 for o in outputs), [o.stderr for o in outputs]
     assert "32 chips" in outputs[1].stdout
+    assert not (tmp_path / "az:").exists()
+    for name in ("p.png", "p-splits.png"):  # the pictures uploaded are the local bytes
+        picture = _objects(f"az://{az_container}/pictures")[name]
+        assert picture == (tmp_path / "pictures" / name).read_bytes(), name
     objects = _objects(url)
     assert "manifest.json" in objects and not any(n.startswith(".geochip") for n in objects)
     for name, data in objects.items():

@@ -248,9 +248,18 @@ def test_a_build_is_refused_while_another_holds_the_prefix(s3_bucket: str, catal
 def test_cli_build_to_a_bucket_leaks_no_secret_and_matches_a_local_build(
     s3_bucket: str, catalog: Path, tmp_path: Path
 ) -> None:
+    """The config, its catalog and the COGs on the bucket too (the catalog's path relative
+    to the config's URL); the pictures and the report written to the bucket are the bytes
+    written locally; nothing lands in a local folder named ``s3:``."""
     url = f"s3://{s3_bucket}/ds"
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump(scene_config(catalog, "unused")))
+    fs, _ = filesystem(url)
+    inputs = f"{s3_bucket}/inputs"
+    root = catalog.parent.parent  # the catalog's folder and the COGs beside it
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        fs.put_file(str(file), f"{inputs}/{file.relative_to(root).as_posix()}")
+    config = scene_config(catalog, "unused")
+    config["sources"]["path"] = "catalog/catalog.json"  # relative to the config's URL
+    fs.pipe_file(f"{inputs}/config.yaml", yaml.safe_dump(config).encode())
     env = {
         **os.environ,
         "AWS_SECRET_ACCESS_KEY": SECRET,  # moto accepts any secret
@@ -269,10 +278,11 @@ def test_cli_build_to_a_bucket_leaks_no_secret_and_matches_a_local_build(
             check=False,
         )
 
-    built = geochip("build", str(config_path), "--out", url, "--no-progress")
+    built = geochip("build", f"s3://{inputs}/config.yaml", "--out", url, "--no-progress")
     assert built.returncode == 0, built.stdout + built.stderr
-    assert not (tmp_path / "s3:").exists()  # not a local folder named "s3:"
-    local = build(parse_config(scene_config(catalog, tmp_path / "local")), progress=False)
+    same_inputs = {**config, "output": {"path": str(tmp_path / "local")}}
+    same_inputs["sources"] = {"kind": "catalog", "path": f"s3://{inputs}/catalog/catalog.json"}
+    local = build(parse_config(same_inputs), progress=False)
     _same_chips(open_store(local.path), open_store(url))
     assert open_store(url).manifest["layout"]["chips_per_shard"] == REMOTE_CHIPS_PER_SHARD
     outputs = [built]
@@ -282,6 +292,15 @@ def test_cli_build_to_a_bucket_leaks_no_secret_and_matches_a_local_build(
     report = geochip("report", url, "--out", str(tmp_path / "r.html"))
     assert report.returncode == 0, report.stderr
     assert "32 chips" in outputs[1].stdout
+    for where in (f"s3://{s3_bucket}/pictures", str(tmp_path / "pictures")):
+        outputs.append(geochip("preview", url, "--out", f"{where}/p.png"))
+        outputs.append(geochip("report", url, "--out", f"{where}/r.html"))
+        assert all(r.returncode == 0 for r in outputs[-2:]), outputs[-2].stderr + outputs[-1].stderr
+    assert not (tmp_path / "s3:").exists()  # not a local folder named "s3:"
+    fs.invalidate_cache()
+    for name in ("p.png", "p-splits.png", "r.html"):
+        got = fs.cat_file(f"{s3_bucket}/pictures/{name}")
+        assert got == (tmp_path / "pictures" / name).read_bytes(), name
     objects = _objects(url)
     for name, data in objects.items():
         assert SECRET.encode() not in data, name

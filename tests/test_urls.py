@@ -4,7 +4,10 @@ time series, predictions and retiles on a real S3 API (moto's server on loopback
 
 from __future__ import annotations
 
+import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -316,6 +319,39 @@ def test_predict_reads_a_scene_from_a_bucket(
     assert (tmp_path / "a.tif").read_bytes() == (tmp_path / "b.tif").read_bytes()
 
 
+def test_predict_cli_takes_the_model_and_the_normalisation_from_a_bucket(
+    s3_bucket: str, scenes: Path, tmp_path: Path
+) -> None:
+    """``geochip predict s3://.../model.pt SCENE --normalize-from s3://.../ds``: the COG and
+    the model checksum of the same run with local files."""
+    import torch
+
+    model = tmp_path / "inputs" / "model.pt"
+    model.parent.mkdir()
+    torch.jit.save(torch.jit.script(_net()), str(model))
+    store = tmp_path / "inputs" / "ds"
+    store.mkdir()
+    manifest = {"normalization": {"mean": [20000.0], "std": [20000.0]}}
+    (store / "manifest.json").write_text(json.dumps(manifest))
+    upload(tmp_path / "inputs", f"s3://{s3_bucket}/inputs")
+    scene = str(scenes / "S2_20240503_T33.tif")
+    runs = {
+        "local": (str(model), str(store)),
+        "bucket": (f"s3://{s3_bucket}/inputs/model.pt", f"s3://{s3_bucket}/inputs/ds"),
+    }
+    for name, (model_at, store_at) in runs.items():
+        out = str(tmp_path / f"{name}.tif")
+        cli("predict", model_at, scene, "--out", out, "--chip", "128", "--normalize-from",
+            store_at, "--no-progress")  # fmt: skip
+    assert (tmp_path / "local.tif").read_bytes() == (tmp_path / "bucket.tif").read_bytes()
+    items = [json.loads((tmp_path / f"{n}.json").read_text()) for n in runs]
+    a, b = (i["properties"] for i in items)
+    assert {k: v for k, v in a.items() if v != b.get(k)}.keys() == {"geochip:model"}
+    assert a["geochip:model"]["sha256"] == b["geochip:model"]["sha256"]
+    assert a["geochip:model"]["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+    assert b["geochip:model"]["href"] == runs["bucket"][0]
+
+
 @pytest.mark.parametrize("fmt", ["nc", "zarr"])
 def test_timeseries_from_and_to_a_bucket(s3_bucket: str, tmp_path: Path, fmt: str) -> None:
     import geopandas as gpd
@@ -624,3 +660,147 @@ def test_a_build_with_labels_on_a_bucket_has_the_masks_of_local_labels(
     assert len({int(v) for m in masks for v in np.unique(m)} - {0}) >= 2  # classes were drawn
     for row, mask in zip(want.index.itertuples(), masks, strict=True):
         np.testing.assert_array_equal(mask, want.read(row.index)[1])
+
+
+@pytest.mark.parametrize("suffix", [".geojson", ".gpkg"])
+def test_search_intersects_a_geometry_file_on_a_bucket(
+    sdk_endpoint_only: str, catalog_folder: Path, tmp_path: Path, suffix: str
+) -> None:
+    """``search --intersects s3://...``: the items of the same search with the local file
+    (a GeoJSON geometry read whole, a GeoPackage through read_vector); a missing object is
+    named in one line."""
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    over = GRID.extent.to_crs("EPSG:4326").geom.buffer(0.001)
+    frame = gpd.GeoDataFrame({"n": [1]}, geometry=[over], crs="EPSG:4326")
+    local = tmp_path / f"aoi{suffix}"
+    if suffix == ".geojson":
+        local.write_text(json.dumps(over.__geo_interface__))
+    else:
+        frame.to_file(local)
+    url = f"s3://{sdk_endpoint_only}/aoi{suffix}"
+    upload(local, url)
+    catalog = str(catalog_folder / "catalog" / "catalog.json")
+
+    def ids(where: str) -> list[str]:
+        out = json.loads(
+            cli("search", "--catalog", catalog, "--intersects", where, "--json").output
+        )
+        return sorted(f["id"] for f in out["features"])
+
+    assert ids(url) == ids(str(local)) and len(ids(url)) == 2
+    far = tmp_path / f"far{suffix}"
+    elsewhere = box(100, 40, 101, 41)
+    if suffix == ".geojson":
+        far.write_text(json.dumps(elsewhere.__geo_interface__))
+    else:
+        gpd.GeoDataFrame({"n": [1]}, geometry=[elsewhere], crs="EPSG:4326").to_file(far)
+    upload(far, f"s3://{sdk_endpoint_only}/far{suffix}")
+
+    def refused(where: str) -> str:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "geochip",
+                "search",
+                "--catalog",
+                catalog,
+                "--intersects",
+                where,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode != 0 and "Traceback" not in result.stderr
+        return " ".join(result.stderr.split())
+
+    assert "no item of" in refused(f"s3://{sdk_endpoint_only}/far{suffix}")  # the AOI is used
+    missing = f"s3://{sdk_endpoint_only}/missing{suffix}"
+    assert missing in refused(missing)
+
+
+def test_plans_manifests_and_configs_by_url(
+    s3_bucket: str, catalog_folder: Path, tmp_path: Path
+) -> None:
+    """save_plan/load_plan, normalization_from_store and load_config take URLs as they take
+    paths (a config's relative paths resolve against its URL); a registry file by URL is
+    refused in one line (registries point to local folders)."""
+    import yaml
+
+    from geochip.builder.config import load_config
+    from geochip.errors import InputError
+    from geochip.inference.model import normalization_from_store
+    from geochip.plan.chips import load_plan, plan_chips, save_plan
+    from geochip.registry.catalog import open_registry
+
+    plan = plan_chips(GRID, 64)
+    url = f"s3://{s3_bucket}/plans/plan.parquet"
+    assert save_plan(plan, url) == url
+    assert load_plan(url).drop(columns="geometry").equals(plan.drop(columns="geometry"))
+    assert list(load_plan(url).geometry) == list(plan.geometry)
+
+    (tmp_path / "ds").mkdir()
+    manifest = {"normalization": {"mean": [10.0, 20.0], "std": [2.0, 4.0]}}
+    (tmp_path / "ds" / "manifest.json").write_text(json.dumps(manifest))
+    upload(tmp_path / "ds", f"s3://{s3_bucket}/ds")
+    got = normalization_from_store(f"s3://{s3_bucket}/ds")
+    assert got == normalization_from_store(tmp_path / "ds")
+    assert got.mean == (10.0, 20.0) and got.std == (2.0, 4.0)
+    with pytest.raises(InputError, match="manifest"):
+        normalization_from_store(f"s3://{s3_bucket}/nothing")
+
+    config = {
+        "sources": {"kind": "catalog", "path": "../catalog/catalog.json"},
+        "bands": ["red", "nir"],
+        "chips": {"size": 64},
+    }
+    upload(catalog_folder / "catalog", f"s3://{s3_bucket}/catalog")
+    fs, _ = filesystem(url)
+    fs.pipe_file(f"{s3_bucket}/configs/c.yaml", yaml.safe_dump(config).encode())
+    loaded = load_config(f"s3://{s3_bucket}/configs/c.yaml", out=str(tmp_path / "out"))
+    assert loaded.sources.path == f"s3://{s3_bucket}/catalog/catalog.json"
+    from geochip.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no config file at s3://"):
+        load_config(f"s3://{s3_bucket}/configs/missing.yaml", out=str(tmp_path / "out"))
+    with pytest.raises(InputError, match="registries are read from local disk"):
+        open_registry(f"s3://{s3_bucket}/registry.yaml")
+
+
+def test_demo_and_sample_catalog_on_a_bucket(s3_bucket: str, tmp_path: Path) -> None:
+    """``geochip sample --out s3://...`` uploads a catalog that reads like the local one;
+    ``geochip demo --out s3://...`` writes the store, its picture and its report to the
+    bucket: the chips and the page of the same demo run locally."""
+    from geochip import open_catalog
+    from geochip.read.open import open_scene
+    from geochip.sources.sample import sample_catalog
+    from geochip.store.reader import open_store
+    from geochip.workflows.demo import run_demo
+
+    url = cli("sample", "--out", f"s3://{s3_bucket}/sample").output.strip()
+    assert url == f"s3://{s3_bucket}/sample/catalog.json"
+    remote_items = list(open_catalog(url).search())
+    local_items = list(open_catalog(sample_catalog()).search())
+    assert [i.id for i in remote_items] == [i.id for i in local_items] and len(local_items) == 2
+    href = remote_items[0].assets["red"].get_absolute_href()
+    assert href and href.startswith(f"s3://{s3_bucket}/sample/")
+    got = open_scene(remote_items[0], asset="red").read()
+    assert np.array_equal(got, open_scene(local_items[0], asset="red").read())
+
+    remote = run_demo(f"s3://{s3_bucket}/demo", progress=False)
+    local = run_demo(tmp_path / "demo", progress=False)
+    assert str(remote.out) == f"s3://{s3_bucket}/demo"
+    assert remote.splits == local.splits and remote.batch_shapes == local.batch_shapes
+    names = set(listing(f"s3://{s3_bucket}/demo"))
+    assert {"manifest.json", "index.parquet", "chips.png", "report.html"} <= names
+    assert download(f"s3://{s3_bucket}/demo/chips.png")[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "s3:").exists() and not Path("s3:").exists()
+    got, want = open_store(remote.out), open_store(local.out)
+    assert len(got) == len(want) > 0
+    for i in range(len(got)):
+        for a, b in zip(got.read(i), want.read(i), strict=True):
+            np.testing.assert_array_equal(a, b)

@@ -137,14 +137,16 @@ def test_chip_dataset_on_a_missing_bucket(s3_bucket: str) -> None:
         ChipDataset("s3://geochip-no-such-bucket/ds", split="train")
 
 
-def test_demo_out_to_a_bucket(refuse, tmp_path: Path) -> None:
+def test_demo_out_to_a_missing_bucket(refuse, s3_bucket: str, tmp_path: Path) -> None:
+    """The demo writes to a bucket too (tests/test_urls.py); one that does not exist is
+    refused before any work, and nothing lands in a local folder named ``s3:``."""
     refuse(
         "demo",
         "--out",
-        "s3://my-bucket/demo",
+        "s3://geochip-no-such-bucket/demo",
         "--no-progress",
-        error="InputError",
-        message="geochip build CONFIG --out s3://my-bucket/demo",
+        error="StoreError",
+        message="cannot write to s3://geochip-no-such-bucket/demo",
         cwd=tmp_path,
         outputs=[tmp_path / "s3:"],
     )

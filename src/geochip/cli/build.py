@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -18,7 +17,8 @@ EXIT_FAILED_CHIPS = 3
 @app.command()
 def build(
     config: Annotated[
-        Path | None, typer.Argument(help="The dataset's YAML config (see --help-config).")
+        str | None,
+        typer.Argument(help="The dataset's YAML config: a path or URL (see --help-config)."),
     ] = None,
     out: Annotated[
         str | None,
@@ -112,7 +112,7 @@ def build(
 
 
 def _array_job(
-    config: Path,
+    config: str,
     out: str | None,
     workers: int | None,
     scheduler: str | None,

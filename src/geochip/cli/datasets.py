@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -19,7 +18,7 @@ datasets_app = GeochipTyper(
 app.add_typer(datasets_app, name="datasets")
 
 RegistryOption = Annotated[
-    list[Path] | None,
+    list[str] | None,
     typer.Option(
         "--registry",
         help="A registry file (YAML or JSON) whose datasets are added to the built-ins; "
@@ -28,7 +27,7 @@ RegistryOption = Annotated[
 ]
 
 
-def _registry(files: list[Path] | None) -> Any:
+def _registry(files: list[str] | None) -> Any:
     from ..registry.catalog import open_registry
 
     return open_registry(files or None)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -62,10 +61,11 @@ def demo(
 @app.command()
 def sample(
     out: Annotated[
-        Path | None, typer.Option(help="Where to write it (default: the geochip cache).")
+        str | None,
+        typer.Option(help="Where to write it, a folder or URL (default: the geochip cache)."),
     ] = None,
     refresh: Annotated[bool, typer.Option(help="Rebuild even if it exists.")] = False,
-    root: Annotated[Path | None, typer.Option(hidden=True, help="Old name of --out.")] = None,
+    root: Annotated[str | None, typer.Option(hidden=True, help="Old name of --out.")] = None,
 ) -> None:
     """Write the sample STAC catalog (real Landsat 8 and Sentinel-2 crops) and print its path."""
     from ..sources.sample import sample_catalog

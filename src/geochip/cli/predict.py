@@ -16,7 +16,7 @@ from .chips import _split_bands
 EXIT_FAILED_BLOCKS = 3
 
 
-def _source(value: str, registry: Path | None, download: bool) -> Any:
+def _source(value: str, registry: str | None, download: bool) -> Any:
     if value.startswith("registry:"):
         from ..registry.samples import load_inference_data  # lazy: CLI
 
@@ -84,7 +84,8 @@ def predict(
         typer.Option(help="Normalisation stds per band; repeat or separate with commas."),
     ] = None,
     normalize_from: Annotated[
-        Path | None, typer.Option(help="Take the normalisation from a chip dataset's manifest.")
+        str | None,
+        typer.Option(help="Take the normalisation from a chip dataset's manifest (path or URL)."),
     ] = None,
     activation: Annotated[str, typer.Option(help="softmax, sigmoid or none.")] = "softmax",
     output: Annotated[str, typer.Option(help="classes, probabilities or both.")] = "classes",
@@ -99,7 +100,7 @@ def predict(
     tta: Annotated[bool, typer.Option(help="Average over flips (test-time augmentation).")] = False,
     tile: Annotated[int, typer.Option(min=16, help="Output tile size (pixels).")] = 512,
     registry: Annotated[
-        Path | None, typer.Option(help="Registry file for registry:TAG sources.")
+        str | None, typer.Option(help="Registry file for registry:TAG sources.")
     ] = None,
     download: Annotated[bool, typer.Option(help="Download a registry dataset first.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
@@ -117,8 +118,10 @@ def predict(
     elif normalize_from is not None:
         normalize = normalize_from
     band_list = _split_bands(bands)
-    the_model: Any = Path(model)
-    if not Path(model).exists() and ":" in model:
+    from ..core.storage import is_url
+
+    the_model: Any = model if is_url(model) else Path(model)
+    if not is_url(model) and not Path(model).exists() and ":" in model:
         from ..core.imports import load_object
 
         the_model = load_object(model, "MODEL")()

@@ -85,17 +85,23 @@ def _open(
     return open_catalog(catalog, headers=parsed, max_requests=max_requests, max_items=max_items)
 
 
-def _geometry_file(path: Path) -> dict[str, Any]:
+def _geometry_file(path: str) -> dict[str, Any]:
     """One EPSG:4326 geometry (the union) from a GeoJSON geometry/Feature/FeatureCollection
-    or any vector file."""
-    if path.suffix.lower() in {".json", ".geojson"}:
-        data = json.loads(path.read_text())
-        kind = data.get("type")
+    or any vector file (a path or URL)."""
+    from ..core.storage import read_bytes
+    from ..core.vectors import read_vector  # lazy: geopandas ~0.6 s, only for --intersects
+
+    if path.split("?", 1)[0].lower().endswith((".json", ".geojson")):
+        try:
+            data = json.loads(read_bytes(path))
+        except FileNotFoundError:
+            raise InputError(f"--intersects {path}: no such file; check the path") from None
+        except ValueError as err:
+            raise InputError(f"--intersects {path}: not valid JSON ({err})") from None
+        kind = data.get("type") if isinstance(data, dict) else None
         if kind not in {"Feature", "FeatureCollection"} and "coordinates" in data:
             return dict(data)
-    import geopandas as gpd  # lazy: ~0.6 s, only for --intersects files
-
-    frame = gpd.read_file(path)
+    frame = read_vector(path, what="--intersects file")
     if frame.empty:
         raise InputError(f"--intersects {path}: no geometry in the file")
     from ..core.geometry import wgs84_footprints  # lazy: as geopandas
@@ -129,7 +135,8 @@ def search(
         str | None, typer.Option(help="west,south,east,north in EPSG:4326 (--bbox=-87.6,...).")
     ] = None,
     intersects: Annotated[
-        Path | None, typer.Option(help="A GeoJSON or vector file; its geometries' union.")
+        str | None,
+        typer.Option(help="A GeoJSON or vector file (path or URL); its geometries' union."),
     ] = None,
     datetime: Annotated[
         str | None, typer.Option(help="2024, 2024-05, 2024-01-01/2024-06-30, ../2024-01-01.")

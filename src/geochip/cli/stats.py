@@ -4,7 +4,6 @@ statistics per split) and ``geochip report`` (one offline HTML page)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -89,10 +88,12 @@ def report(
     store: Annotated[
         str, typer.Argument(help="A chip dataset: a folder or a URL (s3://bucket/ds).")
     ],
-    out: Annotated[Path, typer.Option(help="The HTML file to write.")] = Path("report.html"),
+    out: Annotated[
+        str, typer.Option(help="The HTML file to write (a path or URL).")
+    ] = "report.html",
     per_split: Annotated[int, typer.Option(min=1, help="Sample chips shown per split.")] = 4,
     screenshot: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--screenshot-out", help="Also write a PNG of the page as headless Chromium shows it."
         ),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import posixpath
 from pathlib import Path
 from typing import Annotated
 
@@ -155,24 +156,31 @@ def preview(
         str, typer.Argument(help="A chip dataset: a folder or a URL (s3://bucket/ds).")
     ],
     out: Annotated[
-        Path, typer.Option(help="Write a PNG of sample chips and masks per split here.")
-    ] = Path("preview.png"),
+        str,
+        typer.Option(help="Write a PNG of sample chips and masks per split here (a path or URL)."),
+    ] = "preview.png",
     split_map_out: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             help="Write a PNG map of the chips coloured by split here (default: <out>-splits.png)."
         ),
     ] = None,
     per_split: Annotated[int, typer.Option(min=1, help="Chips shown per split.")] = 4,
     split_map: Annotated[
-        Path | None, typer.Option(hidden=True, help="Old name of --split-map-out.")
+        str | None, typer.Option(hidden=True, help="Old name of --split-map-out.")
     ] = None,
 ) -> None:
     """Save a grid of chips and masks per split, and a map of the splits."""
     from ..store.viz import save_chip_grid, save_split_map
 
     rgb_bands = ("red", "green", "blue")
-    save_chip_grid(store, out, per_split=per_split, rgb=rgb_bands)
-    map_path = split_map_out or split_map or out.with_name(f"{out.stem}-splits.png")
-    save_split_map(store, map_path)
-    console.print(f"preview: {out}\nsplit map: {map_path}")
+    grid = save_chip_grid(store, out, per_split=per_split, rgb=rgb_bands)
+    map_path = save_split_map(store, split_map_out or split_map or _beside(out, "-splits.png"))
+    console.print(f"preview: {grid}\nsplit map: {map_path}")
+
+
+def _beside(location: str, ending: str) -> str:
+    """``location`` with its suffix replaced by ``ending`` (``a/p.png`` -> ``a/p-splits.png``;
+    URLs alike)."""
+    stem, _ = posixpath.splitext(location)
+    return stem + ending

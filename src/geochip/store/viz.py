@@ -19,7 +19,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import matplotlib
@@ -28,7 +28,8 @@ import numpy as np
 import numpy.typing as npt
 from matplotlib.patches import Patch, Rectangle
 
-from ..core.files import atomic_path
+from ..core.files import output_file
+from ..core.storage import is_url, local_path
 from ..errors import StoreError
 from ..plan.splits import SPLITS
 from .format import MASK_IGNORE
@@ -86,7 +87,7 @@ def save_chip_grid(
     *,
     per_split: int = 4,
     rgb: Sequence[str] = ("red", "green", "blue"),
-) -> Path:
+) -> str | Path:
     """Save a PNG with up to ``per_split`` chips of each split (image above its mask)."""
     matplotlib.use("Agg")
 
@@ -158,24 +159,29 @@ def save_chip_grid(
         handles.append(Patch(color=(0.5, 0.5, 0.5), label=f"{MASK_IGNORE} ignore"))
         fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7)
     fig.tight_layout(rect=(0.02, 0.04, 1, 0.97))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _save(fig, out)
-    return out
+    return _save(fig, out)
 
 
-def _save(fig: Any, out: Path) -> None:
+def _save(fig: Any, out: str | Path) -> str | Path:
+    """Save ``fig`` to ``out`` (a local path, made whole by a rename, or a URL: one
+    upload); the format from its suffix (PNG without one). Returns ``out`` (a local one
+    as a :class:`~pathlib.Path`)."""
+    fmt = PurePosixPath(str(out)).suffix.lstrip(".") or "png"
+    if not is_url(out):
+        out = local_path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, dpi=100, format=out.suffix.lstrip(".") or "png")
+        with output_file(out) as tmp:
+            fig.savefig(tmp, dpi=100, format=fmt)
     finally:
         plt.close(fig)
+    return out
 
 
 _SPLIT_COLOURS = {"train": "#2b83ba", "val": "#fdae61", "test": "#d7191c"}
 
 
-def save_split_map(store: str | Path | ChipStore, out: str | Path) -> Path:
+def save_split_map(store: str | Path | ChipStore, out: str | Path) -> str | Path:
     """Save a PNG map of every chip's footprint coloured by split, one panel per CRS.
 
     Chips over the nodata limit are drawn hatched grey and failed chips in black, so the map
@@ -230,7 +236,4 @@ def save_split_map(store: str | Path | ChipStore, out: str | Path) -> Path:
     fig.suptitle(f"splits of {store.path.name} ({dropped} chips dropped by the split)", fontsize=9)
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7)
     fig.tight_layout(rect=(0, 0.05, 1, 0.96))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _save(fig, out)
-    return out
+    return _save(fig, out)

@@ -38,8 +38,7 @@ import numpy as np
 from ..builder.config.parse import parse_config
 from ..builder.run import build
 from ..core.progress import Stages
-from ..core.storage import is_url, local_path
-from ..errors import InputError
+from ..core.storage import ObjectPath, join, store_path
 from ..sources.items import eo_cloud_cover
 from ..sources.open import open_catalog
 from ..sources.sample import sample_catalog
@@ -97,7 +96,7 @@ DEMO: Mapping[str, Any] = {
 class DemoResult:
     """What the demo made and measured."""
 
-    out: Path
+    out: Path | ObjectPath
     item_id: str
     cloud_cover: float
     splits: dict[str, int]
@@ -116,21 +115,15 @@ def run_demo(
     console: Any = None,
 ) -> DemoResult:
     """Run the demo into ``out`` (replacing an earlier demo there) and return its figures.
-    ``out`` is a local folder (the demo writes pictures and a report beside the store)."""
-    if is_url(out):
-        raise InputError(
-            f"the demo writes its pictures and report beside the store, so --out must be a "
-            f"local folder, not {out}; to write a chip dataset to a bucket use `geochip build "
-            f"CONFIG --out {out}`"
-        )
-    out = local_path(out)
+    ``out`` is a local folder or a URL (``s3://bucket/demo``): the store, its preview
+    picture and its report page go there."""
+    root = store_path(out)
+    where = str(root) if isinstance(root, ObjectPath) else str(root.resolve())
     stages = Stages(enabled=progress, console=console)
-    config = parse_config(
-        {**DEMO, "output": {"path": str(out.resolve())}, "engine": {"threads": workers}}
-    )
+    config = parse_config({**DEMO, "output": {"path": where}, "engine": {"threads": workers}})
     result = build(config, overwrite=True, progress=progress, console=console)
     stages.timings.update(result.timings)  # plan, verify, read + write chips, index
-    store = open_store(out)
+    store = open_store(root)
     item_id = store.manifest["items"][0]
     item = next(iter(open_catalog(sample_catalog()).search(ids=[item_id])))
     batch_shapes: dict[str, list[tuple[int, ...]]] = {}
@@ -138,14 +131,14 @@ def run_demo(
     with stages.stage(reader, total=len(store)) as advance:
         seen = 0
         for name in ("train", "val", "test"):
-            for shape in _batch_shapes(store, out, name, batch_size=4):
+            for shape in _batch_shapes(store, root, name, batch_size=4):
                 batch_shapes.setdefault(name, []).append(shape)
                 seen += shape[0]
                 advance(seen)
     with stages.stage("preview PNG"):
-        save_chip_grid(out, out / "chips.png")
+        save_chip_grid(store, join(str(root), "chips.png"))
     with stages.stage("report page"):
-        write_report(store, out / "report.html")
+        write_report(store, join(str(root), "report.html"))
     classes = dict(config.labels.classes or {}) if config.labels else {}
     per_class: dict[str, dict[str, int]] = {}
     for name, rows in store.ok().groupby("split"):
@@ -156,7 +149,7 @@ def run_demo(
         per_class[str(name)] = totals
     splits = result.counts["splits"]
     return DemoResult(
-        out=out,
+        out=root,
         item_id=item_id,
         cloud_cover=eo_cloud_cover(item) or 0.0,
         splits={s: int(splits.get(s, 0)) for s in ("train", "val", "test")},
@@ -168,7 +161,9 @@ def run_demo(
     )
 
 
-def _batch_shapes(store: Any, out: Path, split: str, batch_size: int) -> list[tuple[int, ...]]:
+def _batch_shapes(
+    store: Any, out: Path | ObjectPath, split: str, batch_size: int
+) -> list[tuple[int, ...]]:
     """Shapes of the image batches of ``split``: through a torch DataLoader with 2 workers,
     or (torch not installed) stacked from the store's reader."""
     if HAS_TORCH:

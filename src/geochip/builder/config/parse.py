@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import posixpath
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ...core.storage import is_url, local_path, parent
 from ...core.yaml import read_yaml
 from ...errors import ConfigError
 from .model import BuildConfig, validate_config
@@ -17,12 +19,20 @@ __all__ = [
 ]
 
 
-def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+def _resolve_paths(data: dict[str, Any], base: str | Path) -> dict[str, Any]:
+    """``data`` with its relative paths made absolute against ``base`` (a folder, or the
+    URL of the bucket prefix a config was read from)."""
+
     def fix(value: Any) -> Any:
         if not isinstance(value, str) or value == "sample" or "://" in value:
             return value
         path = Path(value).expanduser()
-        return str(path if path.is_absolute() else (base / path).resolve())
+        if path.is_absolute():
+            return str(path)
+        if is_url(base):  # against the config's URL: s3://b/cfg + ../labels.gpkg
+            scheme, rest = str(base).split("://", 1)
+            return f"{scheme}://{posixpath.normpath(posixpath.join(rest, value))}"
+        return str((Path(base) / path).resolve())
 
     data = json.loads(json.dumps(data))  # a deep copy of plain data
     sources = data.get("sources")
@@ -83,18 +93,18 @@ def parse_config(
     if not isinstance(data, Mapping):
         raise ConfigError(f"a config is a mapping of sections, got {type(data).__name__}")
     data = _with_output(dict(data), out)
-    resolved = _resolve_paths(data, Path(base) if base is not None else Path.cwd())
+    resolved = _resolve_paths(data, base if base is not None else Path.cwd())
     return validate_config(resolved)
 
 
 def load_config(path: str | Path, *, out: str | Path | None = None) -> BuildConfig:
     """Read and validate a YAML (or JSON) config file (a key given twice is refused);
     ``out`` replaces ``output.path`` (see :func:`parse_config`)."""
-    path = Path(path)
     data = read_yaml(path, "config file")
     if data is None:
         raise ConfigError(f"{path} is empty; a config needs sources, bands, chips and output")
+    base = parent(path) if is_url(path) else local_path(path).resolve().parent
     try:
-        return parse_config(data, base=path.resolve().parent, out=out)
+        return parse_config(data, base=base, out=out)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
