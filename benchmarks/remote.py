@@ -29,7 +29,10 @@ do not take the benchmark's CPU. What it measures, in one run:
    it, not geochip, bounds the bucket's rate).
 5. The reading side's CPU per chip (this process and the DataLoader workers; not the
    server's nor the proxy's): on 2 cores the server shares the reader's CPU, so this tells
-   what a reader bound by its own CPU would reach with the server on other machines.
+   what a reader bound by its own CPU would reach with the server on other machines. And
+   the CPU per chip of the server and of the proxy (psutil, over the same epochs): the
+   local reads keep both cores busy, so local reader CPU / (reader + server + proxy CPU)
+   is the best ratio the bucket's reads can reach on these shared cores.
 6. The same training reads with ``BlockSampler(block=16)`` (shuffled blocks of
    neighbouring chips: a batch of 16 is one range request per array), local and bucket.
 7. Peak RSS of this process and of its children (DataLoader workers, Dask workers).
@@ -57,6 +60,15 @@ side's CPU 1.07 ms per chip local, 2.88 ms bucket (~0.37x if the server were els
 run before the two changes: 1.40 vs 4.71 ms). ``BlockSampler(block=16)``: local 1944
 chips/s, bucket 577 (0.30x), 0.113 requests per chip, reader CPU 1.71 ms per chip. Peak
 RSS 893 MiB.
+
+2026-12-06, later, with the server's and the proxy's CPU counted: build 0.94x (50.6 local,
+47.4 bucket chips/s). Reads, plain shuffle: local 2191-2319 chips/s, bucket 260 (0.11x);
+CPU per chip: reader 2.89 + moto 3.03 + proxy 0.71 = 6.63 ms against the local reader's
+0.90 ms, so these 2 cores allow at most 0.14x (moto alone, at 3.4x the local reader's whole
+cost per chip, caps a reader as cheap as the local one at 0.19x). ``BlockSampler(16)``:
+local 2182, bucket 664 chips/s (0.30x), CPU 1.88 + 0.36 + 0.21 = 2.44 ms: at most 0.37x.
+Geochip reaches ~80% of what the machine allows in both; the 0.7x target needs the server
+off the reader's cores. Peak RSS 908 MiB.
 """
 
 from __future__ import annotations

@@ -150,3 +150,61 @@ def test_demo_out_to_a_missing_bucket(refuse, s3_bucket: str, tmp_path: Path) ->
         cwd=tmp_path,
         outputs=[tmp_path / "s3:"],
     )
+
+
+@pytest.mark.parametrize("command", ["preview", "report"])
+def test_pictures_and_reports_to_a_missing_bucket(
+    refuse, s3_bucket: str, tmp_path: Path, command: str
+) -> None:
+    """preview/report --out to a bucket that does not exist: refused before any work (the
+    probe object), one line, nothing written locally."""
+    from geochip.plan.splits import assign_splits
+
+    plan, sources = _plan_and_sources()
+    write_store(tmp_path / "ds", assign_splits(plan, block_size=64, seed=1).plan, sources)
+    out = f"s3://geochip-no-such-bucket/x/{'p.png' if command == 'preview' else 'r.html'}"
+    refuse(
+        command,
+        str(tmp_path / "ds"),
+        "--out",
+        out,
+        error="StoreError",
+        message="cannot write to s3://geochip-no-such-bucket/x",
+        cwd=tmp_path,
+        outputs=[tmp_path / "s3:"],
+    )
+
+
+@pytest.mark.parametrize("command", ["preview", "report"])
+@pytest.mark.parametrize("where", ["folder", "folder/", "bucket", "bucket/prefix/"])
+def test_a_file_output_that_names_a_folder(
+    refuse, s3_bucket: str, tmp_path: Path, command: str, where: str
+) -> None:
+    """A file output naming a folder (an existing local one, a trailing slash, a bare
+    bucket) is refused in one line before any work; before, a local folder ended in an
+    IsADirectoryError traceback and a URL wrote an object named after the folder."""
+    from geochip.plan.splits import assign_splits
+
+    plan, sources = _plan_and_sources()
+    write_store(tmp_path / "ds", assign_splits(plan, block_size=64, seed=1).plan, sources)
+    (tmp_path / "folder").mkdir()
+    out = {
+        "folder": str(tmp_path / "folder"),
+        "folder/": str(tmp_path / "folder") + "/",
+        "bucket": f"s3://{s3_bucket}",
+        "bucket/prefix/": f"s3://{s3_bucket}/prefix/",
+    }[where]
+    refuse(
+        command,
+        str(tmp_path / "ds"),
+        "--out",
+        out,
+        error="InputError",
+        message=f"{out} names a folder, not a file",
+        cwd=tmp_path,
+        outputs=[tmp_path / "s3:"],
+    )
+    assert list((tmp_path / "folder").iterdir()) == []
+    fs, _ = filesystem(f"s3://{s3_bucket}")
+    fs.invalidate_cache()
+    assert fs.find(s3_bucket) == []  # nothing written to the bucket either

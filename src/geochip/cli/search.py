@@ -17,8 +17,8 @@ import shapely.geometry
 import typer
 from rich.table import Table
 
-from ..core.files import write_text
-from ..core.storage import check_writable, is_url, local_path, parent
+from ..core.files import check_file_output, write_text
+from ..core.storage import is_url, local_path
 from ..errors import InputError
 from .app import app, console, split_list
 
@@ -182,7 +182,7 @@ def search(
     footprints = footprints_out or footprints
     for destination in (out, footprints):
         if destination is not None:  # refused before the search, not after
-            check_writable(parent(destination))
+            check_file_output(destination)
     cat = _open(catalog, header, header_env, api_key_env, max_items=max_items)
     geometry = _geometry_file(intersects) if intersects is not None else None
     items = cat.search(
@@ -307,7 +307,7 @@ def select(
         if cloud_band == "auto"
         else CloudBand.parse(cloud_band)
     )
-    check_writable(parent(out))  # refused before any search
+    check_file_output(out)  # refused before any search
     cat = _open(catalog, header, header_env, api_key_env, max_requests=max_requests)
     frame = load_labels(labels, id_column=id_column)
     stages = Stages(enabled=progress, console=console)

@@ -101,11 +101,15 @@ def report(
 ) -> None:
     """Write one self-contained HTML page about a chip dataset (works offline): split map,
     class balance, band statistics, sample chips and masks, config and provenance, failures."""
+    from ..core.files import check_file_output
     from ..store.report import find_chromium, write_report
     from ..store.report import screenshot as take_screenshot
 
     if screenshot is not None and find_chromium() is None:  # refused before any write
         take_screenshot(out, screenshot)
+    for target in (out, screenshot):
+        if target is not None:
+            check_file_output(target)
     path = write_report(store, out, per_split=per_split)
     console.print(f"report: {path}")
     if screenshot is not None:

@@ -171,11 +171,15 @@ def preview(
     ] = None,
 ) -> None:
     """Save a grid of chips and masks per split, and a map of the splits."""
+    from ..core.files import check_file_output
     from ..store.viz import save_chip_grid, save_split_map
 
+    map_out = split_map_out or split_map or _beside(out, "-splits.png")
+    for target in (out, map_out):  # refused before any work
+        check_file_output(target)
     rgb_bands = ("red", "green", "blue")
     grid = save_chip_grid(store, out, per_split=per_split, rgb=rgb_bands)
-    map_path = save_split_map(store, split_map_out or split_map or _beside(out, "-splits.png"))
+    map_path = save_split_map(store, map_out)
     console.print(f"preview: {grid}\nsplit map: {map_path}")
 
 

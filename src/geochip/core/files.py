@@ -28,14 +28,16 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import StoreError
+from ..errors import InputError, StoreError
 from .security import redact
-from .storage import ObjectPath, filesystem, is_url, local_path
+from .storage import ObjectPath, check_writable, filesystem, is_url, local_path, parent
 
 __all__ = [
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
+    "check_file_name",
+    "check_file_output",
     "output_file",
     "output_folder",
     "remove_stale_partials",
@@ -48,10 +50,41 @@ __all__ = [
 _COUNTER = itertools.count()
 
 
+def check_file_name(location: str | Path) -> None:
+    """Refuse (:class:`~geochip.errors.InputError`) a file output that names a folder: a
+    local folder that exists, a path or URL ending in ``/``, or a bare bucket
+    (``s3://bucket``), before anything is written.
+
+    >>> check_file_name("s3://bucket/out/")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    geochip.errors.InputError: s3://bucket/out/ names a folder, not a file: ...
+    """
+    text = str(location)
+    if is_url(text):
+        key = text.split("://", 1)[1].partition("/")[2]
+        folder = not key or text.endswith("/")
+    else:
+        folder = text.endswith(("/", os.sep)) or local_path(text).is_dir()
+    if folder:
+        raise InputError(
+            f"{text} names a folder, not a file: give a file name in it "
+            f"({text.rstrip('/' + os.sep)}/NAME)"
+        )
+
+
+def check_file_output(location: str | Path) -> None:
+    """:func:`check_file_name`, then :func:`~geochip.core.storage.check_writable` of the
+    folder it goes in: a file output refused before any work."""
+    check_file_name(location)
+    check_writable(parent(location))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside ``path`` to write into; renamed onto ``path`` when the block
     ends without an error, removed when it raises."""
+    check_file_name(path)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{next(_COUNTER)}.partial")
@@ -157,6 +190,7 @@ def output_file(location: str | Path) -> Iterator[Path]:
         with atomic_path(local_path(location)) as tmp:
             yield tmp
         return
+    check_file_name(location)
     fs, path = filesystem(location)
     with tempfile.TemporaryDirectory(prefix="geochip-out-") as folder:
         tmp = Path(folder) / posixpath.basename(path.rstrip("/"))
@@ -202,6 +236,7 @@ def write_bytes(location: str | Path, data: bytes) -> None:
     if not is_url(location):
         atomic_write_bytes(local_path(location), data)
         return
+    check_file_name(location)
     fs, path = filesystem(location)
     try:
         fs.pipe_file(path, data)
