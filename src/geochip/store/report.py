@@ -446,13 +446,8 @@ def write_report(
         f"{_e(store.manifest['image']['shape'])} {_e(store.manifest['image']['dtype'])}, "
         f"bands {_e(', '.join(store.bands))}.</p>{body}</body></html>\n"
     )
-    if is_url(out):
-        write_text(out, page)  # one PUT
-        return out
-    out = local_path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_text(out, page)
-    return out
+    write_text(out, page)  # a rename locally, one PUT for a URL
+    return out if is_url(out) else local_path(out)
 
 
 def find_chromium() -> str | None:
@@ -472,9 +467,6 @@ def screenshot(
             f"a screenshot of {page} needs headless Chromium and there is none on PATH; "
             "install it (Debian: apt-get install chromium) or leave out --screenshot-out"
         )
-    if not is_url(png):
-        png = local_path(png)
-        png.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as profile, output_file(png) as tmp:
         shot = Path(profile) / "page.png"  # Chromium names the format by the suffix
         if is_url(page):  # a report in a bucket: Chromium opens a local copy
@@ -505,4 +497,4 @@ def screenshot(
                 f"{done.stderr.strip()[-300:]}"
             )
         shutil.move(shot, tmp)
-    return png
+    return png if is_url(png) else local_path(png)

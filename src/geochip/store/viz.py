@@ -167,15 +167,12 @@ def _save(fig: Any, out: str | Path) -> str | Path:
     upload); the format from its suffix (PNG without one). Returns ``out`` (a local one
     as a :class:`~pathlib.Path`)."""
     fmt = PurePosixPath(str(out)).suffix.lstrip(".") or "png"
-    if not is_url(out):
-        out = local_path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
     try:
         with output_file(out) as tmp:
             fig.savefig(tmp, dpi=100, format=fmt)
     finally:
         plt.close(fig)
-    return out
+    return out if is_url(out) else local_path(out)
 
 
 _SPLIT_COLOURS = {"train": "#2b83ba", "val": "#fdae61", "test": "#d7191c"}
