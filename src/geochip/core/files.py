@@ -53,7 +53,9 @@ _COUNTER = itertools.count()
 def check_file_name(location: str | Path) -> None:
     """Refuse (:class:`~geochip.errors.InputError`) a file output that names a folder: a
     local folder that exists, a path or URL ending in ``/``, or a bare bucket
-    (``s3://bucket``), before anything is written.
+    (``s3://bucket``), before anything is written. :func:`output_file` and
+    :func:`write_bytes` (every file a user names) call it; the store's own files, written
+    through :func:`atomic_path` one per chip, are named by geochip and skip the check.
 
     >>> check_file_name("s3://bucket/out/")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
@@ -84,7 +86,6 @@ def check_file_output(location: str | Path) -> None:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside ``path`` to write into; renamed onto ``path`` when the block
     ends without an error, removed when it raises."""
-    check_file_name(path)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{next(_COUNTER)}.partial")
@@ -186,11 +187,11 @@ def output_file(location: str | Path) -> Iterator[Path]:
     >>> read_bytes("memory://out/a.txt")
     b'done'
     """
+    check_file_name(location)
     if not is_url(location):
         with atomic_path(local_path(location)) as tmp:
             yield tmp
         return
-    check_file_name(location)
     fs, path = filesystem(location)
     with tempfile.TemporaryDirectory(prefix="geochip-out-") as folder:
         tmp = Path(folder) / posixpath.basename(path.rstrip("/"))
@@ -233,10 +234,10 @@ def output_folder(location: str | Path, last: tuple[str, ...] = ()) -> Iterator[
 
 def write_bytes(location: str | Path, data: bytes) -> None:
     """Write ``data`` to ``location`` atomically (a local rename, or one PUT)."""
+    check_file_name(location)
     if not is_url(location):
         atomic_write_bytes(local_path(location), data)
         return
-    check_file_name(location)
     fs, path = filesystem(location)
     try:
         fs.pipe_file(path, data)

@@ -33,7 +33,7 @@ import numpy.typing as npt
 
 from ..core.files import sha256_file
 from ..core.security import redact
-from ..core.storage import is_url, join, local_path, read_bytes
+from ..core.storage import join, read_bytes
 from ..errors import InputError, MissingExtraError, ModelError
 
 __all__ = [
@@ -111,29 +111,23 @@ def normalization_from_store(path: str | Path) -> Normalization:
 def load_model(path: str | Path) -> Any:
     """A TorchScript archive or a ``torch.export`` program (a path or URL), ready to call."""
     torch = _torch()
-    source: Any
-    if is_url(path):  # s3://, gs://, az://: read whole, loaded from memory
-        try:
-            source = io.BytesIO(read_bytes(path))
-        except FileNotFoundError:
-            raise InputError(f"model file {path} does not exist") from None
-    else:
-        source = local_path(path)
-        if not source.is_file():
-            raise InputError(f"model file {path} does not exist")
+    try:  # a local file or one GET; both formats load from memory
+        data = read_bytes(path)
+    except (FileNotFoundError, IsADirectoryError):
+        raise InputError(f"model file {path} does not exist") from None
     errors = []
-    if not zipfile.is_zipfile(source):
+    if not zipfile.is_zipfile(io.BytesIO(data)):
         errors.append("the file is not a zip archive, which both formats are")
     else:
         try:
-            return torch.jit.load(_rewound(source), map_location="cpu").eval()
+            return torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
         except Exception as err:  # not a TorchScript archive
             errors.append(f"TorchScript: {str(err).splitlines()[0]}")
         quiet = logging.getLogger("torch.export")
         level = quiet.level
         quiet.setLevel(logging.CRITICAL)  # it logs a traceback before raising
         try:
-            return torch.export.load(_rewound(source)).module()
+            return torch.export.load(io.BytesIO(data)).module()
         except Exception as err:  # not an exported program either
             errors.append(f"torch.export: {str(err).splitlines()[0]}")
         finally:
@@ -142,14 +136,6 @@ def load_model(path: str | Path) -> Any:
         f"{path}: not a TorchScript archive (torch.jit.save) nor a torch.export program "
         f"(torch.export.save): {'; '.join(errors)}"
     )
-
-
-def _rewound(source: Any) -> Any:
-    """A local path as a string, or the in-memory file back at its start."""
-    if isinstance(source, io.BytesIO):
-        source.seek(0)
-        return source
-    return str(source)
 
 
 def model_checksum(model: Any, path: str | Path | None = None) -> str | None:
